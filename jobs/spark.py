@@ -1,0 +1,44 @@
+"""One way to get a SparkSession, so every job and test sees the same settings.
+
+The session keeps its scratch space and warehouse inside the project's work directory,
+computes in UTC (jobs convert to the configured local zone explicitly), and leaves the
+master to ``--master`` / ``spark-submit`` / ``local[*]``, in that order.
+"""
+from __future__ import annotations
+
+import os
+
+from metaprofile.workdir import configure_environment
+
+
+def build_session(app_name: str, master: str | None = None,
+                  conf: dict[str, str] | None = None):
+    """Create (or reuse) the SparkSession for a job."""
+    work = configure_environment()
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    elif not _submitted():
+        builder = builder.master("local[*]")
+    settings = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.warehouse.dir": str(work / "spark-warehouse"),
+        "spark.local.dir": os.environ.get("SPARK_LOCAL_DIRS", str(work / "spark-local")),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work / 'derby'}",
+        "spark.sql.shuffle.partitions": os.environ.get("METAPROFILE_SHUFFLE_PARTITIONS", "8"),
+        "spark.ui.showConsoleProgress": "false",
+    }
+    settings.update(conf or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(os.environ.get("METAPROFILE_SPARK_LOG_LEVEL", "WARN"))
+    return session
+
+
+def _submitted() -> bool:
+    """True when running under spark-submit, which already chose the master."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ

@@ -1,0 +1,2 @@
+"""MetaProfile: lookalike audiences from the Meta-Profile Network (CIKM '20)."""
+__version__ = "0.1.0"

@@ -1,0 +1,626 @@
+"""Typed pipeline configuration: YAML -> frozen dataclasses, validated once at load.
+
+Every stage (encode, heatmaps, training, lookalike, evaluation) reads the same
+:class:`PipelineConfig`. Validation collects *all* problems and reports each with the dotted
+path of the offending field, e.g. ``modalities[0].channels[2].measure: 'amout' is not one of
+...``, so a user can fix a config in one pass.
+
+Only the standard library and PyYAML are used here: this module is imported by Spark jobs,
+TensorFlow processes and Airflow DAG files alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from schemas import SCHEMA_VERSION
+
+# Measures a channel can aggregate, per raw source. Amount/points measures sum values,
+# count measures count rows, quantity sums item counts.
+MEASURES: dict[str, tuple[str, ...]] = {
+    "purchases": ("purchase_amount", "cancel_amount", "purchase_count", "cancel_count", "quantity"),
+    "points": ("points", "count"),
+}
+SOURCES = tuple(MEASURES)
+CANCELLATION_MODES = ("separate", "net")
+VALUE_TRANSFORMS = ("none", "log1p")
+RAW_FORMATS = ("parquet", "csv", "jsonl")
+URI_SCHEMES = ("file", "s3a", "hdfs", "gs", "abfs", "abfss", "wasbs")
+STORAGE_KEYS = (
+    "raw_purchases", "raw_points", "demographics", "source_labels", "target_labels",
+    "campaign_seeds", "campaign_registry", "opt_outs", "events", "snapshots", "heatmaps",
+    "rejects", "manifests", "models", "embeddings", "segments", "reports", "ground_truth",
+)
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_GENRE_RE = re.compile(r"^(\*|[^/\s][^/]*(/[^/]+)*)$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used. ``problems`` lists one ``field: message`` each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        bullet = "\n  - "
+        super().__init__(f"invalid config {source}:{bullet}{bullet.join(problems)}")
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """The feature window: ``days`` local calendar days ending at (and including) ``ds``."""
+
+    days: int = 365
+    timezone: str = "UTC"  # local zone in which (day, hour) cells are binned
+    end: dt.date | None = None  # default ds when a command is run without --ds
+
+    def start(self, ds: dt.date) -> dt.date:
+        """First local date of the window that ends at ``ds``."""
+        return ds - dt.timedelta(days=self.days - 1)
+
+
+@dataclass(frozen=True)
+class RawConfig:
+    """How raw logs look as they land, and how much of them may be rejected."""
+
+    format: str = "parquet"
+    timestamp_timezone: str = "UTC"  # zone of timestamps that carry no offset
+    valid_from: dt.date = dt.date(2000, 1, 1)  # earlier timestamps are rejected as out of range
+    valid_until: dt.date = dt.date(2100, 1, 1)  # later timestamps are rejected as out of range
+    max_reject_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class PseudonymisationConfig:
+    """Keyed HMAC-SHA256 of user ids. The key never lives in the config itself."""
+
+    enabled: bool = True
+    key_env: str = "METAPROFILE_PSEUDONYM_KEY"
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """One heatmap channel: which rows feed it (``genre`` prefix or ``point_type``) and how."""
+
+    name: str
+    measure: str
+    genre: str | None = None  # purchases: genre-path prefix; '*' matches every known genre
+    point_type: str | None = None  # points: exact point type
+
+    def matches_genre(self, genre: str) -> bool:
+        return self.genre == "*" or genre == self.genre or genre.startswith(f"{self.genre}/")
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """One time-heatmap modality: a raw source and its ordered channels (index = position)."""
+
+    name: str
+    source: str
+    channels: tuple[ChannelRule, ...]
+    cancellations: str = "separate"  # purchases: 'separate' or 'net' (cancels subtract)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channels)
+
+    def channel_index(self, name: str) -> int:
+        return [c.name for c in self.channels].index(name)
+
+    def is_known_genre(self, genre: str | None) -> bool:
+        """A genre is known when a specific (non-'*') prefix rule matches it."""
+        return genre is not None and any(
+            c.genre not in (None, "*") and c.matches_genre(genre) for c in self.channels)
+
+    def channels_for_genre(self, genre: str | None) -> tuple[int, ...]:
+        """Channel indices a purchase row of ``genre`` feeds; empty for an unknown genre.
+
+        Rules are independent: a row feeds *every* channel whose prefix matches, so
+        ``fashion`` and ``fashion/shoes`` can both be channels (a total and a detail), and
+        ``*`` adds a whole-modality channel. A genre that no specific prefix matches is
+        unknown and is quarantined, never silently routed to ``*``. This is the reference
+        definition; the Spark encoder implements it with column expressions.
+        """
+        if not self.is_known_genre(genre):
+            return ()
+        return tuple(i for i, c in enumerate(self.channels)
+                     if c.genre is not None and c.matches_genre(genre))
+
+
+@dataclass(frozen=True)
+class CategoricalField:
+    name: str
+    vocabulary: tuple[str, ...]  # id 0 is reserved for missing/unknown values
+
+
+@dataclass(frozen=True)
+class DemographicsConfig:
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[CategoricalField, ...] = ()
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return self.numeric + tuple(c.name for c in self.categorical)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """A labelled task. Target tasks carry the label period, which must follow the window."""
+
+    name: str
+    description: str = ""
+    label_period_start: dt.date | None = None
+    label_period_end: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where each dataset lives. Every value is a URI; local paths are made absolute at load."""
+
+    root: str
+    paths: Mapping[str, str] = field(default_factory=dict)
+
+    def uri(self, key: str) -> str:
+        if key not in self.paths:
+            raise KeyError(f"storage.{key} is not a known dataset; known: {', '.join(self.paths)}")
+        return self.paths[key]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    window: WindowConfig
+    raw: RawConfig
+    pseudonymisation: PseudonymisationConfig
+    modalities: tuple[ModalityConfig, ...]
+    value_transform: str
+    demographics: DemographicsConfig
+    source_tasks: tuple[TaskConfig, ...]
+    target_tasks: tuple[TaskConfig, ...]
+    storage: StorageConfig
+    version: int = SCHEMA_VERSION
+
+    def modality(self, name: str) -> ModalityConfig:
+        for m in self.modalities:
+            if m.name == name:
+                return m
+        raise KeyError(f"no modality {name!r}; configured: {[m.name for m in self.modalities]}")
+
+    def modalities_for(self, source: str) -> tuple[ModalityConfig, ...]:
+        return tuple(m for m in self.modalities if m.source == source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form that :func:`parse_config` accepts back (dates as ISO strings)."""
+        return _to_plain(
+            {
+                "version": self.version,
+                "name": self.name,
+                "window": dataclasses.asdict(self.window),
+                "raw": dataclasses.asdict(self.raw),
+                "pseudonymisation": dataclasses.asdict(self.pseudonymisation),
+                "value_transform": self.value_transform,
+                "modalities": [
+                    {
+                        "name": m.name,
+                        "source": m.source,
+                        **({"cancellations": m.cancellations}
+                           if m.source == "purchases" else {}),
+                        "channels": [
+                            {k: v for k, v in dataclasses.asdict(c).items() if v is not None}
+                            for c in m.channels
+                        ],
+                    }
+                    for m in self.modalities
+                ],
+                "demographics": {
+                    "numeric": list(self.demographics.numeric),
+                    "categorical": [
+                        {"name": c.name, "vocabulary": list(c.vocabulary)}
+                        for c in self.demographics.categorical
+                    ],
+                },
+                "tasks": {
+                    "source": [_task_dict(t) for t in self.source_tasks],
+                    "target": [_task_dict(t) for t in self.target_tasks],
+                },
+                "storage": {"root": self.storage.root, **dict(self.storage.paths)},
+            }
+        )
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _task_dict(t: TaskConfig) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
+                base_dir: str | os.PathLike | None = None) -> PipelineConfig:
+    """Read a YAML config file, apply ``key.path=value`` overrides, validate, and return it.
+
+    Relative local storage paths are resolved against ``base_dir`` (default: the current
+    working directory), so every later stage sees absolute URIs.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}"]) from None
+    raw = apply_overrides(raw if raw is not None else {}, overrides, source=path)
+    return parse_config(raw, source=path, base_dir=base_dir)
+
+
+def apply_overrides(raw: Any, overrides: Iterable[str], source: str = "<overrides>") -> Any:
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested mapping, in order."""
+    if not isinstance(raw, dict):
+        return raw
+    result = _deep_copy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(source, [f"override {item!r}: expected key.path=value"])
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return result
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def parse_config(raw: Any, source: str = "<config>",
+                 base_dir: str | os.PathLike | None = None) -> PipelineConfig:
+    """Validate a plain mapping (as from YAML) and build the typed config."""
+    r = _Reader(source)
+    cfg = r.build(raw, base_dir=os.fspath(base_dir) if base_dir is not None else os.getcwd())
+    if r.problems:
+        raise ConfigError(source, r.problems)
+    return cfg
+
+
+class _Reader:
+    """Walks the raw mapping, recording every problem with its dotted field path."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+
+    # -- primitive helpers -------------------------------------------------------------
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def mapping(self, value: Any, where: str, allowed: Iterable[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(where, f"expected a mapping, got {type(value).__name__}")
+            return {}
+        allowed = tuple(allowed)
+        for key in value:
+            if key not in allowed:
+                self.problem(f"{where}.{key}" if where else str(key),
+                             f"unknown field; allowed: {', '.join(allowed)}")
+        return value
+
+    def get(self, m: dict, key: str, where: str, kind: type | tuple, default: Any = ...,
+            required: bool = False) -> Any:
+        path = f"{where}.{key}" if where else key
+        if key not in m or m[key] is None:
+            if required:
+                self.problem(path, "is required")
+            return None if default is ... else default
+        value = m[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if bool in kinds and not isinstance(value, bool):
+            self.problem(path, f"expected true/false, got {value!r}")
+            return None if default is ... else default
+        if int in kinds and float not in kinds and isinstance(value, bool):
+            self.problem(path, f"expected an integer, got {value!r}")
+            return None if default is ... else default
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            names = "/".join(k.__name__ for k in kinds)
+            self.problem(path, f"expected {names}, got {type(value).__name__} {value!r}")
+            return None if default is ... else default
+        return value
+
+    def choice(self, m: dict, key: str, where: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(m, key, where, str, default)
+        if value not in choices:
+            self.problem(f"{where}.{key}" if where else key,
+                         f"{value!r} is not one of {', '.join(choices)}")
+            return default
+        return value
+
+    def date(self, m: dict, key: str, where: str, default: Any = None) -> dt.date | None:
+        path = f"{where}.{key}" if where else key
+        value = m.get(key, default)
+        if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value)
+            except ValueError:
+                pass
+        self.problem(path, f"expected a date YYYY-MM-DD, got {value!r}")
+        return default if isinstance(default, dt.date) else None
+
+    def timezone(self, m: dict, key: str, where: str, default: str) -> str:
+        value = self.get(m, key, where, str, default)
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(f"{where}.{key}", f"unknown time zone {value!r} (use an IANA name "
+                                           "such as 'Asia/Tokyo' or 'UTC')")
+            return default
+        return value
+
+    def name(self, m: dict, key: str, where: str) -> str:
+        value = self.get(m, key, where, str, required=True)
+        if value is not None and not _NAME_RE.match(value):
+            self.problem(f"{where}.{key}", f"{value!r} must be lower_snake_case "
+                                           "(letters, digits, underscores)")
+        return value or ""
+
+    def sequence(self, value: Any, where: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.problem(where, f"expected a list, got {type(value).__name__}")
+            return []
+        return value
+
+    def unique(self, names: list[str], where: str) -> None:
+        seen: set[str] = set()
+        for n in names:
+            if n in seen:
+                self.problem(where, f"duplicate name {n!r}")
+            seen.add(n)
+
+    # -- sections ------------------------------------------------------------------------
+    def build(self, raw: Any, base_dir: str) -> PipelineConfig:
+        top = self.mapping(raw, "", ("version", "name", "window", "raw", "pseudonymisation",
+                                     "modalities", "value_transform", "demographics", "tasks",
+                                     "storage"))
+        if not isinstance(raw, dict):
+            top = {}
+        version = self.get(top, "version", "", int, required=True)
+        if version is not None and version != SCHEMA_VERSION:
+            self.problem("version", f"config version {version} is not supported by this "
+                                    f"release (expects {SCHEMA_VERSION})")
+        name = self.name(top, "name", "")
+        window = self.window(top.get("window"))
+        raw_cfg = self.raw(top.get("raw"))
+        pseudo = self.pseudonymisation(top.get("pseudonymisation"))
+        modalities = self.modalities(top.get("modalities"))
+        transform = self.choice(top, "value_transform", "", VALUE_TRANSFORMS, "log1p")
+        demographics = self.demographics(top.get("demographics"))
+        source_tasks, target_tasks = self.tasks(top.get("tasks"), window)
+        storage = self.storage(top.get("storage"), base_dir)
+        return PipelineConfig(
+            name=name, window=window, raw=raw_cfg, pseudonymisation=pseudo,
+            modalities=modalities, value_transform=transform, demographics=demographics,
+            source_tasks=source_tasks, target_tasks=target_tasks, storage=storage,
+            version=version or SCHEMA_VERSION,
+        )
+
+    def window(self, value: Any) -> WindowConfig:
+        m = self.mapping(value, "window", ("days", "timezone", "end"))
+        days = self.get(m, "days", "window", int, 365)
+        if not 1 <= days <= 3660:
+            self.problem("window.days", f"{days} is outside 1..3660")
+            days = 365
+        return WindowConfig(days=days, timezone=self.timezone(m, "timezone", "window", "UTC"),
+                            end=self.date(m, "end", "window"))
+
+    def raw(self, value: Any) -> RawConfig:
+        m = self.mapping(value, "raw", ("format", "timestamp_timezone", "valid_from",
+                                        "valid_until", "max_reject_ratio"))
+        d = RawConfig()
+        cfg = RawConfig(
+            format=self.choice(m, "format", "raw", RAW_FORMATS, d.format),
+            timestamp_timezone=self.timezone(m, "timestamp_timezone", "raw",
+                                             d.timestamp_timezone),
+            valid_from=self.date(m, "valid_from", "raw", d.valid_from),
+            valid_until=self.date(m, "valid_until", "raw", d.valid_until),
+            max_reject_ratio=self.get(m, "max_reject_ratio", "raw", float, d.max_reject_ratio),
+        )
+        if cfg.valid_from >= cfg.valid_until:
+            self.problem("raw.valid_from", f"{cfg.valid_from} is not before raw.valid_until "
+                                           f"{cfg.valid_until}")
+        if not 0.0 <= cfg.max_reject_ratio <= 1.0:
+            self.problem("raw.max_reject_ratio", f"{cfg.max_reject_ratio} is outside 0..1")
+        return cfg
+
+    def pseudonymisation(self, value: Any) -> PseudonymisationConfig:
+        m = self.mapping(value, "pseudonymisation", ("enabled", "key_env", "key_file"))
+        d = PseudonymisationConfig()
+        return PseudonymisationConfig(
+            enabled=self.get(m, "enabled", "pseudonymisation", bool, d.enabled),
+            key_env=self.get(m, "key_env", "pseudonymisation", str, d.key_env),
+            key_file=self.get(m, "key_file", "pseudonymisation", str, None),
+        )
+
+    def modalities(self, value: Any) -> tuple[ModalityConfig, ...]:
+        items = self.sequence(value, "modalities")
+        if not items:
+            self.problem("modalities", "at least one modality is required")
+        result = [self.modality(item, f"modalities[{i}]") for i, item in enumerate(items)]
+        self.unique([m.name for m in result], "modalities")
+        return tuple(result)
+
+    def modality(self, value: Any, where: str) -> ModalityConfig:
+        m = self.mapping(value, where, ("name", "source", "channels", "cancellations"))
+        name = self.name(m, "name", where)
+        source = self.choice(m, "source", where, SOURCES, "purchases")
+        cancellations = self.choice(m, "cancellations", where, CANCELLATION_MODES, "separate")
+        if source != "purchases" and "cancellations" in m:
+            self.problem(f"{where}.cancellations", "only applies to a purchases modality")
+        items = self.sequence(m.get("channels"), f"{where}.channels")
+        if not items:
+            self.problem(f"{where}.channels", "at least one channel is required")
+        channels = [self.channel(c, f"{where}.channels[{i}]", source) for i, c in enumerate(items)]
+        self.unique([c.name for c in channels], f"{where}.channels")
+        keys = [(c.genre, c.point_type, c.measure) for c in channels]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                self.problem(f"{where}.channels[{i}]", f"repeats the rule of channel "
+                                                       f"{keys.index(key)} ({key[0] or key[1]} × "
+                                                       f"{key[2]})")
+        return ModalityConfig(name=name, source=source, channels=tuple(channels),
+                              cancellations=cancellations)
+
+    def channel(self, value: Any, where: str, source: str) -> ChannelRule:
+        m = self.mapping(value, where, ("name", "measure", "genre", "point_type"))
+        measure = self.choice(m, "measure", where, MEASURES[source], MEASURES[source][0])
+        genre = self.get(m, "genre", where, str, None)
+        point_type = self.get(m, "point_type", where, str, None)
+        if source == "purchases":
+            if genre is None:
+                self.problem(f"{where}.genre", "is required for a purchases channel "
+                                               "(a genre-path prefix, or '*')")
+            elif not _GENRE_RE.match(genre):
+                self.problem(f"{where}.genre", f"{genre!r} is not a genre-path prefix like "
+                                               "'fashion/tops'")
+            if point_type is not None:
+                self.problem(f"{where}.point_type", "only applies to a points channel")
+        else:
+            if point_type is None:
+                self.problem(f"{where}.point_type", "is required for a points channel")
+            if genre is not None:
+                self.problem(f"{where}.genre", "only applies to a purchases channel")
+        default_name = f"{(genre or point_type or 'x').replace('/', '_').replace('*', 'all')}_{measure}"
+        name = self.get(m, "name", where, str, default_name.lower())
+        return ChannelRule(name=name, measure=measure, genre=genre, point_type=point_type)
+
+    def demographics(self, value: Any) -> DemographicsConfig:
+        m = self.mapping(value, "demographics", ("numeric", "categorical"))
+        numeric = []
+        for i, n in enumerate(self.sequence(m.get("numeric"), "demographics.numeric")):
+            if not isinstance(n, str) or not _NAME_RE.match(n):
+                self.problem(f"demographics.numeric[{i}]", f"{n!r} is not a lower_snake_case "
+                                                           "field name")
+            else:
+                numeric.append(n)
+        categorical = []
+        for i, c in enumerate(self.sequence(m.get("categorical"), "demographics.categorical")):
+            where = f"demographics.categorical[{i}]"
+            cm = self.mapping(c, where, ("name", "vocabulary"))
+            name = self.name(cm, "name", where)
+            vocab = self.sequence(cm.get("vocabulary"), f"{where}.vocabulary")
+            if not vocab:
+                self.problem(f"{where}.vocabulary", "needs at least one value")
+            vocab = [str(v) for v in vocab]
+            self.unique(vocab, f"{where}.vocabulary")
+            categorical.append(CategoricalField(name=name, vocabulary=tuple(vocab)))
+        cfg = DemographicsConfig(numeric=tuple(numeric), categorical=tuple(categorical))
+        self.unique(list(cfg.field_names), "demographics")
+        return cfg
+
+    def tasks(self, value: Any, window: WindowConfig) -> tuple[tuple[TaskConfig, ...], ...]:
+        m = self.mapping(value, "tasks", ("source", "target"))
+        source = [self.task(t, f"tasks.source[{i}]", target=False)
+                  for i, t in enumerate(self.sequence(m.get("source"), "tasks.source"))]
+        target = [self.task(t, f"tasks.target[{i}]", target=True)
+                  for i, t in enumerate(self.sequence(m.get("target"), "tasks.target"))]
+        if not source:
+            self.problem("tasks.source", "at least one source task is required")
+        self.unique([t.name for t in source], "tasks.source")
+        self.unique([t.name for t in target], "tasks.target")
+        for name in sorted({t.name for t in source} & {t.name for t in target}):
+            self.problem("tasks.target", f"{name!r} is also a source task; source and target "
+                                         "tasks must be disjoint")
+        if window.end is not None:
+            for i, t in enumerate(target):
+                if t.label_period_start is not None and t.label_period_start <= window.end:
+                    self.problem(f"tasks.target[{i}].label_period_start",
+                                 f"{t.label_period_start} is not after window.end "
+                                 f"{window.end}; target labels must come from after the "
+                                 "feature window")
+        return tuple(source), tuple(target)
+
+    def task(self, value: Any, where: str, target: bool) -> TaskConfig:
+        allowed = ("name", "description", "label_period_start", "label_period_end")
+        m = self.mapping(value if not isinstance(value, str) else {"name": value}, where,
+                         allowed if target else allowed[:2])
+        task = TaskConfig(name=self.name(m, "name", where),
+                          description=self.get(m, "description", where, str, ""),
+                          label_period_start=self.date(m, "label_period_start", where),
+                          label_period_end=self.date(m, "label_period_end", where))
+        if target:
+            if task.label_period_start is None:
+                self.problem(f"{where}.label_period_start", "is required for a target task")
+            if task.label_period_end is None:
+                self.problem(f"{where}.label_period_end", "is required for a target task")
+            if (task.label_period_start and task.label_period_end
+                    and task.label_period_end < task.label_period_start):
+                self.problem(f"{where}.label_period_end", "is before label_period_start")
+        return task
+
+    def storage(self, value: Any, base_dir: str) -> StorageConfig:
+        m = self.mapping(value, "storage", ("root",) + STORAGE_KEYS)
+        root = self.get(m, "root", "storage", str, required=True) or "."
+        root = self.uri(root, "storage.root", base_dir)
+        paths = {}
+        for key in STORAGE_KEYS:
+            rel = self.get(m, key, "storage", str, key)
+            paths[key] = self.uri(rel, f"storage.{key}", root)
+        return StorageConfig(root=root, paths=paths)
+
+    def uri(self, value: str, where: str, base: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if sep:
+            if scheme not in URI_SCHEMES:
+                hint = " (use s3a:// for S3)" if scheme in ("s3", "s3n") else ""
+                self.problem(where, f"unsupported URI scheme {scheme!r}{hint}; supported: "
+                                    f"{', '.join(URI_SCHEMES)}")
+            return value.rstrip("/")
+        return join_uri(base, value)
+
+
+def join_uri(base: str, relative: str) -> str:
+    """Resolve ``relative`` against ``base`` (a URI or local path); absolute inputs win."""
+    if "://" in relative or os.path.isabs(relative):
+        return relative.rstrip("/") or "/"
+    if "://" in base:
+        return f"{base.rstrip('/')}/{relative.strip('/')}" if relative not in ("", ".") else base
+    return os.path.normpath(os.path.join(os.path.abspath(base), relative))

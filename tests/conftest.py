@@ -1,0 +1,36 @@
+"""Shared fixtures. Importing this sets the work-directory environment for the whole run."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from metaprofile.workdir import configure_environment  # noqa: E402
+
+configure_environment()
+os.environ.setdefault("METAPROFILE_SPARK_LOG_LEVEL", "ERROR")
+
+from schemas.config import load_config  # noqa: E402
+
+SYNTHETIC_CONFIG = ROOT / "conf" / "synthetic.yaml"
+
+
+@pytest.fixture
+def synthetic_config(tmp_path):
+    """The synthetic config with its storage under this test's temporary directory."""
+    return load_config(SYNTHETIC_CONFIG, overrides=[f"storage.root={tmp_path / 'data'}"])
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs.spark import build_session
+    session = build_session("metaprofile-tests", master="local[2]",
+                            conf={"spark.sql.shuffle.partitions": "2",
+                                  "spark.ui.enabled": "false"})
+    yield session
+    session.stop()

@@ -1,0 +1,139 @@
+"""The typed pipeline config: the shipped configs validate, bad ones name the field."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+
+import pytest
+import yaml
+
+from conftest import ROOT, SYNTHETIC_CONFIG
+from schemas.config import ConfigError, apply_overrides, join_uri, load_config, parse_config
+
+SHIPPED = sorted((ROOT / "conf").glob("*.yaml"))
+
+
+def raw_synthetic() -> dict:
+    return yaml.safe_load(SYNTHETIC_CONFIG.read_text())
+
+
+def problems_of(raw: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, source="test.yaml")
+    return info.value.problems
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_validate_and_round_trip(path, tmp_path):
+    config = load_config(path, base_dir=tmp_path)
+    assert config.source_tasks and config.modalities
+    assert parse_config(config.to_dict(), base_dir=tmp_path) == config
+    assert parse_config(yaml.safe_load(config.to_yaml()), base_dir=tmp_path) == config
+
+
+def test_synthetic_config_contents(tmp_path):
+    config = load_config(SYNTHETIC_CONFIG, base_dir=tmp_path)
+    assert config.window.days == 365 and config.window.timezone == "Europe/Berlin"
+    assert config.window.start(dt.date(2026, 6, 30)) == dt.date(2025, 7, 1)
+    assert len(config.source_tasks) == 9 and len(config.target_tasks) == 8
+    purchases = config.modality("purchases")
+    assert purchases.num_channels == 12
+    assert purchases.channels[0].name == "fashion_purchase_amount"
+    assert config.storage.uri("events") == str(tmp_path / ".work/data/synthetic/events")
+
+
+def test_genre_routing_is_prefix_based_and_additive(tmp_path):
+    raw = raw_synthetic()
+    raw["modalities"][0]["channels"].append({"genre": "fashion/shoes", "measure": "quantity"})
+    purchases = parse_config(raw, base_dir=tmp_path).modality("purchases")
+    # fashion total, the whole-modality count and cancel channels, and the shoes detail.
+    assert purchases.channels_for_genre("fashion/shoes/boots") == (0, 10, 11, 12)
+    assert purchases.channels_for_genre("fashion/tops") == (0, 10, 11)
+    # A prefix matches whole path segments only, and '*' never rescues an unknown genre.
+    assert purchases.channels_for_genre("fashionista/tops") == ()
+    assert purchases.channels_for_genre("legacy_3/unmapped") == ()
+    assert purchases.channels_for_genre(None) == ()
+
+
+@pytest.mark.parametrize("mutate, field, words", [
+    (lambda r: r.update(version=2), "version", "not supported"),
+    (lambda r: r["window"].update(days=0), "window.days", "outside"),
+    (lambda r: r["window"].update(timezone="Mars/Olympus"), "window.timezone", "unknown time zone"),
+    (lambda r: r["window"].update(end="2026-02-30"), "window.end", "expected a date"),
+    (lambda r: r["raw"].update(format="xml"), "raw.format", "not one of"),
+    (lambda r: r["raw"].update(max_reject_ratio=1.5), "raw.max_reject_ratio", "outside"),
+    (lambda r: r["modalities"][0]["channels"][2].update(measure="amout"),
+     "modalities[0].channels[2].measure", "'amout' is not one of"),
+    (lambda r: r["modalities"][0]["channels"][1].update(point_type="used"),
+     "modalities[0].channels[1].point_type", "only applies to a points channel"),
+    (lambda r: r["modalities"][1]["channels"][0].pop("point_type"),
+     "modalities[1].channels[0].point_type", "is required"),
+    (lambda r: r["modalities"][0]["channels"].append({"genre": "beauty",
+                                                      "measure": "purchase_amount"}),
+     "modalities[0].channels[12]", "repeats the rule of channel 1"),
+    (lambda r: r["modalities"][1].update(cancellations="net"),
+     "modalities[1].cancellations", "only applies to a purchases modality"),
+    (lambda r: r["modalities"].append(copy.deepcopy(r["modalities"][1])), "modalities",
+     "duplicate name 'points'"),
+    (lambda r: r["demographics"]["categorical"][0].update(vocabulary=[]),
+     "demographics.categorical[0].vocabulary", "at least one value"),
+    (lambda r: r["tasks"]["target"].append({"name": "married", "label_period_start": "2026-07-01",
+                                            "label_period_end": "2026-08-01"}),
+     "tasks.target", "must be disjoint"),
+    (lambda r: r["tasks"]["target"][0].update(label_period_start=dt.date(2026, 6, 1)),
+     "tasks.target[0].label_period_start", "after the feature window"),
+    (lambda r: r["tasks"]["target"][1].pop("label_period_end"),
+     "tasks.target[1].label_period_end", "is required"),
+    (lambda r: r["tasks"]["source"][0].update(name="Has Children"),
+     "tasks.source[0].name", "lower_snake_case"),
+    (lambda r: r["storage"].update(root="s3://bucket/x"), "storage.root", "use s3a://"),
+    (lambda r: r.update(windows={}), "windows", "unknown field"),
+    (lambda r: r["window"].update(lenght=30), "window.lenght", "unknown field"),
+])
+def test_bad_config_names_the_field(mutate, field, words):
+    raw = raw_synthetic()
+    mutate(raw)
+    problems = problems_of(raw)
+    assert any(p.startswith(f"{field}:") and words in p for p in problems), problems
+
+
+def test_all_problems_are_reported_at_once():
+    raw = raw_synthetic()
+    raw["window"]["days"] = -1
+    raw["raw"]["format"] = "xml"
+    raw["value_transform"] = "sqrt"
+    fields = {p.split(":")[0] for p in problems_of(raw)}
+    assert {"window.days", "raw.format", "value_transform"} <= fields
+
+
+def test_error_message_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("version: 1\nname: x\nwindow: [1, 2]\n")
+    with pytest.raises(ConfigError, match="broken.yaml") as info:
+        load_config(path)
+    assert any(p.startswith("window: expected a mapping") for p in info.value.problems)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_storage_uris_resolve(tmp_path):
+    raw = raw_synthetic()
+    raw["storage"] = {"root": "s3a://bucket/metaprofile", "events": "hdfs://nn:8020/mp/events",
+                      "segments": "/mnt/segments", "models": "trained/models"}
+    storage = parse_config(raw, base_dir=tmp_path).storage
+    assert storage.uri("heatmaps") == "s3a://bucket/metaprofile/heatmaps"
+    assert storage.uri("events") == "hdfs://nn:8020/mp/events"
+    assert storage.uri("segments") == "/mnt/segments"
+    assert storage.uri("models") == "s3a://bucket/metaprofile/trained/models"
+    with pytest.raises(KeyError, match="storage.nope"):
+        storage.uri("nope")
+    assert join_uri(str(tmp_path), "a/b") == str(tmp_path / "a" / "b")
+
+
+def test_overrides_apply_in_order_and_parse_yaml_values():
+    raw = apply_overrides(raw_synthetic(), ["window.days=30", "window.days=31",
+                                            "pseudonymisation.enabled=true", "new.key=x"])
+    assert raw["window"]["days"] == 31 and raw["pseudonymisation"]["enabled"] is True
+    assert raw["new"] == {"key": "x"}
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_overrides(raw_synthetic(), ["window.days"])
