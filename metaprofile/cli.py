@@ -110,17 +110,16 @@ def format_generation_report(report: dict, root: str) -> str:
 
 
 def format_conversion_report(report: dict, root: str) -> str:
-    lines = [f"The Complete Journey converted to {root}"]
-    for table, c in report.get("accounting", {}).items():
-        rejected = c.get("rows_rejected", {})
-        detail = ", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "none"
-        lines.append(f"  {table:<20} in {c['rows_in']:>10,}  mapped {c['rows_mapped']:>10,}  "
-                     f"rejected: {detail}")
-    for key, n in report.get("outputs", {}).items():
-        lines.append(f"  {key:<20} {n:>10,} rows")
-    for kind, tasks in report.get("tasks", {}).items():
+    lines = [f"The Complete Journey converted to {root} in {report['seconds']:.1f} s"]
+    for name, flow in report["flows"].items():
+        rejected = ", ".join(f"{k} {v:,}" for k, v in flow["rows_rejected"].items()) or "none"
+        lines.append(f"  {name:<52} in {flow['rows_in']:>10,}  mapped {flow['rows_mapped']:>10,}"
+                     f"  rejected: {rejected}")
+    for key, out in report["outputs"].items():
+        lines.append(f"  {key:<17} {out['rows']:>10,} rows")
+    for kind, tasks in report["tasks"].items():
         for task, c in tasks.items():
-            lines.append(f"  {kind} task {task:<28} +{c['positives']:,} / -{c['negatives']:,} "
+            lines.append(f"  {kind} task {task:<30} +{c['positives']:,} / -{c['negatives']:,} "
                          f"/ unlabelled {c['unlabelled']:,}")
     return "\n".join(lines)
 

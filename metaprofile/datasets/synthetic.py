@@ -305,35 +305,41 @@ def day_events(world: World, users: Users, day: dt.date, day_index: int, timezon
 # --------------------------------------------------------------------------- bad rows
 
 
-def bad_row_counts(rows_before: int, rows_now: int, source: str, fmt: str,
+def bad_row_counts(rows_so_far: int, planted_so_far: dict[str, int], source: str, fmt: str,
                    fraction: float) -> dict[str, int]:
-    """Bad rows of each class for a partition that takes a source from ``rows_before`` to
-    ``rows_now`` generated rows.
+    """Bad rows of each class to plant in the next partition.
 
-    Counts are diffused across partitions, so that after any partition the running total of
-    each class is exactly ``round(fraction * rows generated so far)``, however small each
-    partition is.
+    ``rows_so_far`` counts generated rows including this partition. Counts are diffused
+    across partitions: after each partition the running total of every class is exactly
+    ``round(fraction * rows_so_far)`` whenever the partitions have had room for them, and a
+    partition too small to take its share passes the rest on to the next one.
     """
     kinds = [k for k in BAD_ROW_KINDS[source] if fmt != "parquet" or k not in TEXT_ONLY_KINDS]
-    k = int(round(rows_now * fraction)) - int(round(rows_before * fraction))
-    return {kind: k for kind in kinds}
+    target = int(round(rows_so_far * fraction))
+    return {kind: max(0, target - planted_so_far.get(kind, 0)) for kind in kinds}
 
 
 def inject_bad_rows(table: pa.Table, source: str, counts: dict[str, int],
-                    rng: np.random.Generator) -> tuple[pa.Table, np.ndarray]:
+                    rng: np.random.Generator
+                    ) -> tuple[pa.Table, np.ndarray, dict[str, int]]:
     """Corrupt distinct rows in place (one class each) and append duplicate rows.
 
-    Returns the new table and the row positions to turn into malformed lines when the
-    table is written as text (they are clean rows until then, and get no other defect).
+    Returns the new table, the row positions to turn into malformed lines when the table is
+    written as text (they are clean rows until then, and get no other defect), and how many
+    rows of each class were planted: fewer than asked when the table is too small.
     """
     value_col = "amount" if source == "purchases" else "points"
     order = rng.permutation(table.num_rows)
     cursor = 0
 
+    planted: dict[str, int] = {}
+
     def take(kind: str) -> np.ndarray:
         nonlocal cursor
         picked = np.sort(order[cursor:cursor + counts.get(kind, 0)])
         cursor += len(picked)
+        if kind in counts:
+            planted[kind] = len(picked)
         return picked
 
     def pick(choices: tuple[str, ...], n: int) -> list[str | None]:
@@ -360,7 +366,7 @@ def inject_bad_rows(table: pa.Table, source: str, counts: dict[str, int],
     originals = take("duplicate_row")  # clean rows whose exact copies are appended
     dirty = pa.table({name: _replace_rows(table.column(name), edits.get(name, []))
                       for name in table.column_names}, schema=table.schema)
-    return pa.concat_tables([dirty, dirty.take(originals)]), malformed
+    return pa.concat_tables([dirty, dirty.take(originals)]), malformed, planted
 
 
 def _replace_rows(column: pa.ChunkedArray, edits: list[tuple[np.ndarray, list]]) -> pa.Array:
@@ -536,14 +542,14 @@ def generate(config: PipelineConfig, options: GeneratorOptions,
             rng = np.random.default_rng([options.seed, 5, index])
             for source, table in tables.items():
                 c = counts[source]
-                planned = bad_row_counts(c["rows_generated"], c["rows_generated"] + table.num_rows,
-                                         source, options.format, options.bad_row_fraction)
-                dirty, malformed = inject_bad_rows(table, source, planned, rng)
-                write_partition(dirty, staging[source], day, options.format, malformed)
                 c["rows_generated"] += table.num_rows
+                wanted = bad_row_counts(c["rows_generated"], c["bad_rows"], source,
+                                        options.format, options.bad_row_fraction)
+                dirty, malformed, planted = inject_bad_rows(table, source, wanted, rng)
+                write_partition(dirty, staging[source], day, options.format, malformed)
                 c["rows_written"] += dirty.num_rows
-                c["clean_rows"] += dirty.num_rows - sum(planned.values())
-                for kind, k in planned.items():
+                c["clean_rows"] += dirty.num_rows - sum(planted.values())
+                for kind, k in planted.items():
                     c["bad_rows"][kind] = c["bad_rows"].get(kind, 0) + k
             if (index + 1) % 30 == 0 or index + 1 == len(days):
                 events = sum(c["rows_written"] for c in counts.values())
