@@ -1,6 +1,7 @@
 """One way to get a SparkSession, so every job and test sees the same settings.
 
-The session keeps its scratch space and warehouse inside the project's work directory,
+The session keeps its scratch space (SPARK_LOCAL_DIRS, set by configure_environment) and
+warehouse inside the project's work directory,
 computes in UTC (jobs convert to the configured local zone explicitly), and leaves the
 master to ``--master`` / ``spark-submit`` / ``local[*]``, in that order.
 """
@@ -26,11 +27,17 @@ def build_session(app_name: str, master: str | None = None,
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.warehouse.dir": str(work / "spark-warehouse"),
-        "spark.local.dir": os.environ.get("SPARK_LOCAL_DIRS", str(work / "spark-local")),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={work / 'derby'}",
         "spark.sql.shuffle.partitions": os.environ.get("METAPROFILE_SHUFFLE_PARTITIONS", "8"),
         "spark.ui.showConsoleProgress": "false",
+        # Jobs pass one path per daily partition; listing a year of them with a Spark job
+        # (the default above 32 paths) costs more than listing them on the driver.
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
     }
+    if not _submitted():
+        # Only a session that starts its own JVM can size the driver; under spark-submit
+        # use --driver-memory.
+        settings["spark.driver.memory"] = os.environ.get("METAPROFILE_DRIVER_MEMORY", "4g")
     settings.update(conf or {})
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -57,6 +57,11 @@ def cmd_completejourney(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encode(args: argparse.Namespace) -> int:
+    from jobs.encode import main as encode_main
+    return encode_main(args.job_args, prog="metaprofile encode")
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.action == "show":
@@ -173,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert only a deterministic slice of this many households")
     p.set_defaults(func=cmd_completejourney)
 
+    # Parsed by jobs/encode.py itself (see main); listed here for the command overview.
+    sub.add_parser("encode", add_help=False,
+                   help="raw logs -> quarantined rejects, daily sparse cells, snapshot "
+                        "(Spark; also spark-submit jobs/encode.py)")
+
     p = sub.add_parser("config", help="validate or print a pipeline config")
     p.add_argument("action", choices=("validate", "show"),
                    help="validate: check and summarise; show: print with defaults resolved")
@@ -181,11 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["encode"]:  # the job parses its own arguments, --help included
+        _setup_logging(verbose=False)
+        return cmd_encode(argparse.Namespace(job_args=argv[1:]))
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.verbose)
     from schemas.config import ConfigError
     try:
         return args.func(args)

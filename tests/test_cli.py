@@ -13,10 +13,10 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "generate", "completejourney", "config"):
+    for command in ("demo", "generate", "completejourney", "encode", "config"):
         assert command in out
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert set(choices) == {"demo", "generate", "completejourney", "config"}
+    assert set(choices) == {"demo", "generate", "completejourney", "encode", "config"}
 
 
 def test_generate_prints_counts(tmp_path, capsys):

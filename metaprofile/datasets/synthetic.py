@@ -458,6 +458,8 @@ def make_labels(world: World, users: Users, options: GeneratorOptions
     ids = np.asarray(users.ids.to_numpy(zero_copy_only=False), dtype=object)
 
     def labels(rows: list[tuple[np.ndarray, str, np.ndarray]]) -> pa.Table:
+        if not rows:
+            return LABELS.empty_table()
         return pa.table({
             "user_id": pa.array(np.concatenate([ids[w] for w, _, _ in rows]).tolist(),
                                 pa.string()),

@@ -1,0 +1,687 @@
+"""Encode raw purchase and points logs into sparse heatmap cells, then assemble the snapshot.
+
+    spark-submit --master 'local[*]' jobs/encode.py --config conf/synthetic.yaml --ds 2026-06-30
+    spark-submit jobs/encode.py --config conf/synthetic.yaml --ds 2026-06-30 --full
+    metaprofile encode --config conf/synthetic.yaml --ds 2026-06-30
+
+**Daily (default).** Encodes the raw landing partition ``dt=ds`` of each source:
+1. Validate every row against ``schemas/``.
+2. Quarantine bad rows with a reason.
+3. Pseudonymise user ids.
+4. Convert timestamps to the configured zone and bin them into local (date, hour).
+5. Route genres and point types to channels.
+6. Aggregate per (user, date, hour, channel).
+
+**Full (``--full``).** Does the same for every landing partition that can hold events of
+the window, in one job.
+
+**Snapshot.** Either way, the window ending at ``ds`` is then assembled from the daily
+partitions into per-user, per-modality relative arrays, plus the paper's text form.
+
+**Layout.** Outputs are keyed by the *landing* date ``dt``, the same key as the raw
+partitions. Each row is therefore read and accounted for by exactly one run, and the
+``date`` column inside holds the event's local date. Every ``events/dt=…``,
+``rejects/dt=…`` and ``snapshots/ds=…`` directory is staged and then renamed into place, so
+readers see a whole partition or none. Each carries ``_SUCCESS`` and a ``_manifest.json``
+with the exact row accounting.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from typing import Iterable, Iterator, Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from schemas.config import ModalityConfig, PipelineConfig, PseudonymisationConfig, load_config
+from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS, SPARSE_EVENTS,
+                               spark_ddl)
+
+log = logging.getLogger("metaprofile.encode")
+
+CORRUPT = "_corrupt_record"
+# A full date-time: Spark's cast would also accept '2026' or '2026-03' as timestamps.
+TIMESTAMP_PATTERN = (r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
+                     r"(Z|[+-]\d{2}(:?\d{2})?)?$")
+OFFSET_PATTERN = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+VALUE_COLUMN = {"purchases": "amount", "points": "points"}
+PSEUDONYM_HEX_CHARS = 32  # HMAC-SHA256 truncated to 128 bits
+
+
+class EncodeError(RuntimeError):
+    """A run that must not publish its output (too many rejects, missing input, no key)."""
+
+
+# --------------------------------------------------------------------------- pseudonyms
+
+
+def load_pseudonym_key(settings: PseudonymisationConfig) -> bytes | None:
+    """The HMAC key from the environment or the key file; None when pseudonymisation is off.
+
+    The key is never logged, written or put into a Spark plan: it only travels inside the
+    closure of the Arrow function that computes pseudonyms on the executors.
+    """
+    if not settings.enabled:
+        return None
+    key = os.environ.get(settings.key_env, "").encode()
+    if not key and settings.key_file:
+        try:
+            with open(settings.key_file, "rb") as fh:
+                key = fh.read().strip()
+        except OSError as exc:
+            raise EncodeError(f"pseudonymisation.key_file {settings.key_file!r} cannot be "
+                              f"read: {exc.strerror}") from None
+    if not key:
+        raise EncodeError(
+            f"pseudonymisation is enabled but no key was found: set the environment variable "
+            f"{settings.key_env} or pseudonymisation.key_file (or set "
+            f"pseudonymisation.enabled: false for demo data only)")
+    if len(key) < 16:
+        raise EncodeError(f"the pseudonymisation key from {settings.key_env} or "
+                          f"pseudonymisation.key_file is {len(key)} bytes; use at least 16")
+    return key
+
+
+def pseudonym(key: bytes, user_id: str) -> str:
+    """Keyed HMAC-SHA256 of a user id, hex, truncated to 128 bits."""
+    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+
+def pseudonymise_batches(key: bytes):
+    """An Arrow batch function replacing ``user_id`` by its pseudonym.
+
+    Each batch hashes only its distinct ids (cells of one user arrive together), so the
+    Python work is per user, not per row.
+    """
+    def apply(batches: Iterator) -> Iterator:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for batch in batches:
+            index = batch.schema.get_field_index("user_id")
+            encoded = pc.dictionary_encode(batch.column(index))
+            hashed = pa.array([pseudonym(key, u) for u in encoded.dictionary.to_pylist()],
+                              pa.string())
+            ids = hashed.take(encoded.indices)
+            yield batch.set_column(index, "user_id", ids)
+    return apply
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def landing_partitions(raw_uri: str, dts: Iterable[dt.date]) -> list[str]:
+    return [f"{raw_uri.rstrip('/')}/dt={d.isoformat()}" for d in dts]
+
+
+def read_raw(spark, config: PipelineConfig, source: str, paths: Sequence[str]):
+    """The raw rows of the given landing partitions, every column a string as landed.
+
+    Text formats keep malformed lines in ``_corrupt_record`` (PERMISSIVE mode), so they can
+    be quarantined instead of vanishing. ``input_file`` and ``dt`` are added.
+    """
+    from pyspark.sql import functions as F
+
+    ddl = spark_ddl(RAW_SOURCES[source])
+    base = paths[0].rsplit("/dt=", 1)[0]
+    fmt = config.raw.format
+    if fmt == "parquet":
+        frame = spark.read.schema(ddl).option("basePath", base).parquet(*paths)
+        frame = frame.withColumn(CORRUPT, F.lit(None).cast("string"))
+    else:
+        reader = (spark.read.schema(f"{ddl}, `{CORRUPT}` STRING").option("basePath", base)
+                  .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT))
+        if fmt == "csv":
+            frame = reader.option("header", "true").option("enforceSchema", "false").csv(list(paths))
+        else:
+            frame = reader.json(list(paths))
+    return frame.withColumn("input_file", F.col("_metadata.file_path"))
+
+
+def existing_paths(publisher: "Publisher", paths: Sequence[str]) -> list[str]:
+    """The subset of ``paths`` that exist (through Hadoop for remote URIs)."""
+    return [p for p in paths if publisher.exists(p)]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _blank(column):
+    from pyspark.sql import functions as F
+    return column.isNull() | (F.trim(column) == "")
+
+
+def parse_and_validate(frame, config: PipelineConfig, source: str):
+    """Add typed columns and ``reason``: the first check a row fails, or null when valid.
+
+    Typed columns: ``event_utc`` (timestamp), ``date``/``hour`` (local), ``value`` (double),
+    ``qty`` (double, purchases). The checks run in the order of REJECT_REASONS, so each
+    rejected row has exactly one reason and the accounting adds up.
+    """
+    from pyspark.sql import functions as F
+
+    text_time = F.trim(F.col("event_time"))
+    well_formed = text_time.rlike(TIMESTAMP_PATTERN)
+    parsed = F.try_to_timestamp(F.regexp_replace(text_time, " ", "T"))
+    naive_zone = config.raw.timestamp_timezone
+    event_utc = F.when(text_time.rlike(OFFSET_PATTERN), parsed).otherwise(
+        parsed if naive_zone == "UTC" else F.to_utc_timestamp(parsed, naive_zone))
+    local = F.from_utc_timestamp(F.col("event_utc"), config.window.timezone)
+    value_text = F.trim(F.col(VALUE_COLUMN[source]))
+    value = value_text.try_cast("double")
+    bad_number = value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
+    valid_from = F.lit(config.raw.valid_from.isoformat()).cast("timestamp")
+    valid_until = F.lit(config.raw.valid_until.isoformat()).cast("timestamp")
+
+    frame = (frame
+             .withColumn("event_utc", F.when(well_formed, event_utc))
+             .withColumn("value", value)
+             .withColumn("date", F.to_date(local))
+             .withColumn("hour", F.hour(local).cast("tinyint")))
+    checks = [
+        ("malformed_line", F.col(CORRUPT).isNotNull()),
+        ("null_user_id", _blank(F.col("user_id"))),
+        ("unparseable_timestamp", F.col("event_utc").isNull()),
+        ("out_of_range_timestamp", (F.col("event_utc") < valid_from)
+         | (F.col("event_utc") >= valid_until)),
+        ("non_numeric_value", _blank(value_text) | bad_number),
+        ("negative_value", F.col("value") < 0),
+    ]
+    if source == "purchases":
+        quantity_text = F.trim(F.col("quantity"))
+        quantity = quantity_text.try_cast("double")
+        frame = frame.withColumn("qty", F.when(_blank(quantity_text), F.lit(1.0))
+                                 .otherwise(quantity))
+        checks += [
+            ("non_numeric_value", F.col("qty").isNull() | F.isnan("qty")),
+            ("negative_value", F.col("qty") < 0),
+            ("unknown_status", ~F.lower(F.trim(F.col("status"))).isin(*PURCHASE_STATUSES)
+             | F.col("status").isNull()),
+            ("unknown_genre", ~known_genre(config, F.col("genre"))),
+        ]
+    else:
+        point_types = sorted({c.point_type for m in config.modalities_for("points")
+                              for c in m.channels})
+        checks.append(("unknown_point_type", ~F.trim(F.col("point_type")).isin(*point_types)
+                       | F.col("point_type").isNull()))
+    unknown = {name for name, _ in checks} - set(REJECT_REASONS)
+    assert not unknown, f"reasons missing from REJECT_REASONS: {unknown}"
+    reason = F.lit(None).cast("string")
+    for name, failed in reversed(checks):
+        reason = F.when(failed, F.lit(name)).otherwise(reason)
+    return frame.withColumn("reason", reason)
+
+
+def genre_matches(prefix: str, genre):
+    """Column: the genre path equals ``prefix`` or lies below it (whole segments only)."""
+    from pyspark.sql import functions as F
+    if prefix == "*":
+        return F.lit(True)
+    return (genre == prefix) | genre.startswith(prefix + "/")
+
+
+def known_genre(config: PipelineConfig, genre):
+    """Column twin of ``ModalityConfig.is_known_genre`` over every purchases modality."""
+    from pyspark.sql import functions as F
+    prefixes = sorted({c.genre for m in config.modalities_for("purchases") for c in m.channels
+                       if c.genre not in (None, "*")})
+    condition = F.lit(False)
+    for prefix in prefixes:
+        condition = condition | genre_matches(prefix, genre)
+    return genre.isNotNull() & condition
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def channel_values(modality: ModalityConfig):
+    """One column per channel: the row's contribution to it, or null when it feeds none."""
+    from pyspark.sql import functions as F
+
+    columns = []
+    status = F.lower(F.trim(F.col("status"))) if modality.source == "purchases" else None
+    for index, channel in enumerate(modality.channels):
+        if modality.source == "purchases":
+            is_purchase, is_cancel = status == "purchase", status == "cancel"
+            amount = F.col("value")
+            if channel.measure == "purchase_amount":
+                value = (F.when(is_purchase, amount).when(is_cancel, -amount)
+                         if modality.cancellations == "net" else F.when(is_purchase, amount))
+            elif channel.measure == "cancel_amount":
+                value = F.when(is_cancel, amount)
+            elif channel.measure == "purchase_count":
+                value = F.when(is_purchase, F.lit(1.0))
+            elif channel.measure == "cancel_count":
+                value = F.when(is_cancel, F.lit(1.0))
+            else:  # quantity
+                value = F.when(is_purchase, F.col("qty"))
+            value = F.when(genre_matches(channel.genre, F.col("genre")), value)
+        else:
+            matches = F.trim(F.col("point_type")) == channel.point_type
+            value = F.when(matches, F.col("value") if channel.measure == "points"
+                           else F.lit(1.0))
+        columns.append(value.alias(f"c{index}"))
+    return columns
+
+
+def encode_cells(valid, config: PipelineConfig, source: str):
+    """Valid, de-duplicated rows -> cells (user_id, modality, dt, date, hour, channel, value).
+
+    All channels of a modality are summed in one wide aggregation per (user, date, hour),
+    then unpivoted, rather than exploding every row into its channels first.
+    """
+    from pyspark.sql import functions as F
+
+    frames = []
+    for modality in config.modalities_for(source):
+        channels = channel_values(modality)
+        wide = (valid.select("user_id", "dt", "date", "hour", *channels)
+                .groupBy("user_id", "dt", "date", "hour")
+                .agg(*[F.sum(f"c{i}").alias(f"c{i}") for i in range(modality.num_channels)]))
+        cells = wide.unpivot(["user_id", "dt", "date", "hour"],
+                             [f"c{i}" for i in range(modality.num_channels)],
+                             "channel", "value")
+        frames.append(cells.where(F.col("value").isNotNull())
+                      .select("user_id", F.lit(modality.name).alias("modality"), "dt", "date",
+                              "hour", F.substring("channel", 2, 8).cast("smallint")
+                              .alias("channel"), F.col("value").cast("float").alias("value")))
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def collapse_copies(checked, source: str):
+    """Group identical raw rows of a landing partition, keeping how many ``copies`` there were.
+
+    Everything downstream reads this one (cached) frame: a valid group is encoded once and
+    its surplus copies are rejected as ``duplicate_row``; an invalid group yields one reject
+    per copy. Rows are hash-partitioned by user first, so the duplicate check, the cell
+    aggregation and the write share one shuffle. ``input_file`` is one of the files that
+    held the record.
+    """
+    from pyspark.sql import functions as F
+
+    keys = [*RAW_SOURCES[source].names, "dt", CORRUPT]
+    derived = [c for c in checked.columns if c not in keys]
+    return (checked.repartition("user_id").groupBy(*keys)
+            .agg(F.count(F.lit(1)).alias("copies"), *[F.first(c).alias(c) for c in derived]))
+
+
+def rejected_copies(groups):
+    """One row per rejected copy: every copy of an invalid group, surplus copies of a valid one."""
+    from pyspark.sql import functions as F
+
+    surplus = F.when(F.col("reason").isNull(), F.col("copies") - 1).otherwise(F.col("copies"))
+    return (groups.withColumn("rejected", surplus).where(F.col("rejected") > 0)
+            .withColumn("reason", F.coalesce("reason", F.lit("duplicate_row")))
+            .withColumn("copy", F.explode(F.sequence(F.lit(1), F.col("rejected")))))
+
+
+def reject_records(rejected, source: str):
+    """Rejected rows in the REJECTS contract, each keeping its original record."""
+    from pyspark.sql import functions as F
+
+    raw = RAW_SOURCES[source].names
+    record = F.when(F.col(CORRUPT).isNotNull(), F.col(CORRUPT)).otherwise(
+        F.to_json(F.struct(*[F.col(c) for c in raw]), {"ignoreNullFields": "false"}))
+    return rejected.select(F.lit(source).alias("source"), "reason", record.alias("record"),
+                           "input_file", "dt")
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+def assemble_snapshot(events, config: PipelineConfig, ds: dt.date):
+    """Daily cells -> one row per (user, modality) over the window ending at ``ds``."""
+    from pyspark.sql import functions as F
+
+    start = config.window.start(ds)
+    in_window = events.where((F.col("date") >= F.lit(start)) & (F.col("date") <= F.lit(ds)))
+    cells = (in_window.groupBy("user_id", "modality", "date", "hour", "channel")
+             .agg(F.sum("value").cast("float").alias("value"))
+             .withColumn("day", F.datediff("date", F.lit(start)).cast("smallint")))
+    collected = (cells.groupBy("user_id", "modality")
+                 .agg(F.sort_array(F.collect_list(F.struct("day", "hour", "channel", "value")))
+                      .alias("cells")))
+    text = F.concat_ws(";", F.transform("cells", lambda c: F.format_string(
+        "%d,%d,%d:%s", c["day"], c["hour"], c["channel"],
+        F.when(c["value"] == F.floor(c["value"]), c["value"].cast("bigint").cast("string"))
+        .otherwise(c["value"].cast("string")))))
+    return collected.select(
+        "user_id", "modality",
+        F.col("cells.day").alias("day"), F.col("cells.hour").alias("hour"),
+        F.col("cells.channel").alias("channel"), F.col("cells.value").alias("value"),
+        text.alias("text"))
+
+
+# --------------------------------------------------------------------------- atomic output
+
+
+class Publisher:
+    """Stage directories beside their destination and rename them into place.
+
+    Local paths use the operating system directly; other URIs (HDFS, object stores) go
+    through Hadoop's FileSystem, one instance per URI root. On HDFS and local disk the final
+    rename is atomic; on object stores readers must wait for ``_SUCCESS``. Staging names
+    start with '.', which Spark's partition discovery ignores.
+    """
+
+    def __init__(self, spark):
+        self.spark = spark
+        self.run_id = uuid.uuid4().hex[:8]
+        self._filesystems: dict = {}
+
+    @staticmethod
+    def is_local(uri: str) -> bool:
+        return "://" not in uri or uri.startswith("file://")
+
+    @staticmethod
+    def local(uri: str) -> str:
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+
+    def _hadoop(self, uri: str):
+        jvm = self.spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        root = uri.split("/", 3)[:3]
+        key = "/".join(root)
+        if key not in self._filesystems:
+            conf = self.spark.sparkContext._jsc.hadoopConfiguration()
+            self._filesystems[key] = path.getFileSystem(conf)
+        return path, self._filesystems[key]
+
+    def exists(self, uri: str) -> bool:
+        if self.is_local(uri):
+            return os.path.exists(self.local(uri))
+        path, fs = self._hadoop(uri)
+        return bool(fs.exists(path))
+
+    def mkdirs(self, uri: str) -> None:
+        if self.is_local(uri):
+            os.makedirs(self.local(uri), exist_ok=True)
+        else:
+            path, fs = self._hadoop(uri)
+            fs.mkdirs(path)
+
+    def rename(self, source: str, target: str) -> None:
+        if self.is_local(source):
+            os.rename(self.local(source), self.local(target))
+            return
+        src, fs = self._hadoop(source)
+        dst, _ = self._hadoop(target)
+        if not fs.rename(src, dst):
+            raise EncodeError(f"cannot rename {source} to {target}")
+
+    def delete(self, uri: str) -> None:
+        if self.is_local(uri):
+            shutil.rmtree(self.local(uri), ignore_errors=True)
+        else:
+            path, fs = self._hadoop(uri)
+            fs.delete(path, True)
+
+    def write_text(self, uri: str, text: str) -> None:
+        if self.is_local(uri):
+            with open(self.local(uri), "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return
+        path, fs = self._hadoop(uri)
+        stream = fs.create(path, True)
+        try:
+            stream.write(bytearray(text.encode()))
+        finally:
+            stream.close()
+
+    def staging(self, uri: str) -> str:
+        parent, name = uri.rstrip("/").rsplit("/", 1)
+        return f"{parent}/.{name}.staging-{self.run_id}"
+
+    def publish(self, staging: str, final: str) -> None:
+        """Replace ``final`` by ``staging`` (which gets ``_SUCCESS`` first)."""
+        self.write_text(f"{staging}/_SUCCESS", "")
+        self.mkdirs(final.rstrip("/").rsplit("/", 1)[0])
+        retired = None
+        if self.exists(final):
+            retired = self.staging(final) + ".old"
+            self.rename(final, retired)
+        self.rename(staging, final)
+        if retired is not None:
+            self.delete(retired)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def partition_dates(config: PipelineConfig, ds: dt.date, full: bool) -> list[dt.date]:
+    """Landing dates to encode: ``ds``, or every date whose rows can fall in the window.
+
+    Local and landing dates differ by at most a day, so a full run covers one extra day on
+    either side of the window.
+    """
+    if not full:
+        return [ds]
+    start = config.window.start(ds) - dt.timedelta(days=1)
+    return [start + dt.timedelta(days=i) for i in range(config.window.days + 2)]
+
+
+def check_reject_ratio(accounting: dict, limit: float) -> None:
+    """Fail when the rejected share of any source exceeds ``limit``, naming the top reason."""
+    for source, counts in accounting.items():
+        read, rejected = counts["rows_read"], sum(counts["rows_rejected"].values())
+        if read and rejected / read > limit:
+            reason, n = max(counts["rows_rejected"].items(), key=lambda kv: kv[1])
+            raise EncodeError(
+                f"{source}: {rejected:,} of {read:,} rows rejected ({rejected / read:.2%}), "
+                f"above raw.max_reject_ratio {limit:.2%}; most are {reason} ({n:,}). The "
+                f"rejects are published for inspection; no events were published")
+
+
+def account(per_date: dict, source: str, counts: Iterable) -> None:
+    """Fold (dt, reason, rows, duplicates) count rows into the per-landing-date accounting."""
+    for row in counts:
+        entry = per_date[row["dt"].isoformat()].setdefault(
+            source, {"rows_read": 0, "rows_encoded": 0, "rows_rejected": {}})
+        entry["rows_read"] += row["rows"]
+        if row["reason"] is None:
+            entry["rows_encoded"] += row["rows"] - row["duplicates"]
+            if row["duplicates"]:
+                entry["rows_rejected"]["duplicate_row"] = row["duplicates"]
+        else:
+            entry["rows_rejected"][row["reason"]] = row["rows"]
+
+
+def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
+        snapshot: bool = True) -> dict:
+    """Encode the landing partitions for ``ds`` and assemble its snapshot; return the report."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    key = load_pseudonym_key(config.pseudonymisation)
+    dates = partition_dates(config, ds, full)
+    publisher = Publisher(spark)
+    events_uri, rejects_uri = config.storage.uri("events"), config.storage.uri("rejects")
+    per_date: dict[str, dict] = {d.isoformat(): {} for d in dates}
+    cell_frames, reject_frames, cached = [], [], []
+    try:
+        for source in RAW_SOURCES:
+            raw_uri = config.storage.uri(f"raw_{source}")
+            paths = existing_paths(publisher, landing_partitions(raw_uri, dates))
+            if not paths:
+                if full:
+                    continue
+                raise EncodeError(f"no raw {source} partition dt={ds} under {raw_uri}")
+            log.info("%s: reading %d landing partition(s)", source, len(paths))
+            checked = parse_and_validate(read_raw(spark, config, source, paths), config, source)
+            groups = collapse_copies(checked.withColumn("dt", F.col("dt").cast("date")), source)
+            groups = groups.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(groups)
+            cell_frames.append(encode_cells(groups.where(F.col("reason").isNull()), config,
+                                            source))
+            reject_frames.append(reject_records(rejected_copies(groups), source))
+            # Exact accounting per landing date; this pass also fills the cache.
+            counts = (groups.groupBy("dt", "reason")
+                      .agg(F.sum("copies").alias("rows"),
+                           F.sum(F.when(F.col("reason").isNull(), F.col("copies") - 1))
+                           .alias("duplicates"))
+                      .collect())
+            account(per_date, source, counts)
+            log.info("%s: validated %s rows", source, f"{sum(r['rows'] for r in counts):,}")
+
+        totals = _totals(per_date)
+        log.info("accounting: %s", json.dumps(totals))
+        rejects_staging = publisher.staging(f"{rejects_uri}/_run")
+        _union(reject_frames).write.partitionBy("dt").mode("overwrite").parquet(rejects_staging)
+        _publish_partitions(publisher, rejects_staging, rejects_uri, per_date, "dt")
+        check_reject_ratio(totals, config.raw.max_reject_ratio)
+
+        cells = _union(cell_frames)
+        if key is not None:
+            cells = cells.mapInArrow(pseudonymise_batches(key), cells.schema)
+        events_staging = publisher.staging(f"{events_uri}/_run")
+        (cells.repartition("dt")
+         .sortWithinPartitions("user_id", "modality", "date", "hour", "channel")
+         .write.partitionBy("dt").mode("overwrite").parquet(events_staging))
+        manifests = {d: {"dt": d, "ds": ds.isoformat(), "config": config.name,
+                         "pseudonymised": key is not None, "sources": per_date[d]}
+                     for d in per_date}
+        _publish_partitions(publisher, events_staging, events_uri, per_date, "dt", manifests)
+    finally:
+        for frame in cached:
+            frame.unpersist()
+    report = {"ds": ds.isoformat(), "mode": "full" if full else "daily",
+              "partitions": len(dates), "sources": totals,
+              "encode_seconds": round(time.perf_counter() - started, 2)}
+    if snapshot:
+        report["snapshot"] = build_snapshot(spark, config, ds, publisher)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
+                   publisher: Publisher | None = None) -> dict:
+    """Assemble and publish ``snapshots/ds=<ds>`` from the daily event partitions."""
+    from pyspark.sql import functions as F
+
+    publisher = publisher or Publisher(spark)
+    started = time.perf_counter()
+    events_uri = config.storage.uri("events")
+    start = config.window.start(ds)
+    dates = [start - dt.timedelta(days=1) + dt.timedelta(days=i)
+             for i in range(config.window.days + 2)]
+    paths = existing_paths(publisher, [f"{events_uri}/dt={d.isoformat()}" for d in dates])
+    if not paths:
+        raise EncodeError(f"no event partitions under {events_uri} for the window "
+                          f"{start} .. {ds}; encode first")
+    events = (spark.read.schema(spark_ddl(SPARSE_EVENTS)).option("basePath", events_uri)
+              .parquet(*paths))
+    snapshot = assemble_snapshot(events, config, ds)
+    final = f"{config.storage.uri('snapshots')}/ds={ds.isoformat()}"
+    staging = publisher.staging(final)
+    snapshot.write.mode("overwrite").parquet(staging)
+    summary = (spark.read.parquet(staging).groupBy("modality")
+               .agg(F.count(F.lit(1)).alias("users"), F.sum(F.size("day")).alias("cells"))
+               .collect())
+    manifest = {"ds": ds.isoformat(), "window_start": start.isoformat(),
+                "window_days": config.window.days, "event_partitions": len(paths),
+                "modalities": {r["modality"]: {"users": r["users"], "cells": int(r["cells"])}
+                               for r in summary}}
+    publisher.write_text(f"{staging}/_manifest.json", json.dumps(manifest, indent=2))
+    publisher.publish(staging, final)
+    manifest["seconds"] = round(time.perf_counter() - started, 2)
+    return manifest
+
+
+def _union(frames):
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _totals(per_date: dict) -> dict:
+    totals: dict[str, dict] = {}
+    for sources in per_date.values():
+        for source, c in sources.items():
+            t = totals.setdefault(source, {"rows_read": 0, "rows_encoded": 0,
+                                           "rows_rejected": {}})
+            t["rows_read"] += c["rows_read"]
+            t["rows_encoded"] += c["rows_encoded"]
+            for reason, n in c["rows_rejected"].items():
+                t["rows_rejected"][reason] = t["rows_rejected"].get(reason, 0) + n
+    return totals
+
+
+def _publish_partitions(publisher: Publisher, staging_root: str, final_root: str,
+                        per_date: dict, column: str, manifests: dict | None = None) -> None:
+    """Move each ``column=date`` directory of a staged write into place, one by one.
+
+    A date with no rows still gets an (empty) published partition, so a rerun of a day that
+    lost all its rows replaces the old output instead of leaving it behind.
+    """
+    for d in per_date:
+        staged = f"{staging_root}/{column}={d}"
+        publisher.mkdirs(staged)
+        if manifests is not None:
+            publisher.write_text(f"{staged}/_manifest.json", json.dumps(manifests[d], indent=2))
+        publisher.publish(staged, f"{final_root}/{column}={d}")
+    publisher.delete(staging_root)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser(prog: str = "spark-submit jobs/encode.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Encode raw purchase and points logs of one landing date (or, with "
+                    "--full, of the whole window) into daily sparse heatmap cells with "
+                    "quarantined rejects and exact row accounting, then assemble the snapshot "
+                    "of the window ending at --ds.")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    parser.add_argument("--full", action="store_true",
+                        help="encode every landing date of the window, not only --ds")
+    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false",
+                        help="only encode; do not assemble the snapshot")
+    parser.add_argument("--master", default=None,
+                        help="Spark master, e.g. local[2], yarn, spark://host:7077 (default: "
+                             "spark-submit's, else local[*])")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/encode.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, overrides=args.overrides)
+    ds = args.ds or config.window.end
+    if ds is None:
+        print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
+        return 2
+    from jobs.spark import build_session
+    spark = build_session(f"metaprofile-encode-{ds}", master=args.master)
+    try:
+        report = run(spark, config, ds, full=args.full, snapshot=args.snapshot)
+    except EncodeError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""jobs/encode.py: known answers, quarantine with reasons, exact accounting, idempotence."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import ROOT, SYNTHETIC_CONFIG
+from jobs import encode
+from metaprofile.datasets.synthetic import GeneratorOptions, generate
+from schemas.config import load_config, parse_config
+from schemas.contracts import RAW_SOURCES
+from schemas.sparse_text import parse_cells
+
+pytestmark = pytest.mark.spark
+KEY = "k" * 32
+
+
+def config_for(tmp_path, **changes):
+    """The synthetic config, with its storage under tmp_path and the given section changes."""
+    raw = yaml.safe_load(SYNTHETIC_CONFIG.read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    raw["tasks"]["target"] = []  # their label periods follow the default window end
+    raw["storage"] = {"root": str(tmp_path / "data")}
+    return parse_config(raw, base_dir=tmp_path)
+
+
+def purchase(user, time, genre="fashion/basics", amount="10", quantity="1", status="purchase"):
+    return {"user_id": user, "event_time": time, "genre": genre, "amount": amount,
+            "quantity": quantity, "status": status}
+
+
+def point(user, time, point_type="used", points="100", service="market"):
+    return {"user_id": user, "event_time": time, "point_type": point_type, "points": points,
+            "service": service}
+
+
+def write_raw(config, source: str, day: str, rows: list[dict]) -> None:
+    directory = Path(config.storage.uri(f"raw_{source}")) / f"dt={day}"
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=RAW_SOURCES[source]),
+                   directory / "part-00000.parquet")
+
+
+def events_of(spark, config):
+    frame = spark.read.parquet(config.storage.uri("events"))
+    return sorted(tuple(r) for r in frame.select("user_id", "modality", "date", "hour",
+                                                 "channel", "value").collect())
+
+
+def snapshot_of(spark, config, ds):
+    frame = spark.read.parquet(f"{config.storage.uri('snapshots')}/ds={ds}")
+    return {(r["user_id"], r["modality"]): r.asDict() for r in frame.collect()}
+
+
+def manifest(config, key: str, day: str) -> dict:
+    return json.loads((Path(config.storage.uri(key)) / f"dt={day}" / "_manifest.json")
+                      .read_text())
+
+
+# --------------------------------------------------------------------------- known answers
+
+
+def test_paper_example_section_3_1(spark, tmp_path):
+    """'2, 10, 28: 5000; 100, 20, 25: 6000' with 30 genre channels and a UTC window."""
+    channels = [{"genre": f"g{i:02d}", "measure": "purchase_amount"} for i in range(30)]
+    config = config_for(tmp_path, window__timezone="UTC", window__end="2026-04-30",
+                        window__days=120,
+                        modalities=[{"name": "purchases", "source": "purchases",
+                                     "channels": channels},
+                                    {"name": "points", "source": "points",
+                                     "channels": [{"point_type": "used", "measure": "points"}]}])
+    write_raw(config, "purchases", "2026-01-03",
+              [purchase("u1", "2026-01-03T10:15:00Z", "g28/item", "5000")])
+    write_raw(config, "purchases", "2026-04-11",
+              [purchase("u1", "2026-04-11T20:59:59Z", "g25/item", "6000")])
+    write_raw(config, "points", "2026-01-03", [point("u2", "2026-01-03T00:00:00Z")])
+    report = encode.run(spark, config, dt.date(2026, 4, 30), full=True)
+    row = snapshot_of(spark, config, "2026-04-30")[("u1", "purchases")]
+    assert row["text"] == "2,10,28:5000;100,20,25:6000"
+    assert (row["day"], row["hour"], row["channel"], row["value"]) == \
+        ([2, 100], [10, 20], [28, 25], [5000.0, 6000.0])
+    assert [tuple(c) for c in parse_cells(row["text"])] == [(2, 10, 28, 5000.0),
+                                                            (100, 20, 25, 6000.0)]
+    assert report["sources"]["purchases"] == {"rows_read": 2, "rows_encoded": 2,
+                                              "rows_rejected": {}}
+    assert report["snapshot"]["modalities"]["purchases"] == {"users": 1, "cells": 2}
+
+
+def test_daylight_saving_changes_window_edges_and_outside_events(spark, tmp_path):
+    """Berlin: 2026-03-29 02:00 CET -> 03:00 CEST; 2026-10-25 03:00 CEST -> 02:00 CET."""
+    spring = config_for(tmp_path / "spring", window__end="2026-03-30", window__days=2)
+    write_raw(spring, "purchases", "2026-03-28", [
+        purchase("u1", "2026-03-28T22:59:59Z", amount="1"),   # 23:59 local on 03-28: outside
+        purchase("u1", "2026-03-28T23:00:00Z", amount="2"),   # 00:00 local on 03-29: day 0
+    ])
+    write_raw(spring, "purchases", "2026-03-29", [
+        purchase("u1", "2026-03-29T00:30:00Z", amount="4"),   # 01:30 CET
+        purchase("u1", "2026-03-29T01:30:00Z", amount="8"),   # 03:30 CEST (02:xx is skipped)
+    ])
+    write_raw(spring, "points", "2026-03-29", [point("u1", "2026-03-29T12:00:00+02:00")])
+    encode.run(spark, spring, dt.date(2026, 3, 30), full=True)
+    fashion = spring.modality("purchases").channel_index("fashion_purchase_amount")
+    cells = [(str(d), h, v) for _, m, d, h, c, v in events_of(spark, spring)
+             if m == "purchases" and c == fashion]
+    assert cells == [("2026-03-28", 23, 1.0), ("2026-03-29", 0, 2.0), ("2026-03-29", 1, 4.0),
+                     ("2026-03-29", 3, 8.0)]
+    row = snapshot_of(spark, spring, "2026-03-30")[("u1", "purchases")]
+    assert [(c.day, c.hour, c.value) for c in parse_cells(row["text"]) if c.channel == fashion] \
+        == [(0, 0, 2.0), (0, 1, 4.0), (0, 3, 8.0)]
+    points = snapshot_of(spark, spring, "2026-03-30")[("u1", "points")]
+    assert points["text"] == "0,12,2:100;0,12,3:1"  # used points, and the used count
+
+    autumn = config_for(tmp_path / "autumn", window__end="2026-10-25", window__days=1)
+    write_raw(autumn, "purchases", "2026-10-25", [
+        purchase("u1", "2026-10-25T00:30:00Z", amount="16"),  # 02:30 CEST, first pass
+        purchase("u1", "2026-10-25T01:30:00Z", amount="32"),  # 02:30 CET, second pass
+        purchase("u1", "2026-10-25T22:59:59Z", amount="64"),  # 23:59 local: last window day
+        purchase("u1", "2026-10-25T23:00:00Z", amount="128"),  # 00:00 local 10-26: outside
+    ])
+    write_raw(autumn, "points", "2026-10-25", [point("u2", "2026-10-25T10:00:00Z")])
+    encode.run(spark, autumn, dt.date(2026, 10, 25))
+    cells = [(str(d), h, v) for _, m, d, h, c, v in events_of(spark, autumn)
+             if m == "purchases" and c == fashion]
+    assert cells == [("2026-10-25", 2, 48.0), ("2026-10-25", 23, 64.0), ("2026-10-26", 0, 128.0)]
+    row = snapshot_of(spark, autumn, "2026-10-25")[("u1", "purchases")]
+    assert [(c.day, c.hour, c.value) for c in parse_cells(row["text"]) if c.channel == fashion] \
+        == [(0, 2, 48.0), (0, 23, 64.0)]
+
+
+def test_duplicates_and_cancellations(spark, tmp_path):
+    config = config_for(tmp_path, window__end="2026-06-30", window__days=10,
+                        raw__max_reject_ratio=0.6)
+    rows = [purchase("u1", "2026-06-30T08:00:00Z", "beauty/lip", "30", "2"),
+            purchase("u1", "2026-06-30T08:00:00Z", "beauty/lip", "30", "2"),  # duplicate
+            purchase("u1", "2026-06-30T08:00:00Z", "beauty/lip", "30", "2"),  # duplicate
+            purchase("u1", "2026-06-30T09:00:00Z", "beauty/lip", "30", "2", "cancel")]
+    write_raw(config, "purchases", "2026-06-30", rows)
+    write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
+    report = encode.run(spark, config, dt.date(2026, 6, 30))
+    assert report["sources"]["purchases"] == {
+        "rows_read": 4, "rows_encoded": 2, "rows_rejected": {"duplicate_row": 2}}
+    purchases = config.modality("purchases")
+    beauty, count, cancel = (purchases.channel_index(n) for n in (
+        "beauty_purchase_amount", "all_purchase_count", "all_cancel_amount"))
+    cells = {(h, c): v for _, m, _, h, c, v in events_of(spark, config) if m == "purchases"}
+    # Local hours are CEST (UTC+2). Separate mode: the cancel feeds only the cancel channel.
+    assert cells == {(10, beauty): 30.0, (10, count): 1.0, (11, cancel): 30.0}
+    rejects = spark.read.parquet(config.storage.uri("rejects")).collect()
+    assert [(r["reason"], json.loads(r["record"])) for r in rejects] == \
+        [("duplicate_row", rows[0])] * 2
+
+    net = config_for(tmp_path / "net", window__end="2026-06-30", window__days=10,
+                     raw__max_reject_ratio=0.6)
+    net = parse_config({**net.to_dict(), "modalities": [
+        {**m, "cancellations": "net"} if m["source"] == "purchases" else m
+        for m in net.to_dict()["modalities"]]}, base_dir=tmp_path)
+    write_raw(net, "purchases", "2026-06-30", rows)
+    write_raw(net, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
+    encode.run(spark, net, dt.date(2026, 6, 30))
+    cells = {(h, c): v for _, m, _, h, c, v in events_of(spark, net) if m == "purchases"}
+    assert cells[(10, beauty)] == 30.0 and cells[(11, beauty)] == -30.0
+
+
+# --------------------------------------------------------------------------- quarantine
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_every_generated_bad_row_class_is_quarantined_with_its_reason(spark, tmp_path, fmt):
+    config = config_for(tmp_path, window__days=6, raw__format=fmt, raw__max_reject_ratio=0.5)
+    generated = generate(config, GeneratorOptions(users=80, format=fmt, bad_row_fraction=0.01),
+                         progress=lambda _: None)
+    report = encode.run(spark, config, config.window.end, full=True)
+    for source, counts in generated["sources"].items():
+        got = report["sources"][source]
+        assert got["rows_rejected"] == {k: v for k, v in counts["bad_rows"].items() if v}
+        assert got["rows_read"] == counts["rows_written"]
+        assert got["rows_encoded"] == counts["clean_rows"]
+    rejects = spark.read.parquet(config.storage.uri("rejects"))
+    assert rejects.count() == sum(sum(s["rows_rejected"].values())
+                                  for s in report["sources"].values())
+    null_ids = rejects.where("reason = 'null_user_id' and source = 'purchases'").first()
+    assert json.loads(null_ids["record"])["user_id"] is None
+    assert null_ids["input_file"].endswith(f".{fmt}")
+
+
+def test_too_many_rejects_fail_the_run_naming_the_reason(spark, tmp_path):
+    config = config_for(tmp_path, window__end="2026-06-30", window__days=5)
+    write_raw(config, "purchases", "2026-06-30",
+              [purchase("u1", "2026-06-30T08:00:00Z", amount="abc")] * 3
+              + [purchase(None, "2026-06-30T08:00:00Z")]
+              + [purchase("u2", "2026-06-30T08:00:00Z")] * 1)
+    write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
+    with pytest.raises(encode.EncodeError, match=r"purchases: 4 of 5 rows rejected .* most are "
+                                                 r"non_numeric_value \(3\)"):
+        encode.run(spark, config, dt.date(2026, 6, 30))
+    assert not Path(config.storage.uri("events"), "dt=2026-06-30").exists()
+    assert Path(config.storage.uri("rejects"), "dt=2026-06-30", "_SUCCESS").exists()
+
+
+# --------------------------------------------------------------------------- incremental
+
+
+def test_full_year_equals_day_by_day_and_reruns_are_idempotent(spark, tmp_path):
+    full = config_for(tmp_path / "full", window__days=8, raw__max_reject_ratio=1.0)
+    daily = config_for(tmp_path / "daily", window__days=8, raw__max_reject_ratio=1.0)
+    options = GeneratorOptions(users=40, bad_row_fraction=0.01, extra_days=1)
+    generate(full, options, progress=lambda _: None)
+    generate(daily, options, progress=lambda _: None)
+    ds = full.window.end
+    encode.run(spark, full, ds, full=True)
+    for day in encode.partition_dates(daily, ds, full=True):
+        if Path(daily.storage.uri("raw_purchases"), f"dt={day}").exists():
+            encode.run(spark, daily, day, snapshot=False)
+    encode.build_snapshot(spark, daily, ds)
+    assert events_of(spark, full) == events_of(spark, daily)
+    assert snapshot_of(spark, full, ds) == snapshot_of(spark, daily, ds)
+
+    before = sorted(p.name for p in Path(daily.storage.uri("events")).iterdir())
+    first = manifest(daily, "events", str(ds))
+    encode.run(spark, daily, ds)  # rerun the last day
+    assert sorted(p.name for p in Path(daily.storage.uri("events")).iterdir()) == before
+    assert manifest(daily, "events", str(ds)) == first
+    assert events_of(spark, full) == events_of(spark, daily)
+    assert snapshot_of(spark, full, ds) == snapshot_of(spark, daily, ds)
+    leftovers = [p for p in Path(daily.storage.root).rglob(".*staging*")]
+    assert leftovers == []
+
+
+# --------------------------------------------------------------------------- pseudonyms
+
+
+def test_pseudonymisation_is_keyed_consistent_and_never_leaks_the_key(spark, tmp_path,
+                                                                     monkeypatch, capsys):
+    config = config_for(tmp_path, window__end="2026-06-30", window__days=5,
+                        pseudonymisation__enabled=True)
+    write_raw(config, "purchases", "2026-06-30", [purchase("u1", "2026-06-30T08:00:00Z")])
+    write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T09:00:00Z")])
+    monkeypatch.delenv("METAPROFILE_PSEUDONYM_KEY", raising=False)
+    with pytest.raises(encode.EncodeError, match="METAPROFILE_PSEUDONYM_KEY"):
+        encode.run(spark, config, dt.date(2026, 6, 30))
+    monkeypatch.setenv("METAPROFILE_PSEUDONYM_KEY", KEY)
+    encode.run(spark, config, dt.date(2026, 6, 30))
+    expected = hmac.new(KEY.encode(), b"u1", hashlib.sha256).hexdigest()[:32]
+    users = {(u, m) for u, m, *_ in events_of(spark, config)}
+    assert users == {(expected, "purchases"), (expected, "points")}
+    assert set(snapshot_of(spark, config, "2026-06-30")) == users
+    for path in Path(config.storage.root).rglob("*"):
+        if path.is_file() and "rejects" not in path.parts and "raw_" not in str(path):
+            assert KEY.encode() not in path.read_bytes(), path
+    assert KEY not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- real data
+
+
+def test_complete_journey_slice_encodes_with_exact_accounting(spark, tmp_path):
+    from metaprofile.datasets.completejourney import convert
+    # A month of the window keeps the test quick; bench/bench_encode.py runs the whole year.
+    config = load_config(ROOT / "conf" / "completejourney.yaml",
+                         overrides=[f"storage.root={tmp_path}", "window.days=31"])
+    converted = convert(config, households=25, progress=lambda _: None)
+    report = encode.run(spark, config, config.window.end, full=True)
+    written = {"purchases": converted["outputs"]["raw_purchases"]["rows"],
+               "points": converted["outputs"]["raw_points"]["rows"]}
+    first, last = encode.partition_dates(config, config.window.end, full=True)[::len(
+        encode.partition_dates(config, config.window.end, full=True)) - 1]
+    rows_in_window = {
+        s: spark.read.parquet(config.storage.uri(f"raw_{s}"))
+        .where(f"dt between '{first}' and '{last}'").count()
+        for s in written}
+    for source, counts in report["sources"].items():
+        assert counts["rows_read"] == rows_in_window[source] <= written[source]
+        assert counts["rows_read"] == counts["rows_encoded"] + sum(
+            counts["rows_rejected"].values())
+    snapshot = report["snapshot"]["modalities"]
+    assert 0 < snapshot["purchases"]["users"] <= 25 and snapshot["purchases"]["cells"] > 100
