@@ -302,20 +302,21 @@ def encode_cells(valid, config: PipelineConfig, source: str):
 
 
 def collapse_copies(checked, source: str):
-    """Group identical raw rows of a landing partition, keeping how many ``copies`` there were.
+    """Group identical raw rows of one input file, keeping how many ``copies`` there were.
 
     Everything downstream reads this one (cached) frame: a valid group is encoded once and
     its surplus copies are rejected as ``duplicate_row``; an invalid group yields one reject
     per copy. Rows are hash-partitioned by user first, so the duplicate check, the cell
-    aggregation and the write share one shuffle. ``input_file`` is one of the files that
-    held the record.
+    aggregation and the write share one shuffle. The derived columns are functions of the
+    raw ones, so grouping by them too changes nothing but keeps every aggregate a hash
+    aggregate (a string-valued ``first`` would force Spark to sort the whole input).
     """
     from pyspark.sql import functions as F
 
-    keys = [*RAW_SOURCES[source].names, "dt", CORRUPT]
+    keys = [*RAW_SOURCES[source].names, "dt", CORRUPT, "input_file"]
     derived = [c for c in checked.columns if c not in keys]
-    return (checked.repartition("user_id").groupBy(*keys)
-            .agg(F.count(F.lit(1)).alias("copies"), *[F.first(c).alias(c) for c in derived]))
+    return (checked.repartition("user_id").groupBy(*keys, *derived)
+            .agg(F.count(F.lit(1)).alias("copies")))
 
 
 def rejected_copies(groups):

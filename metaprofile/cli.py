@@ -75,6 +75,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: everything that exists of the pipeline."""
+    from jobs import encode
+    from jobs.spark import build_session
     from metaprofile.datasets.completejourney import convert
     from metaprofile.datasets.synthetic import GeneratorOptions, generate
     from schemas.config import load_config
@@ -82,15 +84,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     synthetic = load_config(args.synthetic_config, overrides=args.overrides)
     complete = load_config(args.completejourney_config, overrides=args.overrides)
-    log.info("step 1/2: synthetic data, %s users", f"{args.users:,}")
+    log.info("step 1/3: synthetic data, %s users", f"{args.users:,}")
     generated = generate(synthetic, GeneratorOptions(users=args.users, seed=args.seed))
     print(format_generation_report(generated, synthetic.storage.root))
-    log.info("step 2/2: The Complete Journey")
+    log.info("step 2/3: The Complete Journey")
     converted = convert(complete)
     print(format_conversion_report(converted, complete.storage.root))
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n"
-          f"  synthetic data:        {synthetic.storage.root}\n"
-          f"  The Complete Journey:  {complete.storage.root}")
+    log.info("step 3/3: encode both data sets (Spark local[*], whole window)")
+    spark = build_session("metaprofile-demo")
+    try:
+        for config in (synthetic, complete):
+            report = encode.run(spark, config, config.window.end, full=True)
+            print(format_encode_report(report, config))
+    finally:
+        spark.stop()
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
+    for config in (synthetic, complete):
+        print(f"  {config.name}: raw {config.storage.root}, events {config.storage.uri('events')}"
+              f", snapshot {config.storage.uri('snapshots')}/ds={config.window.end}")
     return 0
 
 
@@ -114,12 +125,26 @@ def format_generation_report(report: dict, root: str) -> str:
     return "\n".join(lines)
 
 
+def format_encode_report(report: dict, config) -> str:
+    lines = [f"encoded {config.name} for ds={report['ds']} ({report['mode']}, "
+             f"{report['partitions']} landing dates) in {report['encode_seconds']:.0f} s"]
+    for source, c in report["sources"].items():
+        rejected = ", ".join(f"{k} {v:,}" for k, v in c["rows_rejected"].items()) or "none"
+        lines.append(f"  {source:<9} read {c['rows_read']:>11,}  encoded {c['rows_encoded']:>11,}"
+                     f"  rejected: {rejected}")
+    for modality, s in report.get("snapshot", {}).get("modalities", {}).items():
+        lines.append(f"  snapshot {modality:<9} {s['users']:>9,} users {s['cells']:>12,} cells")
+    return "\n".join(lines)
+
+
 def format_conversion_report(report: dict, root: str) -> str:
     lines = [f"The Complete Journey converted to {root} in {report['seconds']:.1f} s"]
     for name, flow in report["flows"].items():
         rejected = ", ".join(f"{k} {v:,}" for k, v in flow["rows_rejected"].items()) or "none"
+        written = (f"  written {flow['rows_out']:,} (merged {flow['rows_merged']:,})"
+                   if "rows_out" in flow else "")
         lines.append(f"  {name:<52} in {flow['rows_in']:>10,}  mapped {flow['rows_mapped']:>10,}"
-                     f"  rejected: {rejected}")
+                     f"  rejected: {rejected}{written}")
     for key, out in report["outputs"].items():
         lines.append(f"  {key:<17} {out['rows']:>10,} rows")
     for kind, tasks in report["tasks"].items():
@@ -140,9 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="run the main job on the demo data (what `make demo` runs)",
-                       description="Generate the synthetic data set and convert The Complete "
-                                   "Journey, then print where everything is.")
+    p = sub.add_parser("demo", help="run the main job on the demo data (what `./run demo` runs)",
+                       description="Generate the synthetic data set, convert The Complete "
+                                   "Journey, encode both into daily cells and snapshots with "
+                                   "Spark, then print where everything is.")
     p.add_argument("--synthetic-config", default=DEFAULT_SYNTHETIC_CONFIG)
     p.add_argument("--completejourney-config", default=DEFAULT_CJ_CONFIG)
     p.add_argument("--users", type=int, default=2000, help="synthetic users (default: %(default)s)")

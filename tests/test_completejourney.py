@@ -79,7 +79,8 @@ def test_row_accounting_is_exact_and_matches_inputs_and_outputs(converted):
     assert purchases["rows_in"] == len(transactions)
     assert purchases["rows_rejected"]["unknown_product"] > 0
     written = read_dataset(config.storage.uri("raw_purchases"))
-    assert purchases["rows_mapped"] == len(written) == report["outputs"]["raw_purchases"]["rows"]
+    assert purchases["rows_out"] == len(written) == report["outputs"]["raw_purchases"]["rows"]
+    assert 0 < purchases["rows_out"] < purchases["rows_mapped"]
 
     to_points = [f for f in flows.values() if f["output"] == "raw_points"]
     for column in cj.DISCOUNT_POINT_TYPES:
@@ -89,7 +90,11 @@ def test_row_accounting_is_exact_and_matches_inputs_and_outputs(converted):
     assert flows["coupon_redemptions.parquet->raw_points"]["rows_in"] == len(
         source_slice("coupon_redemptions"))
     points = read_dataset(config.storage.uri("raw_points"))
-    assert sum(f["rows_mapped"] for f in to_points) == len(points)
+    assert sum(f["rows_out"] for f in to_points) == len(points) == report["outputs"][
+        "raw_points"]["rows"]
+    for flow in (purchases, *to_points):
+        assert flow["rows_merged"] == flow["rows_mapped"] - flow["rows_out"] >= 0
+    assert "rows_out" not in flows["demographics.parquet->demographics"]
     assert flows["demographics.parquet->demographics"]["rows_mapped"] == len(
         read_dataset(config.storage.uri("demographics"))) == len(source_slice("demographics"))
 
@@ -122,32 +127,34 @@ def test_raw_logs_are_partitioned_by_utc_date_with_naive_timestamps(converted):
             assert {t[:10] for t in times} == {path.parent.name[3:]}, path
 
 
-def test_hand_checked_transaction_maps_to_one_purchase_and_three_points_rows(converted):
-    # transactions.parquet: household 1, store 436, product 1093165 (GROCERY / BAG SNACKS),
-    # quantity 1, sales 1.75, retail_disc 0.49, coupon_disc 0.75, coupon_match_disc 0.25,
-    # 2017-01-07 18:55:24 UTC (13:55 in New York; event_time stays UTC).
+def test_hand_checked_basket_merges_line_items_of_a_genre_and_discounts(converted):
+    # transactions.parquet: household 1, store 436, 2017-01-07 18:55:24 UTC (13:55 in New
+    # York; event_time stays UTC), 35 lines. Three are GROCERY / BAG SNACKS: product 998678
+    # (1 x 2.00), 1093165 (1 x 1.75) and 9527290 (1 x 2.00): one row of 5.75 for 3 items.
     config, _, _ = converted
     day = Path(config.storage.uri("raw_purchases"), "dt=2017-01-07", "part-00000.parquet")
     purchases = pq.read_table(day).to_pandas()
-    row = purchases[(purchases["user_id"] == "1")
-                    & (purchases["event_time"] == "2017-01-07T18:55:24")
-                    & (purchases["genre"] == "grocery/bag_snacks")
-                    & (purchases["amount"] == "1.75")]
-    assert row[["quantity", "status"]].values.tolist() == [["1", "purchase"]]
-    # Product 12188046 in the same basket is DRUG GM / "SOAP - LIQUID & BAR", sales 1.15.
-    soap = purchases[(purchases["user_id"] == "1") & (purchases["amount"] == "1.15")]
-    assert soap["genre"].tolist() == ["drug_gm/soap_-_liquid_&_bar"]
+    basket = purchases[(purchases["user_id"] == "1")
+                       & (purchases["event_time"] == "2017-01-07T18:55:24")]
+    snacks = basket[basket["genre"] == "grocery/bag_snacks"]
+    assert snacks[["amount", "quantity", "status"]].values.tolist() == [["5.75", "3", "purchase"]]
+    # Product 12188046 is the basket's only DRUG GM / "SOAP - LIQUID & BAR" line, sales 1.15.
+    soap = basket[basket["genre"] == "drug_gm/soap_-_liquid_&_bar"]
+    assert soap[["amount", "quantity"]].values.tolist() == [["1.15", "1"]]
+    # 34 lines map (product 5978656 is not in products.parquet) into 24 genres.
+    assert len(basket) == 24
 
     points = pq.read_table(Path(config.storage.uri("raw_points"), "dt=2017-01-07",
                                 "part-00000.parquet")).to_pandas()
     basket = points[(points["user_id"] == "1") & (points["event_time"] == "2017-01-07T18:55:24")]
     assert set(basket["service"]) == {"436"}
-    pairs = set(zip(basket["point_type"], basket["points"]))
-    assert {("loyalty_discount", "0.49"), ("coupon_discount", "0.75"),
-            ("coupon_match_discount", "0.25")} <= pairs
-    # Product 5978656 of that basket is not in products.parquet: the line is rejected as a
-    # purchase, but its 1.50 coupon discount is still a card event.
-    assert ("coupon_discount", "1.50") in pairs
+    # One row per discount type with the basket's total: retail_disc of 16 lines (14.18),
+    # coupon_disc of 7 lines (5.30) and coupon_match_disc of 4 lines (1.30). The coupon
+    # total includes the 1.50 of product 5978656: rejected as a purchase, its coupon
+    # discount is still a card event.
+    assert sorted(zip(basket["point_type"], basket["points"])) == [
+        ("coupon_discount", "5.30"), ("coupon_match_discount", "1.30"),
+        ("loyalty_discount", "14.18")]
 
 
 def test_coupon_redemptions_land_at_local_noon_in_utc(converted):
@@ -158,8 +165,9 @@ def test_coupon_redemptions_land_at_local_noon_in_utc(converted):
     redeemed = points[(points["user_id"] == "22") & (points["point_type"] == "coupon_redemption")]
     assert ("2017-02-18T17:00:00", "campaign_27", "1.00") in set(
         zip(redeemed["event_time"], redeemed["service"], redeemed["points"]))
-    assert ((redeemed["event_time"] == "2017-04-02T16:00:00")
-            & (redeemed["service"] == "campaign_4")).sum() == 3
+    # The three campaign 4 coupons of that day are one row worth 3 redemptions.
+    same_day = redeemed[redeemed["event_time"] == "2017-04-02T16:00:00"]
+    assert same_day[["service", "points"]].values.tolist() == [["campaign_4", "3.00"]]
 
 
 def test_households_without_demographics_have_no_demographic_labels(converted):
@@ -221,6 +229,108 @@ def test_campaign_seeds_come_from_redemptions_up_to_window_end(converted):
     registry = read_dataset(config.storage.uri("campaign_registry"))
     active = set(registry.loc[registry["status"] == "active", "campaign_id"])
     assert active == set(positive["campaign_id"])
+
+
+def to_cents(amounts: pd.Series) -> pd.Series:
+    """Written decimal strings ('12.03') as integer cents, without going through floats."""
+    parts = amounts.str.split(".", expand=True)
+    return parts[0].astype(np.int64) * 100 + parts[1].astype(np.int64)
+
+
+def expected_purchase_lines(config) -> pd.DataFrame:
+    """The slice's transaction lines that map to purchases, computed straight from the
+    package's files: the product has a department a channel covers, and the line is not
+    quantity 0 with 0.00 money. Quantity is what the contract reads (0 -> empty -> 1)."""
+    tx = source_slice("transactions")
+    products = pd.read_parquet(cj.data_directory() / "products.parquet")
+    tx = tx.merge(products[["product_id", "department", "product_category"]], how="inner",
+                  on="product_id")
+    name = (lambda s: s.fillna("").str.strip().str.lower()
+            .str.replace(r"[\s/]+", "_", regex=True).str.strip("_"))
+    department, category = name(tx["department"]), name(tx["product_category"])
+    genre = department.where(category == "", department + "/" + category)
+    modality = config.modality("purchases")
+    cents = (tx["sales_value"].abs() * 100).round().astype(np.int64)
+    keep = genre.map(modality.is_known_genre) & ~((tx["quantity"] == 0) & (cents == 0))
+    quantity = tx["quantity"].abs()
+    return pd.DataFrame({
+        "user_id": tx["household_id"].astype(str), "time": tx["transaction_timestamp"],
+        "genre": genre, "cents": cents, "quantity": quantity.where(quantity != 0, 1),
+        "cancel": (tx["sales_value"] < 0) | (tx["quantity"] < 0)})[keep]
+
+
+def test_raw_logs_have_no_exact_duplicates_and_merging_keeps_totals(converted):
+    config, report, _ = converted
+    flows = report["flows"]
+    purchases = read_dataset(config.storage.uri("raw_purchases"))
+    points = read_dataset(config.storage.uri("raw_points"))
+    assert not purchases.duplicated().any()
+    assert not points.duplicated().any()
+    # Not even equal keys: the measures of every such group are in one row.
+    assert not purchases.duplicated(["user_id", "event_time", "genre", "status"]).any()
+    assert not points.duplicated(["user_id", "event_time", "point_type", "service"]).any()
+
+    lines = expected_purchase_lines(config)
+    flow = flows["transactions.parquet->raw_purchases"]
+    assert flow["rows_mapped"] == len(lines)
+    assert flow["rows_out"] == len(purchases) == len(
+        lines.drop_duplicates(["user_id", "time", "genre", "cancel"]))
+    assert flow["rows_merged"] == flow["rows_mapped"] - flow["rows_out"] > 0
+    written = purchases.assign(cents=to_cents(purchases["amount"]),
+                               quantity=purchases["quantity"].replace("", "1").astype(np.int64))
+    expected = lines.groupby("user_id")[["cents", "quantity"]].sum().sort_index()
+    actual = written.groupby("user_id")[["cents", "quantity"]].sum().sort_index()
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False)
+    assert len(actual) == HOUSEHOLDS
+
+    # Points: per household and point type, the cents of every discount and one 1.00 per
+    # redemption, however many rows they were merged from.
+    tx = source_slice("transactions")
+    discounts = [pd.DataFrame({"user_id": tx["household_id"].astype(str), "point_type": kind,
+                               "cents": (tx[column].abs() * 100).round().astype(np.int64)})
+                 for column, kind in cj.DISCOUNT_POINT_TYPES.items()]
+    redemptions = source_slice("coupon_redemptions")
+    discounts.append(pd.DataFrame({"user_id": redemptions["household_id"].astype(str),
+                                   "point_type": "coupon_redemption", "cents": 100}))
+    expected = (pd.concat(discounts).query("cents != 0")
+                .groupby(["user_id", "point_type"])["cents"].sum().sort_index())
+    actual = (points.assign(cents=to_cents(points["points"]))
+              .groupby(["user_id", "point_type"])["cents"].sum().sort_index())
+    pd.testing.assert_series_equal(actual, expected, check_dtype=False)
+    for name, flow in flows.items():
+        if flow["output"] == "raw_points":
+            assert flow["rows_merged"] == flow["rows_mapped"] - flow["rows_out"] >= 0, name
+    assert flows["transactions.parquet:retail_disc->raw_points"]["rows_merged"] > 0
+
+
+def test_merging_sums_measures_and_reads_an_empty_quantity_as_one():
+    # Rows 0-2 are one household, second, genre and status: 1 x 0.50, 2 x 0.25 and a
+    # quantity-0 line of 0.10 (read as 1); row 3 is a lone quantity-0 line, kept empty;
+    # row 4 differs by status and stays apart.
+    config = load_config(CONFIG)
+    tx = pd.DataFrame({
+        "household_id": [7] * 5,
+        "product_id": [1, 1, 1, 2, 1],
+        "quantity": [1, 2, 0, 0, -1],
+        "sales_value": [0.5, 0.25, 0.1, 0.3, -0.5],
+        "transaction_timestamp": pd.to_datetime(["2017-05-01 10:00:00"] * 5),
+    })
+    genres = pd.Series(["grocery/soup", "grocery/bread"], index=[1, 2])
+    purchases, flow = cj.map_purchases(tx, genres, config.modality("purchases"))
+    merged = cj.merge_purchases(purchases)
+    flow = flow.merged_into(len(merged))
+    assert (flow.rows_mapped, flow.rows_out, flow.rows_merged) == (5, 3, 2)
+    assert flow.as_dict()["rows_merged"] == 2
+    table = cj.purchases_table(cj.chronological(merged, "household_id", "genre",
+                                                "status")).to_pylist()
+    assert [(r["genre"], r["amount"], r["quantity"], r["status"]) for r in table] == [
+        ("grocery/bread", "0.30", "", "purchase"), ("grocery/soup", "0.50", "1", "cancel"),
+        ("grocery/soup", "0.85", "4", "purchase")]
+    points = pd.DataFrame({"household_id": [7, 7, 7], "point_type": "loyalty_discount",
+                           "utc": pd.to_datetime(["2017-05-01 10:00:00"] * 3),
+                           "cents": [49, 49, 30], "service": ["436", "436", "437"]})
+    rows = cj.points_table(cj.merge_points(points)).to_pylist()
+    assert sorted((r["service"], r["points"]) for r in rows) == [("436", "0.98"), ("437", "0.30")]
 
 
 def test_purchase_mapping_rules_on_edge_rows():

@@ -11,14 +11,20 @@ real, messy source runs through exactly the stages the synthetic data does::
 Each dataset is written whole through :func:`metaprofile.storage.atomic_directory`, and a
 report with the row accounting of every input table goes to ``<storage.root>/_conversion.json``.
 Every row that is not mapped is counted under a named reason, so for every flow
-``rows_in == rows_mapped + sum(rows_rejected.values())``. docs/completejourney.md lists the
-mapping rules, the task definitions and the figures of a full run.
+``rows_in == rows_mapped + sum(rows_rejected.values())``. The raw logs' contracts have no
+line-item id, so mapped rows that agree on every contract column but the measures (two
+packets of the same snack in one basket) are merged into one row with the measures summed:
+a raw log flow also reports ``rows_out`` (rows written) and ``rows_merged``
+(``rows_mapped - rows_out``), and no raw log holds an exact duplicate row, which the encoder
+would quarantine as a re-delivered record. docs/completejourney.md lists the mapping rules,
+the task definitions and the figures of a full run.
 
 Task definitions live here (:data:`SOURCE_TASK_RULES`, :data:`TARGET_TASK_RULES`) because
 the config's task entries only name them; a configured task without a rule is an error.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import importlib.resources
@@ -64,6 +70,11 @@ REDEMPTION_POINT_TYPE = "coupon_redemption"
 # Redemptions carry a date only; noon local time keeps the event on that local date whatever
 # the DST offset, and in the (day, hour) heatmap it sits mid-day rather than at midnight.
 REDEMPTION_LOCAL_TIME = dt.time(12, 0)
+
+# The columns behind every non-measure column of a raw contract: mapped rows equal on these
+# would be identical raw rows, so they are written as one row with the measures summed.
+PURCHASE_KEY = ("household_id", "utc", "genre", "status")   # amount and quantity summed
+POINTS_KEY = ("household_id", "utc", "point_type", "service")  # points summed
 
 Progress = Callable[[str], None]
 
@@ -130,17 +141,36 @@ TARGET_TASK_RULES: dict[str, NewBuyerRule] = {
 
 @dataclass(frozen=True)
 class Flow:
-    """Row accounting of one input table (or column) feeding one output dataset."""
+    """Row accounting of one input table (or column) feeding one output dataset.
+
+    ``rows_out`` is set for flows whose mapped rows are merged before writing (the raw
+    logs): the rows written, so ``rows_mapped - rows_out`` line items were merged away.
+    """
 
     source: str
     target: str
     rows_in: int
     rows_mapped: int
     rows_rejected: dict[str, int]
+    rows_out: int | None = None
+
+    @property
+    def rows_merged(self) -> int | None:
+        return None if self.rows_out is None else self.rows_mapped - self.rows_out
+
+    def merged_into(self, rows_out: int) -> "Flow":
+        """This flow with its mapped rows merged into ``rows_out`` written rows."""
+        if not (0 < rows_out <= self.rows_mapped or rows_out == self.rows_mapped == 0):
+            raise AssertionError(f"{self.source} -> {self.target}: {self.rows_mapped} mapped "
+                                 f"rows cannot merge into {rows_out}")
+        return dataclasses.replace(self, rows_out=int(rows_out))
 
     def as_dict(self) -> dict:
-        return {"input": self.source, "output": self.target, "rows_in": self.rows_in,
-                "rows_mapped": self.rows_mapped, "rows_rejected": dict(self.rows_rejected)}
+        entry = {"input": self.source, "output": self.target, "rows_in": self.rows_in,
+                 "rows_mapped": self.rows_mapped, "rows_rejected": dict(self.rows_rejected)}
+        if self.rows_out is not None:
+            entry.update(rows_out=self.rows_out, rows_merged=self.rows_merged)
+        return entry
 
 
 def first_reason(checks: Sequence[tuple[str, np.ndarray]], rows: int) -> np.ndarray:
@@ -326,6 +356,32 @@ def map_discounts(tx: pd.DataFrame) -> tuple[list[pd.DataFrame], list[Flow]]:
         }))
         flows.append(account(f"transactions.parquet:{column}", "raw_points", reasons))
     return frames, flows
+
+
+def merge_purchases(purchases: pd.DataFrame) -> pd.DataFrame:
+    """One row per (household, second, genre, status): cents and quantities summed.
+
+    The contract has no line-item id, so two lines alike on every other column would be
+    exact duplicates, which the encoder drops as re-deliveries. Cents are summed as
+    integers, so amounts stay exact. A quantity-0 line counts as the 1 the contract reads
+    an empty quantity as; a lone one keeps its empty quantity.
+    """
+    lines = purchases.assign(lines=np.int64(1),
+                             zero_quantity=(purchases["quantity"] == 0).astype(np.int64))
+    merged = (lines.groupby(list(PURCHASE_KEY), observed=True, sort=False)
+              .agg(cents=("cents", "sum"), quantity=("quantity", "sum"),
+                   lines=("lines", "sum"), zero_quantity=("zero_quantity", "sum"))
+              .reset_index())
+    merged["quantity"] = np.where(merged["lines"] == 1, merged["quantity"],
+                                  merged["quantity"] + merged["zero_quantity"])
+    return merged[list(purchases.columns)]
+
+
+def merge_points(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per (household, second, point type, service): cents summed exactly."""
+    merged = (points.groupby(list(POINTS_KEY), sort=False)
+              .agg(cents=("cents", "sum")).reset_index())
+    return merged[list(points.columns)]
 
 
 def local_time_as_utc(dates: pd.Series, at: dt.time, timezone: str) -> pd.Series:
@@ -661,10 +717,23 @@ def convert(config: PipelineConfig, households: int | None = None,
     purchases, purchase_flow = map_purchases(tx, genres, purchases_modality[0])
     discount_frames, discount_flows = map_discounts(tx)
     redemption_points, redemption_flow = map_redemptions(inputs.redemptions, timezone)
-    points = pd.concat([*discount_frames, redemption_points], ignore_index=True)
 
-    purchases = chronological(purchases, "household_id")
-    points = chronological(points, "household_id", "point_type")
+    # Each points flow has its own point type, so merging flow by flow is merging the log.
+    purchases = merge_purchases(purchases)
+    purchase_flow = purchase_flow.merged_into(len(purchases))
+    point_frames, point_flows = [], []
+    for frame, flow in zip([*discount_frames, redemption_points],
+                           [*discount_flows, redemption_flow]):
+        point_frames.append(merge_points(frame))
+        point_flows.append(flow.merged_into(len(point_frames[-1])))
+    *discount_flows, redemption_flow = point_flows
+    points = pd.concat(point_frames, ignore_index=True)
+    if points.duplicated(list(POINTS_KEY)).any():
+        raise AssertionError("two points flows share a point type; merge the log as a whole")
+
+    # Keys are unique after merging, so the order is total: reruns write the same files.
+    purchases = chronological(purchases, "household_id", "genre", "status")
+    points = chronological(points, "household_id", "point_type", "service")
     demographics_out, demographics_flow = map_demographics(
         demographics, config.demographics, demographics_schema(config),
         f"{directory}/demographics.parquet")

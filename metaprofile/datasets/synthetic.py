@@ -226,13 +226,15 @@ def utc_offsets(day: dt.date, timezone: str) -> np.ndarray:
                      .utcoffset().total_seconds() for h in range(24)], dtype=np.int64)
 
 
-def _timestamps(day: dt.date, hours: np.ndarray, rng: np.random.Generator,
-                offsets: np.ndarray, shift_minutes: np.ndarray | None = None) -> pa.Array:
+def _utc_seconds(day: dt.date, hours: np.ndarray, rng: np.random.Generator,
+                 offsets: np.ndarray) -> np.ndarray:
+    """Epoch seconds of random moments within the given local hours of ``day``."""
     local_midnight = (day - dt.date(1970, 1, 1)).days * 86400
     seconds = local_midnight + hours * 3600 + rng.integers(0, 3600, size=len(hours))
-    seconds = seconds - offsets[hours]
-    if shift_minutes is not None:
-        seconds = seconds + shift_minutes * 60
+    return seconds - offsets[hours]
+
+
+def _iso(seconds: np.ndarray) -> pa.Array:
     # Casting a naive timestamp to string is ~8x faster than strftime; then make it ISO-8601.
     text = pc.utf8_replace_slice(pa.array(seconds).cast(pa.timestamp("s")).cast(pa.string()),
                                  10, 11, "T")
@@ -263,12 +265,20 @@ def day_events(world: World, users: Users, day: dt.date, day_index: int, timezon
     genre_paths = leaves.take(genre * len(SUBGENRES) + sub)
     amount = np.exp(rng.normal(users.log_spend[who] + world.genre_price[genre], 0.5))
     quantity = 1 + rng.poisson(0.25, size=len(who))
-    times = _timestamps(day, hours, rng, offsets)
+    seconds = _utc_seconds(day, hours, rng, offsets)
+    times = _iso(seconds)
 
     # Cancellations: a copy of a purchase, 1-180 minutes later, with status 'cancel'.
     cancelled = np.flatnonzero(rng.random(len(who)) < 0.03)
-    cancel_times = _timestamps(day, hours[cancelled], rng, offsets,
-                               shift_minutes=rng.integers(1, 181, size=len(cancelled)))
+    cancel_seconds = seconds[cancelled] + 60 * rng.integers(1, 181, size=len(cancelled))
+    cancel_times = _iso(cancel_seconds)
+    purchase_keys = (np.concatenate([who, who[cancelled]]),
+                     np.concatenate([seconds, cancel_seconds]),
+                     np.concatenate([genre * len(SUBGENRES) + sub, (genre * len(SUBGENRES)
+                                                                   + sub)[cancelled]]),
+                     np.round(np.concatenate([amount, amount[cancelled]]) * 100),
+                     np.concatenate([quantity, quantity[cancelled]]),
+                     np.repeat([0, 1], (len(who), len(cancelled))))
     purchases = pa.table({
         "user_id": pa.concat_arrays([users.ids.take(who), users.ids.take(who[cancelled])]),
         "event_time": pa.concat_arrays([times, cancel_times]),
@@ -285,21 +295,56 @@ def day_events(world: World, users: Users, day: dt.date, day_index: int, timezon
     use_hours = _draw_categorical(np.cumsum(world.hour_profiles, axis=1)[users.types[use_who]],
                                   rng)
     n_earn, n_bonus, n_use = len(earns), len(bonus), len(use_who)
+    use_seconds = _utc_seconds(day, use_hours, rng, offsets)
+    point_values = np.concatenate([
+        np.maximum(1, np.floor(amount[earns] * 0.01)),
+        rng.integers(1, 11, size=n_bonus) * 50.0,
+        np.round(np.exp(rng.normal(5.5, 0.8, size=n_use))),
+    ]).astype(np.int64)
+    services = np.concatenate([np.zeros(n_earn + n_bonus, int),
+                               rng.integers(0, len(POINT_SERVICES), size=n_use)])
+    point_keys = (np.concatenate([who[earns], who[bonus], use_who]),
+                  np.concatenate([seconds[earns], seconds[bonus], use_seconds]),
+                  np.repeat([0, 1, 2], (n_earn, n_bonus, n_use)), point_values, services)
     points = pa.table({
         "user_id": pa.concat_arrays([users.ids.take(who[earns]), users.ids.take(who[bonus]),
                                      users.ids.take(use_who)]),
         "event_time": pa.concat_arrays([times.take(earns), times.take(bonus),
-                                        _timestamps(day, use_hours, rng, offsets)]),
+                                        _iso(use_seconds)]),
         "point_type": _repeat_strings(POINT_TYPES, (n_earn, n_bonus, n_use)),
-        "points": pa.array(np.concatenate([
-            np.maximum(1, np.floor(amount[earns] * 0.01)),
-            rng.integers(1, 11, size=n_bonus) * 50.0,
-            np.round(np.exp(rng.normal(5.5, 0.8, size=n_use))),
-        ]).astype(np.int64)).cast(pa.string()),
-        "service": pa.array(POINT_SERVICES).take(np.concatenate([
-            np.zeros(n_earn + n_bonus, int), rng.integers(0, len(POINT_SERVICES), size=n_use)])),
+        "points": pa.array(point_values).cast(pa.string()),
+        "service": pa.array(POINT_SERVICES).take(services),
     }, schema=RAW_SOURCES["points"])
-    return {"purchases": purchases, "points": points}
+    return {"purchases": _drop_repeated_rows(purchases, purchase_keys),
+            "points": _drop_repeated_rows(points, point_keys)}
+
+
+def _drop_repeated_rows(table: pa.Table, keys: tuple[np.ndarray, ...]) -> pa.Table:
+    """Keep the first of rows whose numeric ``keys`` (one array per column) all coincide.
+
+    At scale, one user's two purchases in the same second (and the points they earn) can
+    coincide by chance. Only planted duplicates may repeat a row, so that the encoder's
+    ``duplicate_row`` count equals what the generator reports. ``keys[0]`` is the user and
+    ``keys[1]`` the second: rows sharing both are rare, so only those are compared in full.
+    """
+    if table.num_rows < 2:
+        return table
+    user, second = (np.asarray(k, dtype=np.int64) for k in keys[:2])
+    order = np.argsort((user << 20) | (second - second.min()), kind="stable")
+    coarse = ((user << 20) | (second - second.min()))[order]
+    same = coarse[1:] == coarse[:-1]
+    if not same.any():
+        return table
+    candidates = np.zeros(table.num_rows, dtype=bool)
+    candidates[order[1:][same]] = True
+    candidates[order[:-1][same]] = True
+    rows = np.flatnonzero(candidates)
+    sub = [np.asarray(k)[rows] for k in keys]
+    inner = np.lexsort(sub[::-1])
+    ordered = np.stack([k[inner] for k in sub])
+    repeated = np.zeros(table.num_rows, dtype=bool)
+    repeated[rows[inner[1:]]] = np.all(ordered[:, 1:] == ordered[:, :-1], axis=0)
+    return table.filter(pa.array(~repeated)) if repeated.any() else table
 
 
 # --------------------------------------------------------------------------- bad rows
