@@ -44,8 +44,8 @@ if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project i
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from schemas.config import ModalityConfig, PipelineConfig, PseudonymisationConfig, load_config
-from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS, SPARSE_EVENTS,
-                               spark_ddl)
+from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS,
+                               SPARSE_EVENTS, spark_ddl)
 
 log = logging.getLogger("metaprofile.encode")
 
@@ -302,25 +302,31 @@ def encode_cells(valid, config: PipelineConfig, source: str):
 
 
 def collapse_copies(checked, source: str):
-    """Group identical raw rows of one input file, keeping how many ``copies`` there were.
+    """Group identical raw rows of a landing date, keeping how many ``copies`` there were.
 
-    Everything downstream reads this one (cached) frame: a valid group is encoded once and
-    its surplus copies are rejected as ``duplicate_row``; an invalid group yields one reject
-    per copy. Rows are hash-partitioned by user first, so the duplicate check, the cell
-    aggregation and the write share one shuffle. The derived columns are functions of the
-    raw ones, so grouping by them too changes nothing but keeps every aggregate a hash
-    aggregate (a string-valued ``first`` would force Spark to sort the whole input).
+    Everything downstream reads this one (cached) frame, so the input is parsed once:
+    a valid group is encoded once and its surplus copies are rejected as ``duplicate_row``,
+    even when the copies sit in different files (a re-delivered file); an invalid group
+    yields one reject per copy and keeps its input file. Rows are hash-partitioned by user
+    first, so the duplicate check, the cell aggregation and the write share one shuffle.
+    The typed columns are functions of the raw ones, so grouping by them too changes
+    nothing but keeps every aggregate a hash aggregate (a string-valued ``first`` would make
+    Spark sort the whole input).
     """
     from pyspark.sql import functions as F
 
-    keys = [*RAW_SOURCES[source].names, "dt", CORRUPT, "input_file"]
-    derived = [c for c in checked.columns if c not in keys]
-    return (checked.repartition("user_id").groupBy(*keys, *derived)
-            .agg(F.count(F.lit(1)).alias("copies")))
+    keys = [*RAW_SOURCES[source].names, "dt", CORRUPT, "reason", "event_utc", "value", "date",
+            "hour"] + (["qty"] if source == "purchases" else [])
+    file_key = F.when(F.col("reason").isNotNull(), F.col("input_file")).alias("input_file")
+    return (checked.select(*keys, file_key).repartition("user_id")
+            .groupBy(*keys, "input_file").agg(F.count(F.lit(1)).alias("copies")))
 
 
 def rejected_copies(groups):
-    """One row per rejected copy: every copy of an invalid group, surplus copies of a valid one."""
+    """One reject row per copy of an invalid group and per surplus copy of a valid one.
+
+    ``input_file`` is null for a duplicate, whose copies may come from several files.
+    """
     from pyspark.sql import functions as F
 
     surplus = F.when(F.col("reason").isNull(), F.col("copies") - 1).otherwise(F.col("copies"))
@@ -349,7 +355,9 @@ def assemble_snapshot(events, config: PipelineConfig, ds: dt.date):
 
     start = config.window.start(ds)
     in_window = events.where((F.col("date") >= F.lit(start)) & (F.col("date") <= F.lit(ds)))
-    cells = (in_window.groupBy("user_id", "modality", "date", "hour", "channel")
+    # One shuffle by (user, modality) serves both aggregations below.
+    cells = (in_window.repartition("user_id", "modality")
+             .groupBy("user_id", "modality", "date", "hour", "channel")
              .agg(F.sum("value").cast("float").alias("value"))
              .withColumn("day", F.datediff("date", F.lit(start)).cast("smallint")))
     collected = (cells.groupBy("user_id", "modality")
@@ -382,6 +390,7 @@ class Publisher:
         self.spark = spark
         self.run_id = uuid.uuid4().hex[:8]
         self._filesystems: dict = {}
+        self._staging_folders: set[str] = set()
 
     @staticmethod
     def is_local(uri: str) -> bool:
@@ -443,8 +452,21 @@ class Publisher:
             stream.close()
 
     def staging(self, uri: str) -> str:
+        """A staging location for ``uri``: inside a hidden sibling folder of this run.
+
+        The folder's name hides it from readers of the parent; the staged dataset itself
+        keeps a plain name, so Spark can read it back before it is published.
+        """
         parent, name = uri.rstrip("/").rsplit("/", 1)
-        return f"{parent}/.{name}.staging-{self.run_id}"
+        folder = f"{parent}/.staging-{self.run_id}"
+        self._staging_folders.add(folder)
+        return f"{folder}/{name}"
+
+    def cleanup(self) -> None:
+        """Remove this run's staging folders (empty after a successful publish)."""
+        for folder in sorted(self._staging_folders):
+            self.delete(folder)
+        self._staging_folders.clear()
 
     def publish(self, staging: str, final: str) -> None:
         """Replace ``final`` by ``staging`` (which gets ``_SUCCESS`` first)."""
@@ -452,7 +474,7 @@ class Publisher:
         self.mkdirs(final.rstrip("/").rsplit("/", 1)[0])
         retired = None
         if self.exists(final):
-            retired = self.staging(final) + ".old"
+            retired = self.staging(final) + ".replaced"
             self.rename(final, retired)
         self.rename(staging, final)
         if retired is not None:
@@ -522,9 +544,9 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
                     continue
                 raise EncodeError(f"no raw {source} partition dt={ds} under {raw_uri}")
             log.info("%s: reading %d landing partition(s)", source, len(paths))
-            checked = parse_and_validate(read_raw(spark, config, source, paths), config, source)
-            groups = collapse_copies(checked.withColumn("dt", F.col("dt").cast("date")), source)
-            groups = groups.persist(StorageLevel.MEMORY_AND_DISK)
+            checked = (parse_and_validate(read_raw(spark, config, source, paths), config, source)
+                       .withColumn("dt", F.col("dt").cast("date")))
+            groups = collapse_copies(checked, source).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(groups)
             cell_frames.append(encode_cells(groups.where(F.col("reason").isNull()), config,
                                             source))
@@ -538,10 +560,10 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
             account(per_date, source, counts)
             log.info("%s: validated %s rows", source, f"{sum(r['rows'] for r in counts):,}")
 
-        totals = _totals(per_date)
-        log.info("accounting: %s", json.dumps(totals))
         rejects_staging = publisher.staging(f"{rejects_uri}/_run")
         _union(reject_frames).write.partitionBy("dt").mode("overwrite").parquet(rejects_staging)
+        totals = _totals(per_date)
+        log.info("accounting: %s", json.dumps(totals))
         _publish_partitions(publisher, rejects_staging, rejects_uri, per_date, "dt")
         check_reject_ratio(totals, config.raw.max_reject_ratio)
 
@@ -549,6 +571,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
         if key is not None:
             cells = cells.mapInArrow(pseudonymise_batches(key), cells.schema)
         events_staging = publisher.staging(f"{events_uri}/_run")
+        # One file per landing date (writing straight from the user partitions measured
+        # slower: every task then writes a small file into every date).
         (cells.repartition("dt")
          .sortWithinPartitions("user_id", "modality", "date", "hour", "channel")
          .write.partitionBy("dt").mode("overwrite").parquet(events_staging))
@@ -559,6 +583,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
     finally:
         for frame in cached:
             frame.unpersist()
+        publisher.cleanup()
     report = {"ds": ds.isoformat(), "mode": "full" if full else "daily",
               "partitions": len(dates), "sources": totals,
               "encode_seconds": round(time.perf_counter() - started, 2)}
@@ -588,16 +613,19 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
     snapshot = assemble_snapshot(events, config, ds)
     final = f"{config.storage.uri('snapshots')}/ds={ds.isoformat()}"
     staging = publisher.staging(final)
-    snapshot.write.mode("overwrite").parquet(staging)
-    summary = (spark.read.parquet(staging).groupBy("modality")
-               .agg(F.count(F.lit(1)).alias("users"), F.sum(F.size("day")).alias("cells"))
-               .collect())
-    manifest = {"ds": ds.isoformat(), "window_start": start.isoformat(),
-                "window_days": config.window.days, "event_partitions": len(paths),
-                "modalities": {r["modality"]: {"users": r["users"], "cells": int(r["cells"])}
-                               for r in summary}}
-    publisher.write_text(f"{staging}/_manifest.json", json.dumps(manifest, indent=2))
-    publisher.publish(staging, final)
+    try:
+        snapshot.write.mode("overwrite").parquet(staging)
+        summary = (spark.read.parquet(staging).groupBy("modality")
+                   .agg(F.count(F.lit(1)).alias("users"), F.sum(F.size("day")).alias("cells"))
+                   .collect())
+        manifest = {"ds": ds.isoformat(), "window_start": start.isoformat(),
+                    "window_days": config.window.days, "event_partitions": len(paths),
+                    "modalities": {r["modality"]: {"users": r["users"], "cells": int(r["cells"])}
+                                   for r in summary}}
+        publisher.write_text(f"{staging}/_manifest.json", json.dumps(manifest, indent=2))
+        publisher.publish(staging, final)
+    finally:
+        publisher.cleanup()
     manifest["seconds"] = round(time.perf_counter() - started, 2)
     return manifest
 

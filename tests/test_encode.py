@@ -48,11 +48,11 @@ def point(user, time, point_type="used", points="100", service="market"):
             "service": service}
 
 
-def write_raw(config, source: str, day: str, rows: list[dict]) -> None:
+def write_raw(config, source: str, day: str, rows: list[dict], part: int = 0) -> None:
     directory = Path(config.storage.uri(f"raw_{source}")) / f"dt={day}"
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=RAW_SOURCES[source]),
-                   directory / "part-00000.parquet")
+                   directory / f"part-{part:05d}.parquet")
 
 
 def events_of(spark, config):
@@ -149,10 +149,11 @@ def test_duplicates_and_cancellations(spark, tmp_path):
             purchase("u1", "2026-06-30T08:00:00Z", "beauty/lip", "30", "2"),  # duplicate
             purchase("u1", "2026-06-30T09:00:00Z", "beauty/lip", "30", "2", "cancel")]
     write_raw(config, "purchases", "2026-06-30", rows)
+    write_raw(config, "purchases", "2026-06-30", rows[:1], part=1)  # a re-delivered copy
     write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
     report = encode.run(spark, config, dt.date(2026, 6, 30))
     assert report["sources"]["purchases"] == {
-        "rows_read": 4, "rows_encoded": 2, "rows_rejected": {"duplicate_row": 2}}
+        "rows_read": 5, "rows_encoded": 2, "rows_rejected": {"duplicate_row": 3}}
     purchases = config.modality("purchases")
     beauty, count, cancel = (purchases.channel_index(n) for n in (
         "beauty_purchase_amount", "all_purchase_count", "all_cancel_amount"))
@@ -160,8 +161,8 @@ def test_duplicates_and_cancellations(spark, tmp_path):
     # Local hours are CEST (UTC+2). Separate mode: the cancel feeds only the cancel channel.
     assert cells == {(10, beauty): 30.0, (10, count): 1.0, (11, cancel): 30.0}
     rejects = spark.read.parquet(config.storage.uri("rejects")).collect()
-    assert [(r["reason"], json.loads(r["record"])) for r in rejects] == \
-        [("duplicate_row", rows[0])] * 2
+    assert [(r["reason"], json.loads(r["record"]), r["input_file"]) for r in rejects] == \
+        [("duplicate_row", rows[0], None)] * 3
 
     net = config_for(tmp_path / "net", window__end="2026-06-30", window__days=10,
                      raw__max_reject_ratio=0.6)
@@ -236,7 +237,7 @@ def test_full_year_equals_day_by_day_and_reruns_are_idempotent(spark, tmp_path):
     assert manifest(daily, "events", str(ds)) == first
     assert events_of(spark, full) == events_of(spark, daily)
     assert snapshot_of(spark, full, ds) == snapshot_of(spark, daily, ds)
-    leftovers = [p for p in Path(daily.storage.root).rglob(".*staging*")]
+    leftovers = [p for p in Path(daily.storage.root).rglob(".staging-*")]
     assert leftovers == []
 
 

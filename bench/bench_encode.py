@@ -1,0 +1,193 @@
+"""Benchmark: the Spark encoder against the single-process reference encoder, and the nightly run.
+
+    .work/venv-jobs/bin/python bench/bench_encode.py                # 75,000 users, ~10.5 M raw rows
+    .work/venv-jobs/bin/python bench/bench_encode.py --users 5000 --keep
+
+Generates the synthetic data set once under ``.work/bench/encode-<users>`` (reused when
+present; removed at the end unless ``--keep``), then prints one line per figure:
+
+* the full encode with Spark (``encode.run(..., full=True, snapshot=False)``) in raw rows read
+  per second, and the snapshot assembly (``build_snapshot``) timed separately;
+* the reference encoder (``bench/reference_encoder.py``, one process, numpy/pyarrow) on the
+  same landing dates, the throughput ratio, and a check that both give the same cells;
+* the nightly run for the next date (one landing date + the snapshot of its window) as a
+  share of the full encode + snapshot;
+* peak resident memory of the Python driver, of Spark's JVM (``VmHWM`` of its process), and
+  of the reference encoder's process.
+
+Generation and the reference encoder run in their own (spawned) processes, so that each
+peak belongs to one workload.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing
+import os
+import resource
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+
+CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
+OUTPUTS = ("events", "rejects", "snapshots")  # what the runs write; cleared before timing
+
+
+def load(root: Path):
+    from schemas.config import load_config
+    return load_config(CONFIG, overrides=[f"storage.root={root}", "raw.max_reject_ratio=0.5"])
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def vm_hwm_mib(pid: int) -> float:
+    """Peak resident set size of a live process, from ``/proc/<pid>/status``."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def in_child(function: Callable[..., dict], *args: Any) -> dict:
+    """Run ``function(*args)`` in a fresh spawned process and return its result."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+# --------------------------------------------------------------------------- child workloads
+
+
+def generate_data(root: str, users: int) -> dict:
+    from metaprofile.datasets.synthetic import GeneratorOptions, generate
+    started = time.perf_counter()
+    report = generate(load(Path(root)), GeneratorOptions(users=users, extra_days=1),
+                      progress=lambda message: print(f"  {message}", flush=True))
+    return {"seconds": time.perf_counter() - started,
+            "rows": sum(c["rows_written"] for c in report["sources"].values())}
+
+
+def run_reference(root: str, ds: dt.date) -> dict:
+    """Time the reference encoder over the full run's landing dates; summarise its cells."""
+    from bench.reference_encoder import encode_reference
+    from jobs import encode
+
+    config = load(Path(root))
+    started = time.perf_counter()
+    result = encode_reference(config, encode.partition_dates(config, ds, full=True))
+    seconds = time.perf_counter() - started
+    sums = result.cells.group_by("modality").aggregate([("value", "count"), ("value", "sum")])
+    return {"seconds": seconds, "sources": result.sources, "rows_read": result.rows_read,
+            "cells": {m: (n, s) for m, n, s in zip(*(sums.column(c).to_pylist() for c in (
+                "modality", "value_count", "value_sum")))},
+            "peak_rss_mib": peak_rss_mib()}
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def spark_cells(spark, config) -> dict[str, tuple[int, float]]:
+    """Per modality: (cells, sum of values) of the published events."""
+    from pyspark.sql import functions as F
+    rows = (spark.read.parquet(config.storage.uri("events")).groupBy("modality")
+            .agg(F.count(F.lit(1)).alias("n"), F.sum("value").alias("total")).collect())
+    return {r["modality"]: (r["n"], r["total"]) for r in rows}
+
+
+def same_cells(spark: dict, reference: dict) -> bool:
+    return spark.keys() == reference.keys() and all(
+        spark[m][0] == reference[m][0]
+        and abs(spark[m][1] - reference[m][1]) <= 1e-6 * max(1.0, abs(spark[m][1]))
+        for m in spark)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=75_000,
+                        help="synthetic users (~140 raw rows each; default 75,000)")
+    parser.add_argument("--master", default="local[2]", help="Spark master (default local[2])")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the generated data set for the next run")
+    args = parser.parse_args(argv)
+    work = configure_environment()
+    from jobs import encode
+    from jobs.spark import build_session
+
+    root = work / "bench" / f"encode-{args.users}"
+    config = load(root)
+    ds = config.window.end
+    if (root / "_generation.json").exists():
+        print(f"data: reusing {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        made = in_child(generate_data, str(root), args.users)
+        print(f"data: generated {made['rows']:,} raw rows in {made['seconds']:.1f} s")
+    for key in OUTPUTS:
+        shutil.rmtree(encode.Publisher.local(config.storage.uri(key)), ignore_errors=True)
+    dates = encode.partition_dates(config, ds, full=True)
+
+    spark = build_session(f"metaprofile-bench-encode-{args.users}", master=args.master)
+    try:
+        jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+        started = time.perf_counter()
+        report = encode.run(spark, config, ds, full=True, snapshot=False)
+        encode_s = time.perf_counter() - started
+        started = time.perf_counter()
+        snapshot = encode.build_snapshot(spark, config, ds)
+        snapshot_s = time.perf_counter() - started
+        jvm_full_mib = vm_hwm_mib(jvm_pid)
+        full_cells = spark_cells(spark, config)
+        nightly_ds = ds + dt.timedelta(days=1)  # the generator landed one day past ds
+        started = time.perf_counter()
+        encode.run(spark, config, nightly_ds)
+        nightly_s = time.perf_counter() - started
+        jvm_mib = vm_hwm_mib(jvm_pid)
+    finally:
+        spark.stop()
+    driver_mib = peak_rss_mib()
+
+    sources = report["sources"]
+    rows = sum(s["rows_read"] for s in sources.values())
+    encoded = sum(s["rows_encoded"] for s in sources.values())
+    users = snapshot["modalities"].get("purchases", {}).get("users", 0)
+    print(f"data: {args.users:,} users, {rows:,} raw rows ({encoded:,} encoded) in "
+          f"{len(dates)} landing dates x {len(sources)} sources; cpus {os.cpu_count()}")
+    print(f"spark full encode ({args.master}): {rows:,} rows in {encode_s:.1f} s = "
+          f"{rows / encode_s:,.0f} events/s")
+    print(f"spark snapshot (ds={ds}): {snapshot_s:.1f} s for {users:,} users")
+
+    reference = in_child(run_reference, str(root), ds)
+    ref_rate, spark_rate = reference["rows_read"] / reference["seconds"], rows / encode_s
+    print(f"reference encoder (1 process, numpy/pyarrow, no output written): "
+          f"{reference['rows_read']:,} rows in {reference['seconds']:.1f} s = "
+          f"{ref_rate:,.0f} events/s")
+    print(f"spark/reference throughput: {spark_rate / ref_rate:.2f} "
+          f"(reference {ref_rate / spark_rate:.1f}x faster)")
+    agree = same_cells(full_cells, reference["cells"]) and reference["sources"] == sources
+    n_cells = sum(n for n, _ in full_cells.values())
+    print(f"check: reference vs spark: {n_cells:,} spark cells, "
+          f"{sum(n for n, _ in reference['cells'].values()):,} reference cells, accounting and "
+          f"per-modality value sums {'identical' if agree else 'DIFFER'}")
+    full_s = encode_s + snapshot_s
+    print(f"nightly run (ds={nightly_ds}: 1 landing date + snapshot): {nightly_s:.1f} s = "
+          f"{100 * nightly_s / full_s:.1f}% of full encode + snapshot ({full_s:.1f} s)")
+    print(f"peak memory: driver python RSS {driver_mib:,.0f} MiB; Spark JVM (pid {jvm_pid}) "
+          f"VmHWM {jvm_full_mib:,.0f} MiB after full encode + snapshot, {jvm_mib:,.0f} MiB "
+          f"after the nightly run; reference process RSS {reference['peak_rss_mib']:,.0f} MiB")
+    if not args.keep:
+        shutil.rmtree(root)
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
