@@ -100,7 +100,7 @@ def pseudonym(key: bytes, user_id: str) -> str:
 def pseudonymise_batches(key: bytes):
     """An Arrow batch function replacing ``user_id`` by its pseudonym.
 
-    Each batch hashes only its distinct ids (cells of one user arrive together), so the
+    Each batch hashes only its distinct ids (a batch holds many cells of each user), so the
     Python work is per user, not per row.
     """
     def apply(batches: Iterator) -> Iterator:

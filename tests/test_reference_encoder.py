@@ -16,6 +16,7 @@ import pytest
 
 from bench.reference_encoder import encode_reference, parse_doubles, parse_timestamps
 from conftest import SYNTHETIC_CONFIG
+from test_encode import point, purchase
 from jobs import encode
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.config import PipelineConfig, load_config, parse_config
@@ -43,16 +44,6 @@ def assert_same_cells(spark_rows: list[tuple], reference_rows: list[tuple]) -> N
 
 
 # --------------------------------------------------------------------------- the data
-
-
-def purchase(user, time, genre="fashion/basics", amount="10", quantity="1", status="purchase"):
-    return {"user_id": user, "event_time": time, "genre": genre, "amount": amount,
-            "quantity": quantity, "status": status}
-
-
-def point(user, time, point_type="used", points="100", service="market"):
-    return {"user_id": user, "event_time": time, "point_type": point_type, "points": points,
-            "service": service}
 
 
 # Edge cases, landed as an extra file beside a generated partition. Naive times are read in
