@@ -1,4 +1,4 @@
-"""MetaProfile package. Environments are pinned in requirements/*.lock; see the Makefile."""
+"""MetaProfile package. Environments are pinned in requirements/*.lock and built by ./run."""
 from setuptools import find_packages, setup
 
 TF_VERSION = "2.21.0"

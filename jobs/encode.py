@@ -43,6 +43,7 @@ from typing import Iterable, Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from metaprofile import storage
 from schemas.config import ModalityConfig, PipelineConfig, PseudonymisationConfig, load_config
 from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS,
                                SPARSE_EVENTS, spark_ddl)
@@ -392,13 +393,8 @@ class Publisher:
         self._filesystems: dict = {}
         self._staging_folders: set[str] = set()
 
-    @staticmethod
-    def is_local(uri: str) -> bool:
-        return "://" not in uri or uri.startswith("file://")
-
-    @staticmethod
-    def local(uri: str) -> str:
-        return uri[len("file://"):] if uri.startswith("file://") else uri
+    is_local = staticmethod(storage.is_local)
+    local = staticmethod(storage.local_path)
 
     def _hadoop(self, uri: str):
         jvm = self.spark.sparkContext._jvm
