@@ -296,10 +296,7 @@ def encode_cells(valid, config: PipelineConfig, source: str):
                       .select("user_id", F.lit(modality.name).alias("modality"), "dt", "date",
                               "hour", F.substring("channel", 2, 8).cast("smallint")
                               .alias("channel"), F.col("value").cast("float").alias("value")))
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
+    return _union(frames)
 
 
 def collapse_copies(checked, source: str):
@@ -598,9 +595,8 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
     started = time.perf_counter()
     events_uri = config.storage.uri("events")
     start = config.window.start(ds)
-    dates = [start - dt.timedelta(days=1) + dt.timedelta(days=i)
-             for i in range(config.window.days + 2)]
-    paths = existing_paths(publisher, [f"{events_uri}/dt={d.isoformat()}" for d in dates])
+    paths = existing_paths(publisher, landing_partitions(
+        events_uri, partition_dates(config, ds, full=True)))
     if not paths:
         raise EncodeError(f"no event partitions under {events_uri} for the window "
                           f"{start} .. {ds}; encode first")
