@@ -62,6 +62,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return encode_main(args.job_args, prog="metaprofile encode")
 
 
+def cmd_heatmaps(args: argparse.Namespace) -> int:
+    from jobs.heatmaps import main as heatmaps_main
+    return heatmaps_main(args.job_args, prog="metaprofile heatmaps")
+
+
+# Spark jobs that parse their own arguments (--help included), so that
+# `metaprofile <job> …` and `spark-submit jobs/<job>.py …` take the same options.
+SPARK_JOBS = {"encode": cmd_encode, "heatmaps": cmd_heatmaps}
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.action == "show":
@@ -204,10 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="convert only a deterministic slice of this many households")
     p.set_defaults(func=cmd_completejourney)
 
-    # Parsed by jobs/encode.py itself (see main); listed here for the command overview.
+    # Parsed by the jobs themselves (see main); listed here for the command overview.
     sub.add_parser("encode", add_help=False,
                    help="raw logs -> quarantined rejects, daily sparse cells, snapshot "
                         "(Spark; also spark-submit jobs/encode.py)")
+    sub.add_parser("heatmaps", add_help=False,
+                   help="snapshot + demographics + labels -> TFRecord heatmap shards and "
+                        "manifest (Spark; also spark-submit jobs/heatmaps.py)")
 
     p = sub.add_parser("config", help="validate or print a pipeline config")
     p.add_argument("action", choices=("validate", "show"),
@@ -225,9 +238,9 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     configure_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["encode"]:  # the job parses its own arguments, --help included
+    if argv[:1] and argv[0] in SPARK_JOBS:
         _setup_logging(verbose=False)
-        return cmd_encode(argparse.Namespace(job_args=argv[1:]))
+        return SPARK_JOBS[argv[0]](argparse.Namespace(job_args=argv[1:]))
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     from schemas.config import ConfigError

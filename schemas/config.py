@@ -177,6 +177,25 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class HeatmapsConfig:
+    """How ``jobs/heatmaps.py`` splits users and sizes its TFRecord shards.
+
+    The split is a pure function of the (pseudonymised) user id and ``split_salt``, so a user
+    stays in the same split across nights as long as the salt is unchanged.
+    """
+
+    train: float = 0.8
+    validation: float = 0.1
+    test: float = 0.1
+    split_salt: str = "metaprofile-split-v1"
+    max_shard_mb: float = 64.0  # a shard is closed once its compressed size passes this
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     name: str
     window: WindowConfig
@@ -189,6 +208,7 @@ class PipelineConfig:
     target_tasks: tuple[TaskConfig, ...]
     storage: StorageConfig
     version: int = SCHEMA_VERSION
+    heatmaps: HeatmapsConfig = field(default_factory=HeatmapsConfig)
 
     def modality(self, name: str) -> ModalityConfig:
         for m in self.modalities:
@@ -233,6 +253,7 @@ class PipelineConfig:
                     "source": [_task_dict(t) for t in self.source_tasks],
                     "target": [_task_dict(t) for t in self.target_tasks],
                 },
+                "heatmaps": dataclasses.asdict(self.heatmaps),
                 "storage": {"root": self.storage.root, **dict(self.storage.paths)},
             }
         )
@@ -420,7 +441,7 @@ class _Reader:
     def build(self, raw: Any, base_dir: str) -> PipelineConfig:
         top = self.mapping(raw, "", ("version", "name", "window", "raw", "pseudonymisation",
                                      "modalities", "value_transform", "demographics", "tasks",
-                                     "storage"))
+                                     "heatmaps", "storage"))
         if not isinstance(raw, dict):
             top = {}
         version = self.get(top, "version", "", int, required=True)
@@ -435,13 +456,37 @@ class _Reader:
         transform = self.choice(top, "value_transform", "", VALUE_TRANSFORMS, "log1p")
         demographics = self.demographics(top.get("demographics"))
         source_tasks, target_tasks = self.tasks(top.get("tasks"), window)
+        heatmaps = self.heatmaps(top.get("heatmaps"))
         storage = self.storage(top.get("storage"), base_dir)
         return PipelineConfig(
             name=name, window=window, raw=raw_cfg, pseudonymisation=pseudo,
             modalities=modalities, value_transform=transform, demographics=demographics,
             source_tasks=source_tasks, target_tasks=target_tasks, storage=storage,
-            version=version or SCHEMA_VERSION,
+            version=version or SCHEMA_VERSION, heatmaps=heatmaps,
         )
+
+    def heatmaps(self, value: Any) -> HeatmapsConfig:
+        m = self.mapping(value, "heatmaps", ("train", "validation", "test", "split_salt",
+                                             "max_shard_mb"))
+        d = HeatmapsConfig()
+        cfg = HeatmapsConfig(
+            train=self.get(m, "train", "heatmaps", float, d.train),
+            validation=self.get(m, "validation", "heatmaps", float, d.validation),
+            test=self.get(m, "test", "heatmaps", float, d.test),
+            split_salt=self.get(m, "split_salt", "heatmaps", str, d.split_salt),
+            max_shard_mb=self.get(m, "max_shard_mb", "heatmaps", float, d.max_shard_mb),
+        )
+        for name, share in cfg.fractions.items():
+            if not 0.0 <= share <= 1.0:
+                self.problem(f"heatmaps.{name}", f"{share} is outside 0..1")
+        if abs(sum(cfg.fractions.values()) - 1.0) > 1e-6:
+            self.problem("heatmaps", f"train + validation + test = "
+                                     f"{sum(cfg.fractions.values()):g}; they must add up to 1")
+        if cfg.train <= 0.0:
+            self.problem("heatmaps.train", "the training split must not be empty")
+        if cfg.max_shard_mb <= 0:
+            self.problem("heatmaps.max_shard_mb", f"{cfg.max_shard_mb} must be positive")
+        return cfg
 
     def window(self, value: Any) -> WindowConfig:
         m = self.mapping(value, "window", ("days", "timezone", "end"))

@@ -53,8 +53,12 @@ def feature_specs(config: PipelineConfig) -> tuple[FeatureSpec, ...]:
 
 
 def spec_document(config: PipelineConfig) -> dict:
-    """The spec as stored in ``_manifest.json``: versioned, with the channel names."""
-    return {
+    """The spec as stored in ``_manifest.json``: versioned, with the channel names.
+
+    Plain JSON data (lists, not tuples), so a document read back from a manifest compares
+    equal to a freshly built one.
+    """
+    return json.loads(json.dumps({
         "schema_version": SCHEMA_VERSION,
         "window_days": config.window.days,
         "value_transform": config.value_transform,
@@ -65,7 +69,7 @@ def spec_document(config: PipelineConfig) -> dict:
         },
         "source_tasks": [t.name for t in config.source_tasks],
         "features": [asdict(s) for s in feature_specs(config)],
-    }
+    }))
 
 
 def spec_fingerprint(document: dict) -> str:
@@ -81,6 +85,12 @@ def spec_differences(expected: dict, actual: dict, prefix: str = "") -> list[str
         a, b = expected.get(key, "<missing>"), actual.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += spec_differences(a, b, f"{path}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b)):
+                if isinstance(x, dict) and isinstance(y, dict):
+                    diffs += spec_differences(x, y, f"{path}[{i}].")
+                elif x != y:
+                    diffs.append(f"{path}[{i}]: model expects {x!r}, data has {y!r}")
         elif a != b:
             diffs.append(f"{path}: model expects {a!r}, data has {b!r}")
     return diffs
