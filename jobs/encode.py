@@ -673,8 +673,12 @@ def build_parser(prog: str = "spark-submit jobs/encode.py") -> argparse.Argument
                         help="snapshot date YYYY-MM-DD (default: the config's window.end)")
     parser.add_argument("--full", action="store_true",
                         help="encode every landing date of the window, not only --ds")
-    parser.add_argument("--no-snapshot", dest="snapshot", action="store_false",
-                        help="only encode; do not assemble the snapshot")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--no-snapshot", dest="snapshot", action="store_false",
+                      help="only encode; do not assemble the snapshot")
+    mode.add_argument("--snapshot-only", action="store_true",
+                      help="do not encode; only assemble the snapshot of --ds from the daily "
+                           "partitions already encoded")
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077 (default: "
                              "spark-submit's, else local[*])")
@@ -688,6 +692,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/encod
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.full and args.snapshot_only:
+        print(f"{prog}: error: --full and --snapshot-only exclude each other", file=sys.stderr)
+        return 2
     config = load_config(args.config, overrides=args.overrides)
     ds = args.ds or config.window.end
     if ds is None:
@@ -696,7 +703,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/encod
     from jobs.spark import build_session
     spark = build_session(f"metaprofile-encode-{ds}", master=args.master)
     try:
-        report = run(spark, config, ds, full=args.full, snapshot=args.snapshot)
+        if args.snapshot_only:
+            report = {"ds": ds.isoformat(), "snapshot": build_snapshot(spark, config, ds)}
+        else:
+            report = run(spark, config, ds, full=args.full, snapshot=args.snapshot)
     except EncodeError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1

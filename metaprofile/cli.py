@@ -85,7 +85,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: everything that exists of the pipeline."""
-    from jobs import encode
+    from jobs import encode, heatmaps
     from jobs.spark import build_session
     from metaprofile.datasets.completejourney import convert
     from metaprofile.datasets.synthetic import GeneratorOptions, generate
@@ -94,24 +94,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     synthetic = load_config(args.synthetic_config, overrides=args.overrides)
     complete = load_config(args.completejourney_config, overrides=args.overrides)
-    log.info("step 1/3: synthetic data, %s users", f"{args.users:,}")
+    log.info("step 1/4: synthetic data, %s users", f"{args.users:,}")
     generated = generate(synthetic, GeneratorOptions(users=args.users, seed=args.seed))
     print(format_generation_report(generated, synthetic.storage.root))
-    log.info("step 2/3: The Complete Journey")
+    log.info("step 2/4: The Complete Journey")
     converted = convert(complete)
     print(format_conversion_report(converted, complete.storage.root))
-    log.info("step 3/3: encode both data sets (Spark local[*], whole window)")
     spark = build_session("metaprofile-demo")
     try:
         for config in (synthetic, complete):
+            log.info("step 3/4: encode %s (Spark local[*], whole window)", config.name)
             report = encode.run(spark, config, config.window.end, full=True)
             print(format_encode_report(report, config))
+            log.info("step 4/4: heatmap TFRecords of %s", config.name)
+            print(format_heatmaps_report(heatmaps.run(spark, config, config.window.end),
+                                         config))
     finally:
         spark.stop()
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
     for config in (synthetic, complete):
         print(f"  {config.name}: raw {config.storage.root}, events {config.storage.uri('events')}"
-              f", snapshot {config.storage.uri('snapshots')}/ds={config.window.end}")
+              f", snapshot {config.storage.uri('snapshots')}/ds={config.window.end}"
+              f", heatmaps {config.storage.uri('heatmaps')}/ds={config.window.end}")
     return 0
 
 
@@ -133,6 +137,13 @@ def format_generation_report(report: dict, root: str) -> str:
             lines.append(f"  {kind} task {task:<24} +{c['positives']:,} / "
                          f"-{c['negatives']:,} / unlabelled {c['unlabelled']:,}")
     return "\n".join(lines)
+
+
+def format_heatmaps_report(report: dict, config) -> str:
+    splits = ", ".join(f"{name} {n:,}" for name, n in report["splits"].items())
+    return (f"heatmaps of {config.name} for ds={report['ds']}: {report['examples']:,} users "
+            f"({splits}) in {report['shards']} shards, {report['bytes'] / 1e6:.1f} MB, "
+            f"{report['seconds']:.0f} s -> {report['heatmaps']}")
 
 
 def format_encode_report(report: dict, config) -> str:

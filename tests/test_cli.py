@@ -13,10 +13,25 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "generate", "completejourney", "encode", "config"):
+    commands = {"demo", "generate", "completejourney", "encode", "heatmaps", "config"}
+    for command in commands:
         assert command in out
     choices = build_parser()._subparsers._group_actions[0].choices
-    assert set(choices) == {"demo", "generate", "completejourney", "encode", "config"}
+    assert set(choices) == commands
+
+
+@pytest.mark.parametrize("job", ["encode", "heatmaps"])
+def test_spark_jobs_take_their_own_options(job, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([job, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: metaprofile {job}" in out and "--ds" in out and "--master" in out
+
+
+def test_encode_refuses_full_with_snapshot_only(capsys):
+    assert main(["encode", "--config", "conf/synthetic.yaml", "--full", "--snapshot-only"]) == 2
+    assert "--full and --snapshot-only exclude each other" in capsys.readouterr().err
 
 
 def test_generate_prints_counts(tmp_path, capsys):

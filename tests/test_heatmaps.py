@@ -292,3 +292,24 @@ def test_missing_snapshot_is_a_clear_error(spark, tmp_path):
     config = tiny_config(tmp_path)
     with pytest.raises(heatmaps.HeatmapsError, match="no finished snapshot.*metaprofile encode"):
         heatmaps.run(spark, config, DS)
+
+
+def test_side_inputs_are_pseudonymised_with_the_snapshot_key(spark, tmp_path, monkeypatch):
+    from jobs import heatmaps
+    from jobs.encode import pseudonym
+    key = "k" * 32
+    monkeypatch.setenv("METAPROFILE_PSEUDONYM_KEY", key)
+    config = tiny_config(tmp_path, "pseudonymisation.enabled=true")
+    write_inputs(config)
+    snapshot = f"{config.storage.uri('snapshots')}/ds={DS}/part-0.parquet"
+    table = pq.read_table(snapshot)
+    hashed = [pseudonym(key.encode(), u) for u in table.column("user_id").to_pylist()]
+    pq.write_table(table.set_column(0, "user_id", pa.array(hashed)), snapshot)
+    heatmaps.run(spark, config, DS, partitions=1)
+    users = all_batches(f"{config.storage.uri('heatmaps')}/ds={DS}", config)
+    ids = {u: pseudonym(key.encode(), u) for u in ("u1", "u2", "u3", "u4")}
+    assert sorted(users) == sorted(ids.values())  # raw ids never reach the shards
+    u1 = users[ids["u1"]]
+    genders = config.demographics.categorical[0].vocabulary
+    assert u1["demo/gender"] == genders.index("female") + 1  # joined through the pseudonym
+    assert u1["mask"][[t.name for t in config.source_tasks].index("married")] == 1.0
