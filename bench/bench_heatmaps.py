@@ -2,13 +2,13 @@
 
     ./run demo                                   # once: encodes both demo data sets
     .work/venv-jobs/bin/python bench/bench_heatmaps.py
-    .work/venv-jobs/bin/python bench/bench_heatmaps.py --config conf/synthetic.yaml --batches 40
+    .work/venv-jobs/bin/python bench/bench_heatmaps.py --config synthetic --replicate 50
 
 For each config (default: the synthetic and The Complete Journey demo configs, whose
 snapshots ``./run demo`` writes), prints:
 
 * the heatmaps job on Spark ``local[2]``: examples written per second;
-* bytes per user on disk (GZIP TFRecord) against a dense float32 ``365×24×C`` heatmap per
+* bytes per user on disk (only without ``--replicate``) (GZIP TFRecord) against a dense float32 ``365×24×C`` heatmap per
   user, and the ratio (target: at least 100× smaller);
 * the input pipeline (read, parse, densify, shuffle) in examples per second over the
   training split, repeated;
@@ -27,14 +27,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
-CONFIGS = [PROJECT_ROOT / "conf" / "synthetic.yaml", PROJECT_ROOT / "conf" / "completejourney.yaml"]
+CONFIG_PATHS = {"synthetic": PROJECT_ROOT / "conf" / "synthetic.yaml",
+                "completejourney": PROJECT_ROOT / "conf" / "completejourney.yaml"}
+
+
+def spark_session():
+    from jobs.spark import build_session
+    return build_session("metaprofile-bench-heatmaps", master="local[2]")
+
+
+def replicate(config, copies: int):
+    """A config whose snapshot, demographics and labels hold ``copies`` renamed copies of
+    every user of ``config``'s, so the writer can be timed at scale without re-encoding."""
+    from pyspark.sql import functions as F
+
+    from schemas.config import load_config
+    root = PROJECT_ROOT / ".work" / "bench" / f"heatmaps-{config.name}-x{copies}"
+    scaled = load_config(CONFIG_PATHS[config.name], overrides=[f"storage.root={root}"])
+    spark = spark_session()
+    ds = config.window.end.isoformat()
+    copy = spark.range(copies).withColumnRenamed("id", "copy")
+
+    def renamed(frame):
+        return (frame.crossJoin(copy)
+                .withColumn("user_id", F.concat("user_id", F.lit("~"), F.col("copy")))
+                .drop("copy"))
+
+    marker = root / "snapshots" / f"ds={ds}" / "_SUCCESS"
+    if not marker.exists():
+        for key in ("demographics", "source_labels"):
+            renamed(spark.read.parquet(config.storage.uri(key))).write.mode("overwrite") \
+                .parquet(scaled.storage.uri(key))
+        source = f"{config.storage.uri('snapshots')}/ds={ds}"
+        target = f"{scaled.storage.uri('snapshots')}/ds={ds}"
+        renamed(spark.read.parquet(source)).write.mode("overwrite").parquet(target)
+        (Path(target) / "_manifest.json").write_bytes(Path(source, "_manifest.json").read_bytes())
+        marker.touch()
+    return scaled
 
 
 def write_heatmaps(config) -> dict:
     from jobs import heatmaps
-    from jobs.spark import build_session
-    spark = build_session("metaprofile-bench-heatmaps", master="local[2]")
-    return heatmaps.run(spark, config, config.window.end)
+    return heatmaps.run(spark_session(), config, config.window.end)
 
 
 def dense_bytes_per_user(config) -> int:
@@ -100,8 +134,11 @@ def training_rate(config, batch_size: int, steps: int) -> float | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action="append", default=None,
-                        help="pipeline config (repeatable; default: both demo configs)")
+    parser.add_argument("--config", action="append", choices=sorted(CONFIG_PATHS),
+                        default=None, help="demo data set (repeatable; default: both)")
+    parser.add_argument("--replicate", type=int, default=1,
+                        help="time the writer on this many renamed copies of every user "
+                             "(e.g. 50 turns the 2,000 synthetic demo users into 100,000)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=30, help="pipeline batches to time")
     parser.add_argument("--train-steps", type=int, default=5,
@@ -110,16 +147,19 @@ def main(argv=None) -> int:
     configure_environment()
     from schemas.config import load_config
 
-    for path in args.config or CONFIGS:
-        config = load_config(path)
+    for name in args.config or CONFIG_PATHS:
+        config = load_config(CONFIG_PATHS[name])
+        if args.replicate > 1:
+            config = replicate(config, args.replicate)
         report = write_heatmaps(config)
         per_user = report["bytes"] / max(report["examples"], 1)
         dense = dense_bytes_per_user(config)
         print(f"[{config.name}] heatmaps job (Spark local[2]): {report['examples']:,} examples in "
               f"{report['seconds']:.1f} s = {report['examples_per_second']:,.0f} examples/s, "
               f"{report['shards']} shards")
-        print(f"[{config.name}] on disk: {per_user:,.0f} bytes/user (GZIP TFRecord) vs "
-              f"{dense:,} bytes/user dense float32 = {dense / per_user:,.0f}x smaller")
+        if args.replicate == 1:  # copies of the same user compress too well to count
+            print(f"[{config.name}] on disk: {per_user:,.0f} bytes/user (GZIP TFRecord) vs "
+                  f"{dense:,} bytes/user dense float32 = {dense / per_user:,.0f}x smaller")
         rate = pipeline_rate(config, args.batch_size, args.batches)
         print(f"[{config.name}] input pipeline (read, parse, densify): {rate:,.0f} examples/s "
               f"at batch {args.batch_size}")
