@@ -293,6 +293,11 @@ def shard_writer(config: PipelineConfig, staging_uri: str):
         from pyspark import TaskContext
         from tfrecord.writer import TFRecordWriter
 
+        if "tensorflow" in sys.modules:
+            raise RuntimeError(
+                "this Spark Python worker has imported TensorFlow (an embed task of the same "
+                "application?), and the tfrecord package cannot share a process with it: run "
+                "the heatmaps job as its own application, or set spark.python.worker.reuse=false")
         partition = TaskContext.get().partitionId()
         fs, root = storage.resolve(staging_uri)
         open_shards: dict[str, dict] = {}

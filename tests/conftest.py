@@ -29,8 +29,12 @@ def synthetic_config(tmp_path):
 @pytest.fixture(scope="session")
 def spark():
     from jobs.spark import build_session
+    # Fresh Python workers per task: the heatmaps writer imports `tfrecord` and the embed job
+    # imports TensorFlow, and the two cannot share a process. (Jobs run as separate
+    # spark-submit applications in production, where reuse is harmless.)
     session = build_session("metaprofile-tests", master="local[2]",
                             conf={"spark.sql.shuffle.partitions": "2",
-                                  "spark.ui.enabled": "false"})
+                                  "spark.ui.enabled": "false",
+                                  "spark.python.worker.reuse": "false"})
     yield session
     session.stop()
