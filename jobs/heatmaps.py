@@ -159,14 +159,18 @@ def pivot_labels(valid_labels, config: PipelineConfig):
 
 
 def assemble_examples(modalities: list, demographics, labels, config: PipelineConfig):
-    """Join everything into one row per user in the snapshot or the demographics."""
+    """Join everything into one row per user in the snapshot or the demographics.
+
+    ``labels`` may be None (the embed job): the rows then carry no label or mask columns.
+    """
     from pyspark.sql import functions as F
 
     users = modalities[0]
     for frame in modalities[1:]:
         users = users.join(frame, on="user_id", how="full_outer")
     users = users.join(demographics, on="user_id", how="full_outer")
-    users = users.join(labels, on="user_id", how="left")
+    if labels is not None:
+        users = users.join(labels, on="user_id", how="left")
     columns = ["user_id", split_column(config).alias("split")]
     for m in config.modalities:
         columns += [F.coalesce(f"{m.name}__index", F.array().cast("array<bigint>"))
@@ -175,7 +179,7 @@ def assemble_examples(modalities: list, demographics, labels, config: PipelineCo
                     .alias(f"{m.name}__value")]
     columns += list(config.demographics.numeric)
     columns += [c.name for c in config.demographics.categorical]
-    for t in config.source_tasks:
+    for t in config.source_tasks if labels is not None else ():
         columns += [F.coalesce(f"label__{t.name}", F.lit(0)).alias(f"label__{t.name}"),
                     F.coalesce(f"mask__{t.name}", F.lit(0)).alias(f"mask__{t.name}")]
     return users.select(*columns)

@@ -67,9 +67,49 @@ def cmd_heatmaps(args: argparse.Namespace) -> int:
     return heatmaps_main(args.job_args, prog="metaprofile heatmaps")
 
 
-# Spark jobs that parse their own arguments (--help included), so that
-# `metaprofile <job> …` and `spark-submit jobs/<job>.py …` take the same options.
-SPARK_JOBS = {"encode": cmd_encode, "heatmaps": cmd_heatmaps}
+def _job(module: str):
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+        job = importlib.import_module(f"jobs.{module}")
+        return job.main(args.job_args, prog=f"metaprofile {module}")
+    return run
+
+
+# Jobs that parse their own arguments (--help included), so that `metaprofile <job> …` and
+# `spark-submit jobs/<job>.py …` take the same options.
+SPARK_JOBS = {"encode": cmd_encode, "heatmaps": cmd_heatmaps, "embed": _job("embed"),
+              "campaigns": _job("campaigns"), "score": _job("score"), "export": _job("export")}
+JOB_HELP = {
+    "embed": "every user of the snapshot -> embeddings with the model's profile network "
+             "(Spark, or --engine tf; also spark-submit jobs/embed.py)",
+    "campaigns": "check campaign registry and seeds, embed each support set "
+                 "(Spark; also spark-submit jobs/campaigns.py)",
+    "score": "score every user against every campaign in one pass, select segments "
+             "(Spark; also spark-submit jobs/score.py)",
+    "export": "write each campaign's segment files and manifest (also jobs/export.py)",
+}
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import json
+
+    from metaprofile import registry
+    config = _load(args)
+    evaluation = None
+    if args.evaluation:
+        with open(args.evaluation, encoding="utf-8") as fh:
+            evaluation = json.load(fh)
+        if args.only_if_better and not evaluation.get("better", False):
+            print(f"not published: {args.evaluation} says the model is not better "
+                  f"({evaluation.get('reason', 'no reason given')})")
+            return 0
+    try:
+        document = registry.publish(config, args.model, evaluation)
+    except registry.RegistryError as exc:
+        print(f"metaprofile publish: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {document['path']} (previous: {document['previous'] or 'none'})")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -232,6 +272,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("heatmaps", add_help=False,
                    help="snapshot + demographics + labels -> TFRecord heatmap shards and "
                         "manifest (Spark; also spark-submit jobs/heatmaps.py)")
+    from model.cli import add_subparsers as add_model_commands
+    add_model_commands(sub)
+    for name, text in JOB_HELP.items():
+        sub.add_parser(name, add_help=False, help=text)
+
+    p = sub.add_parser("publish", help="make a model artifact the one the nightly jobs use",
+                       description="Point models/published.json at a model artifact (checked "
+                                   "against the config), keeping a history line per publication.")
+    _add_config_args(p, DEFAULT_SYNTHETIC_CONFIG)
+    p.add_argument("--model", required=True, help="model artifact directory")
+    p.add_argument("--evaluation", default=None,
+                   help="evaluation decision JSON to record with the publication")
+    p.add_argument("--only-if-better", action="store_true",
+                   help="publish only when --evaluation says {\"better\": true}")
+    p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("config", help="validate or print a pipeline config")
     p.add_argument("action", choices=("validate", "show"),

@@ -36,7 +36,8 @@ URI_SCHEMES = ("file", "s3a", "hdfs", "gs", "abfs", "abfss", "wasbs")
 STORAGE_KEYS = (
     "raw_purchases", "raw_points", "demographics", "source_labels", "target_labels",
     "campaign_seeds", "campaign_registry", "opt_outs", "events", "snapshots", "heatmaps",
-    "rejects", "manifests", "models", "embeddings", "segments", "reports", "ground_truth",
+    "rejects", "manifests", "models", "embeddings", "supports", "scores", "segments", "reports",
+    "ground_truth",
 )
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _GENRE_RE = re.compile(r"^(\*|[^/\s][^/]*(/[^/]+)*)$")
@@ -196,6 +197,16 @@ class HeatmapsConfig:
 
 
 @dataclass(frozen=True)
+class LookalikeConfig:
+    """Campaign checks and segment export of the nightly lookalike jobs."""
+
+    min_seeds: int = 10         # positive seeds a campaign needs after every exclusion
+    holdout: float = 0.2        # share of positive seeds kept out of the support set to
+                                # estimate the segment's precision
+    formats: tuple[str, ...] = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     name: str
     window: WindowConfig
@@ -209,6 +220,7 @@ class PipelineConfig:
     storage: StorageConfig
     version: int = SCHEMA_VERSION
     heatmaps: HeatmapsConfig = field(default_factory=HeatmapsConfig)
+    lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
 
     def modality(self, name: str) -> ModalityConfig:
         for m in self.modalities:
@@ -254,6 +266,8 @@ class PipelineConfig:
                     "target": [_task_dict(t) for t in self.target_tasks],
                 },
                 "heatmaps": dataclasses.asdict(self.heatmaps),
+                "lookalike": {**dataclasses.asdict(self.lookalike),
+                              "formats": list(self.lookalike.formats)},
                 "storage": {"root": self.storage.root, **dict(self.storage.paths)},
             }
         )
@@ -441,7 +455,7 @@ class _Reader:
     def build(self, raw: Any, base_dir: str) -> PipelineConfig:
         top = self.mapping(raw, "", ("version", "name", "window", "raw", "pseudonymisation",
                                      "modalities", "value_transform", "demographics", "tasks",
-                                     "heatmaps", "storage"))
+                                     "heatmaps", "lookalike", "storage"))
         if not isinstance(raw, dict):
             top = {}
         version = self.get(top, "version", "", int, required=True)
@@ -457,13 +471,32 @@ class _Reader:
         demographics = self.demographics(top.get("demographics"))
         source_tasks, target_tasks = self.tasks(top.get("tasks"), window)
         heatmaps = self.heatmaps(top.get("heatmaps"))
+        lookalike = self.lookalike(top.get("lookalike"))
         storage = self.storage(top.get("storage"), base_dir)
         return PipelineConfig(
             name=name, window=window, raw=raw_cfg, pseudonymisation=pseudo,
             modalities=modalities, value_transform=transform, demographics=demographics,
             source_tasks=source_tasks, target_tasks=target_tasks, storage=storage,
-            version=version or SCHEMA_VERSION, heatmaps=heatmaps,
+            version=version or SCHEMA_VERSION, heatmaps=heatmaps, lookalike=lookalike,
         )
+
+    def lookalike(self, value: Any) -> LookalikeConfig:
+        m = self.mapping(value, "lookalike", ("min_seeds", "holdout", "formats"))
+        d = LookalikeConfig()
+        formats = self.get(m, "formats", "lookalike", list, list(d.formats))
+        cfg = LookalikeConfig(
+            min_seeds=self.get(m, "min_seeds", "lookalike", int, d.min_seeds),
+            holdout=self.get(m, "holdout", "lookalike", float, d.holdout),
+            formats=tuple(formats),
+        )
+        if cfg.min_seeds < 1:
+            self.problem("lookalike.min_seeds", f"{cfg.min_seeds} must be at least 1")
+        if not 0.0 <= cfg.holdout < 1.0:
+            self.problem("lookalike.holdout", f"{cfg.holdout} is outside 0..1 (1 excluded)")
+        unknown = [f for f in cfg.formats if f not in ("csv", "parquet")]
+        if unknown or not cfg.formats:
+            self.problem("lookalike.formats", f"{formats!r}: choose one or more of csv, parquet")
+        return cfg
 
     def heatmaps(self, value: Any) -> HeatmapsConfig:
         m = self.mapping(value, "heatmaps", ("train", "validation", "test", "split_salt",

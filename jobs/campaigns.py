@@ -1,0 +1,320 @@
+"""Check each campaign's registry entry and seed list, and embed its support set.
+
+    spark-submit jobs/campaigns.py --config conf/synthetic.yaml --ds 2026-06-30
+    spark-submit jobs/campaigns.py --config conf/synthetic.yaml --ds 2026-06-30 --campaign cmp_x
+    metaprofile campaigns --config conf/synthetic.yaml --ds 2026-06-30 --list-active
+
+For every selected campaign (default: every *active* one) it writes
+``supports/ds=<ds>/campaign=<id>/``, staged and renamed into place:
+
+- ``support.json``: the verdict (``ok`` or ``failed`` with the reasons), the seed accounting,
+  and the support prototypes: the mean embedding of the usable positive seeds and, when the
+  campaign lists explicit negatives, of those (the relation module's K-shot rule,
+  ``model/relation.py``).
+- ``members/``: every seed with its role, so scoring and export can exclude them:
+  ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the
+  prototype to estimate the segment's precision), ``negative``, ``unknown`` (not in the
+  snapshot), ``opted_out``, ``conflicting`` (listed as both 1 and 0).
+
+**Checks, per campaign.** The registry row: a known status, exactly one of segment size or
+score threshold, a threshold in (0, 1), excluded campaigns that exist. The seeds: labels
+0/1, duplicates, users unknown to the snapshot, users on the opt-out list, and at least
+``lookalike.min_seeds`` usable positive seeds. One campaign's problems never stop the others;
+with ``--campaign`` the job exits 3 when that campaign failed (so an Airflow mapped task
+fails alone).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/campaigns.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
+from metaprofile import storage
+from schemas.config import PipelineConfig, load_config
+from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES, OPT_OUTS,
+                               spark_ddl)
+
+log = logging.getLogger("metaprofile.campaigns")
+
+HOLDOUT_BUCKETS = 1_000_000
+ROLES = ("support", "holdout", "negative", "unknown", "opted_out", "conflicting")
+EXIT_CAMPAIGN_FAILED = 3
+
+
+class CampaignError(RuntimeError):
+    """The run itself cannot go on (no embeddings, no registry)."""
+
+
+# --------------------------------------------------------------------------- pure checks
+
+
+def registry_problems(row: dict, known: set[str]) -> list[str]:
+    """What is wrong with one registry row (empty when nothing)."""
+    problems = []
+    if row.get("status") not in CAMPAIGN_STATUSES:
+        problems.append(f"status {row.get('status')!r} is not one of "
+                        f"{', '.join(CAMPAIGN_STATUSES)}")
+    size, threshold = row.get("segment_size"), row.get("score_threshold")
+    if (size is None) == (threshold is None):
+        problems.append("set exactly one of segment_size and score_threshold")
+    if size is not None and size < 1:
+        problems.append(f"segment_size {size} must be at least 1")
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        problems.append(f"score_threshold {threshold} must lie in (0, 1)")
+    unknown = sorted(set(row.get("exclude_campaigns") or ()) - known)
+    if unknown:
+        problems.append(f"exclude_campaigns names unknown campaign(s) {unknown}")
+    return problems
+
+
+def seed_problems(counts: dict, min_seeds: int) -> list[str]:
+    """Seed-list problems that fail a campaign (the rest are only reported)."""
+    if counts.get("usable_positives", 0) < min_seeds:
+        return [f"{counts.get('usable_positives', 0)} usable positive seed(s) after removing "
+                f"unknown, opted-out and conflicting users; lookalike.min_seeds is {min_seeds}"]
+    return []
+
+
+def holdout_size(usable: int, share: float, min_seeds: int) -> float:
+    """The holdout share actually used: ``share`` unless it would leave too few supports."""
+    return share if usable - int(usable * share) >= min_seeds and usable * share >= 1 else 0.0
+
+
+# --------------------------------------------------------------------------- Spark side
+
+
+def seed_roles(seeds, embeddings, opt_outs, holdout_share: dict[str, float]):
+    """(campaign_id, user_id, role) for every distinct seed of the given campaigns."""
+    from pyspark.sql import functions as F
+
+    per_user = (seeds.groupBy("campaign_id", "user_id")
+                .agg(F.min("label").alias("lo"), F.max("label").alias("hi")))
+    known = embeddings.select("user_id", F.lit(True).alias("known"))
+    opted = opt_outs.select("user_id", F.lit(True).alias("opted_out")).distinct()
+    joined = (per_user.join(known, "user_id", "left").join(opted, "user_id", "left"))
+    share = F.create_map(*[x for c, s in holdout_share.items() for x in (F.lit(c), F.lit(s))]) \
+        if holdout_share else F.create_map().cast("map<string,double>")
+    bucket = F.pmod(F.xxhash64(F.col("campaign_id"), F.col("user_id")), F.lit(HOLDOUT_BUCKETS))
+    in_holdout = bucket < F.coalesce(share[F.col("campaign_id")], F.lit(0.0)) * HOLDOUT_BUCKETS
+    role = (F.when(F.col("lo") != F.col("hi"), "conflicting")
+            .when(F.col("opted_out").isNotNull(), "opted_out")
+            .when(F.col("known").isNull(), "unknown")
+            .when(F.col("hi") == 0, "negative")
+            .when(in_holdout, "holdout")
+            .otherwise("support"))
+    return joined.select("campaign_id", "user_id", role.alias("role"))
+
+
+def seed_accounting(seeds, roles, campaigns: list[str]) -> dict[str, dict]:
+    """Per campaign: rows, repeated (user, label) rows, invalid labels and users per role."""
+    from pyspark.sql import functions as F
+
+    rows = {r["campaign_id"]: r.asDict() for r in seeds.groupBy("campaign_id").agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.when(~F.col("label").isin(0, 1), 1).otherwise(0)).alias("invalid_label"),
+        F.countDistinct("user_id", "label").alias("distinct_pairs")).collect()}
+    per_role = {}
+    for r in roles.groupBy("campaign_id", "role").count().collect():
+        per_role.setdefault(r["campaign_id"], {})[r["role"]] = r["count"]
+    result = {}
+    for c in campaigns:
+        base = rows.get(c, {"rows": 0, "invalid_label": 0, "distinct_pairs": 0})
+        counts = {role: per_role.get(c, {}).get(role, 0) for role in ROLES}
+        result[c] = {"rows": base["rows"], "invalid_label": base["invalid_label"],
+                     "duplicate_rows": base["rows"] - base["distinct_pairs"], **counts,
+                     "usable_positives": counts["support"] + counts["holdout"]}
+    return result
+
+
+def prototypes(roles, embeddings) -> dict[tuple[str, str], list[float]]:
+    """Mean embedding per (campaign, support|negative): aggregates only reach the driver."""
+    from pyspark.sql import functions as F
+
+    members = roles.where(F.col("role").isin("support", "negative"))
+    exploded = (members.join(embeddings, "user_id", "inner")
+                .select("campaign_id", "role", F.posexplode("embedding").alias("i", "x")))
+    means = exploded.groupBy("campaign_id", "role", "i").agg(F.avg("x").alias("x")).collect()
+    out: dict[tuple[str, str], dict[int, float]] = {}
+    for r in means:
+        out.setdefault((r["campaign_id"], r["role"]), {})[r["i"]] = r["x"]
+    return {key: [v[i] for i in range(len(v))] for key, v in out.items()}
+
+
+def read_seeds(spark, config: PipelineConfig):
+    """The seed lists, ids pseudonymised like the snapshot's."""
+    uri = config.storage.uri("campaign_seeds")
+    if not storage.exists(uri):
+        raise CampaignError(f"campaign_seeds: nothing at {uri}")
+    seeds = spark.read.schema(spark_ddl(CAMPAIGN_SEEDS)).parquet(uri)
+    key = load_pseudonym_key(config.pseudonymisation)
+    return seeds if key is None else seeds.mapInArrow(pseudonymise_batches(key), seeds.schema)
+
+
+def read_opt_outs(spark, config: PipelineConfig):
+    """The opt-out list (empty, with a warning, when there is none), ids pseudonymised."""
+    uri = config.storage.uri("opt_outs")
+    if not storage.exists(uri):
+        log.warning("no opt-out list at %s; no user is excluded for opting out", uri)
+        return spark.createDataFrame([], spark_ddl(OPT_OUTS))
+    frame = spark.read.schema(spark_ddl(OPT_OUTS)).parquet(uri)
+    key = load_pseudonym_key(config.pseudonymisation)
+    return frame if key is None else frame.mapInArrow(pseudonymise_batches(key), frame.schema)
+
+
+def read_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher):
+    embeddings_uri = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    if not publisher.exists(f"{embeddings_uri}/_SUCCESS"):
+        raise CampaignError(f"no finished embeddings at {embeddings_uri}; run "
+                            f"`metaprofile embed --ds {ds}` first")
+    embeddings = spark.read.parquet(embeddings_uri)
+    if not storage.exists(config.storage.uri("campaign_registry")):
+        raise CampaignError(f"campaign_registry: nothing at "
+                            f"{config.storage.uri('campaign_registry')}")
+    registry = spark.read.schema(spark_ddl(CAMPAIGN_REGISTRY)).parquet(
+        config.storage.uri("campaign_registry"))
+    manifest = storage.read_json(f"{embeddings_uri}/_manifest.json")
+    return (embeddings, registry, read_seeds(spark, config), read_opt_outs(spark, config),
+            manifest)
+
+
+def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
+    """Write ``supports/ds=<ds>/campaign=<id>`` for the selected campaigns; return verdicts."""
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    publisher = Publisher(spark)
+    embeddings, registry, seeds, opt_outs, embedded = read_inputs(spark, config, ds, publisher)
+    entries = {r["campaign_id"]: r.asDict() for r in registry.collect()}  # campaign metadata
+    unknown = sorted(set(only) - set(entries))
+    selected = list(only) or sorted(c for c, r in entries.items() if r["status"] == "active")
+    verdicts = {c: {"campaign_id": c, "status": "failed",
+                    "problems": ["not in the campaign registry"]} for c in unknown}
+    campaigns = [c for c in selected if c in entries]
+    seeds = seeds.where(F.col("campaign_id").isin(campaigns))
+    valid_seeds = seeds.where(F.col("label").isin(0, 1))
+    # First pass without a holdout tells how many usable positives each campaign has.
+    first = seed_accounting(seeds, seed_roles(valid_seeds, embeddings, opt_outs, {}), campaigns)
+    shares = {c: holdout_size(first[c]["usable_positives"], config.lookalike.holdout,
+                              config.lookalike.min_seeds) for c in campaigns}
+    roles = seed_roles(valid_seeds, embeddings, opt_outs, shares).cache()
+    counts = seed_accounting(seeds, roles, campaigns)
+    means = prototypes(roles, embeddings)
+    for c in campaigns:
+        problems = registry_problems(entries[c], set(entries)) + seed_problems(
+            counts[c], config.lookalike.min_seeds)
+        if entries[c]["status"] != "active" and not problems:
+            problems.append(f"status is {entries[c]['status']!r}, not active")
+        verdicts[c] = {
+            "campaign_id": c, "name": entries[c]["name"],
+            "status": "failed" if problems else "ok", "problems": problems,
+            "ds": ds.isoformat(), "model_version": embedded["model_version"],
+            "segment_size": entries[c]["segment_size"],
+            "score_threshold": entries[c]["score_threshold"],
+            "exclude_campaigns": list(entries[c]["exclude_campaigns"] or []),
+            "seeds": counts[c], "holdout_share": shares[c],
+            "prototype": means.get((c, "support")),
+            "negative_prototype": means.get((c, "negative")),
+        }
+        log.info("campaign %s: %s%s", c, verdicts[c]["status"],
+                 "" if not problems else " (" + "; ".join(problems) + ")")
+    publish_supports(spark, config, ds, roles, verdicts, campaigns, publisher)
+    roles.unpersist()
+    return {"ds": ds.isoformat(), "campaigns": {c: {k: v for k, v in verdict.items()
+                                                    if "prototype" not in k}
+                                                for c, verdict in verdicts.items()},
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts: dict,
+                     campaigns: list[str], publisher: Publisher) -> None:
+    """One Spark write for every campaign's members, then one rename per campaign."""
+    root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    staging = publisher.staging(f"{root}/_run")
+    try:
+        (roles.repartition("campaign_id").sortWithinPartitions("role", "user_id")
+         .write.partitionBy("campaign_id").mode("overwrite").parquet(staging))
+        for c in campaigns:
+            folder = f"{staging}/campaign_id={c}"
+            publisher.mkdirs(folder)
+            target = f"{staging}/campaign={c}"
+            publisher.mkdirs(target)
+            publisher.rename(folder, f"{target}/members")
+            publisher.write_text(f"{target}/support.json", json.dumps(verdicts[c], indent=2))
+            publisher.publish(target, f"{root}/campaign={c}")
+    finally:
+        publisher.cleanup()
+
+
+def active_campaigns(config: PipelineConfig) -> list[str]:
+    """Active campaign ids from the registry (pyarrow only: for scheduling, no Spark)."""
+    import pyarrow.dataset as pads
+    fs, path = storage.resolve(config.storage.uri("campaign_registry"))
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
+        columns=["campaign_id", "status"])
+    return sorted(c for c, s in zip(table.column("campaign_id").to_pylist(),
+                                    table.column("status").to_pylist()) if s == "active")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser(prog: str = "spark-submit jobs/campaigns.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Check campaign registry entries and seed lists, and write each "
+                    "campaign's support set (prototypes and seed roles) under "
+                    "supports/ds=<ds>/campaign=<id>.")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    parser.add_argument("--campaign", action="append", default=[],
+                        help="only this campaign (repeatable; default: every active one); "
+                             f"exits {EXIT_CAMPAIGN_FAILED} if one of them fails its checks")
+    parser.add_argument("--list-active", action="store_true",
+                        help="print the active campaign ids as a JSON list and exit (no Spark)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/campaigns.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, overrides=args.overrides)
+    if args.list_active:
+        print(json.dumps(active_campaigns(config)))
+        return 0
+    ds = args.ds or config.window.end
+    if ds is None:
+        print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
+        return 2
+    from jobs.spark import build_session
+    spark = build_session(f"metaprofile-campaigns-{ds}", master=args.master)
+    try:
+        report = run(spark, config, ds, args.campaign)
+    except (CampaignError, EncodeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    failed = [c for c, v in report["campaigns"].items() if v["status"] != "ok"]
+    if failed and args.campaign:
+        print(f"{prog}: campaign(s) failed their checks: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_CAMPAIGN_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Embed every user of a snapshot with the published model's profile network g_θ.
+
+    spark-submit --master 'local[*]' jobs/embed.py --config conf/synthetic.yaml --ds 2026-06-30
+    metaprofile embed --config conf/synthetic.yaml --ds 2026-06-30 --model .work/models/20260630T021500Z
+    metaprofile embed --config conf/synthetic.yaml --engine tf     # a GPU host: the TF input pipeline
+
+**Spark engine (default).** The users are the heatmaps job's: everyone in the snapshot or the
+demographics, joined the same way (``jobs/heatmaps.py``). Executors receive Arrow batches
+through ``mapInArrow``, load the model once per Python worker, densify the sparse cells in
+the worker (``model/embedding.py``: same transforms as the input pipeline) and run g_θ.
+
+**TF engine.** Reads the heatmap TFRecords of the same ``ds`` through ``model/inputs.py``
+(every split) and embeds with the same model, for a GPU host; the output is the same table.
+
+**Output.** ``embeddings/ds=<ds>/``: Parquet with ``user_id``, ``embedding`` (float32 list)
+and ``model_version``, plus ``_manifest.json`` (model path and version, users, dimension).
+Staged and renamed into place with ``_SUCCESS``; a rerun replaces it.
+
+The model is the one ``--model`` names, else the published one (``models/published.json``,
+written by ``metaprofile publish``). It is checked against the config: a model built for
+another window, channel set or demographics is refused with the differing fields named.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from typing import Iterator, Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
+from jobs.heatmaps import (HeatmapsError, assemble_examples, clean_demographics,
+                           modality_frames, read_snapshot, read_table)
+from metaprofile import registry, storage
+from schemas.config import PipelineConfig, load_config
+from schemas.contracts import demographics_schema, spark_ddl
+
+log = logging.getLogger("metaprofile.embed")
+
+EMBEDDINGS_DDL = "user_id STRING, embedding ARRAY<FLOAT>, model_version STRING"
+MANIFEST = "_manifest.json"
+
+
+class EmbedError(RuntimeError):
+    """A run that must not publish (no model, a model for other inputs, no snapshot)."""
+
+
+def embedding_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher):
+    """One row per user with the heatmap columns and demographics (no labels)."""
+    key = load_pseudonym_key(config.pseudonymisation)
+    snapshot, _, _ = read_snapshot(spark, config, ds, publisher)
+    demographics = read_table(spark, config.storage.uri("demographics"),
+                              spark_ddl(demographics_schema(config)), "demographics")
+    if key is not None:
+        demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
+    demographics = clean_demographics(demographics, config).drop("_rows")
+    return assemble_examples(modality_frames(snapshot, config), demographics, None, config)
+
+
+def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
+                  batch_rows: int):
+    """The ``mapInArrow`` function: Arrow rows → (user_id, embedding, model_version).
+
+    The model is loaded by ``model.embedding.load_worker``, which keeps it for the life of
+    the Python worker, so each worker loads it once, not once per task or batch.
+    """
+    from model.spec import InputSpec
+    spec = InputSpec.from_config(config).to_dict()
+    vocabularies = {c.name: list(c.vocabulary) for c in config.demographics.categorical}
+    transform = config.value_transform
+
+    def apply(batches: Iterator) -> Iterator:
+        if "tfrecord" in sys.modules:
+            raise RuntimeError(
+                "this Spark Python worker has imported the tfrecord package (a heatmaps task "
+                "of the same application?), and TensorFlow cannot share a process with it: "
+                "run embed as its own application, or set spark.python.worker.reuse=false")
+        import pyarrow as pa
+
+        from model.embedding import load_worker
+        worker = load_worker(model_path, spec, transform, vocabularies, normalisation)
+        for batch in batches:
+            for start in range(0, batch.num_rows, batch_rows):
+                chunk = batch.slice(start, batch_rows)
+                vectors = worker.embed(chunk)  # [b, E]
+                yield pa.RecordBatch.from_arrays(
+                    [chunk.column(chunk.schema.get_field_index("user_id")),
+                     pa.array(list(vectors), pa.list_(pa.float32())),
+                     pa.array([worker.version] * chunk.num_rows, pa.string())],
+                    names=["user_id", "embedding", "model_version"])
+
+    return apply
+
+
+def resolve_model(config: PipelineConfig, model: str | None) -> str:
+    if model:
+        return model
+    try:
+        return registry.published_model(config)["path"]
+    except registry.RegistryError as exc:
+        raise EmbedError(str(exc)) from None
+
+
+def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
+        partitions: int | None = None, batch_rows: int = 64) -> dict:
+    """Write ``embeddings/ds=<ds>`` with the Spark engine; return the report."""
+    from pyspark.sql import functions as F
+
+    started = time.perf_counter()
+    publisher = Publisher(spark)
+    model_path = resolve_model(config, model)
+    info = registry.describe_model(model_path, config)  # refuses a mismatched model early
+    rows = embedding_inputs(spark, config, ds, publisher)
+    partitions = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    embedded = (rows.repartition(partitions, "user_id")
+                .mapInArrow(embed_batches(model_path, config, info["normalisation"], batch_rows),
+                            EMBEDDINGS_DDL))
+    final = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    staging = publisher.staging(final)
+    try:
+        log.info("embedding the users of %s with model %s", ds, info["version"])
+        embedded.sortWithinPartitions("user_id").write.mode("overwrite").parquet(staging)
+        users = spark.read.parquet(staging).select(F.count(F.lit(1)).alias("n")).first()["n"]
+        manifest = {"ds": ds.isoformat(), "engine": "spark", "model": model_path,
+                    "model_version": info["version"], "users": users,
+                    "embedding_dim": info["embedding_dim"]}
+        publisher.write_text(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2))
+        publisher.publish(staging, final)
+    finally:
+        publisher.cleanup()
+    seconds = time.perf_counter() - started
+    return {**manifest, "embeddings": final, "seconds": round(seconds, 2),
+            "users_per_second": round(users / seconds, 1)}
+
+
+def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
+           batch_size: int = 256) -> dict:
+    """Write the same table from the heatmap TFRecords with the TF input pipeline."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model.artifact import load_artifact
+    from model.inputs import check_manifest, make_dataset, read_manifest
+    from model.network import select_inputs
+    from model.spec import InputSpec
+
+    started = time.perf_counter()
+    model_path = resolve_model(config, model)
+    heatmaps = f"{config.storage.uri('heatmaps')}/ds={ds.isoformat()}"
+    manifest = read_manifest(heatmaps)
+    check_manifest(manifest, config)
+    spec = InputSpec.from_config(config)
+    artifact = load_artifact(model_path, spec)
+    normalisation = registry.describe_model(model_path, config)["normalisation"]
+    manifest = {**manifest, "numeric_normalisation": normalisation}  # the model's scale
+    tables = []
+    for split in manifest["splits"]:
+        if not manifest["splits"][split]["shards"]:
+            continue
+        for batch in make_dataset(heatmaps, split, spec, batch_size, shuffle=False,
+                                  repeat=False, manifest=manifest):
+            vectors = artifact.model.profile(select_inputs(batch, spec), training=False).numpy()
+            tables.append(pa.table({
+                "user_id": pa.array([u.decode() for u in batch["user_id"].numpy()]),
+                "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
+                "model_version": pa.array([artifact.version] * len(vectors))}))
+    table = pa.concat_tables(tables).sort_by("user_id")
+    final = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    document = {"ds": ds.isoformat(), "engine": "tf", "model": model_path,
+                "model_version": artifact.version, "users": table.num_rows,
+                "embedding_dim": artifact.model_config.embedding_dim}
+    with storage.atomic_directory(final) as directory:
+        fs, path = storage.resolve(storage.join(directory, "part-00000.parquet"))
+        pq.write_table(table, path, filesystem=fs)
+        storage.write_json(document, storage.join(directory, MANIFEST))
+    seconds = time.perf_counter() - started
+    return {**document, "embeddings": final, "seconds": round(seconds, 2),
+            "users_per_second": round(table.num_rows / seconds, 1)}
+
+
+def build_parser(prog: str = "spark-submit jobs/embed.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Embed every user of the snapshot of --ds with the model's profile "
+                    "network and write embeddings/ds=<ds> (user_id, embedding, model_version).")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    parser.add_argument("--model", default=None,
+                        help="model artifact directory (default: the published model, "
+                             "models/published.json)")
+    parser.add_argument("--engine", choices=("spark", "tf"), default="spark",
+                        help="spark: executors embed Arrow batches of the snapshot (default); "
+                             "tf: the TF input pipeline over the heatmap TFRecords (GPU hosts)")
+    parser.add_argument("--batch-rows", type=int, default=64,
+                        help="users per model call inside an executor (default: %(default)s)")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="Spark tasks (default: spark.sql.shuffle.partitions)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/embed.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, overrides=args.overrides)
+    ds = args.ds or config.window.end
+    if ds is None:
+        print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
+        return 2
+    try:
+        if args.engine == "tf":
+            report = run_tf(config, ds, args.model)
+        else:
+            from jobs.spark import build_session
+            spark = build_session(f"metaprofile-embed-{ds}", master=args.master)
+            report = run(spark, config, ds, args.model, args.partitions, args.batch_rows)
+    except (EmbedError, HeatmapsError, EncodeError, registry.RegistryError, ValueError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

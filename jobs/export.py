@@ -1,0 +1,208 @@
+"""Export each scored campaign's lookalike segment: CSV and Parquet files plus a manifest.
+
+    spark-submit jobs/export.py --config conf/synthetic.yaml --ds 2026-06-30
+    metaprofile export --config conf/synthetic.yaml --ds 2026-06-30 --campaign cmp_x
+
+Reads ``scores/ds=<ds>`` (``jobs/score.py``) and writes, per campaign,
+``segments/ds=<ds>/campaign=<id>/``:
+
+- ``segment.csv`` and/or ``segment.parquet`` (``lookalike.formats``): ``user_id``
+  (pseudonymised when the pipeline pseudonymises), ``score``, ``rank``;
+- ``_manifest.json``: campaign, ``ds``, model version, counts (selected, eligible, excluded,
+  seeds by role), score quantiles of the segment and of all scored users, the held-out
+  seeds' recall at this reach, the lift over a random segment of the same size, and the
+  precision estimate derived from them (see :func:`precision_estimate`), plus each file's
+  SHA-256.
+
+Before anything is written the segment is checked once more, straight from the input lists,
+against the campaign's seeds, the seeds of the campaigns it excludes and the opt-out list; a violation fails that campaign
+and nothing of it is exported. Each campaign's folder is replaced whole (staged, renamed,
+``_SUCCESS``), so a rerun gives the same files. The files are small enough for one process:
+this job uses pyarrow, not Spark.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/export.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from jobs.encode import load_pseudonym_key, pseudonym
+from metaprofile import storage
+from schemas.config import PipelineConfig, load_config
+
+log = logging.getLogger("metaprofile.export")
+
+QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+EXIT_CAMPAIGN_FAILED = 3
+
+
+class ExportError(RuntimeError):
+    """A campaign whose segment must not be exported."""
+
+
+def histogram_quantiles(histogram: Sequence[int], quantiles=QUANTILES) -> dict[str, float]:
+    """Quantiles of scores in [0, 1] from a fixed-width histogram (bin midpoints)."""
+    counts = np.asarray(histogram, np.float64)
+    total = counts.sum()
+    if total == 0:
+        return {}
+    cumulative = np.cumsum(counts) / total
+    width = 1.0 / len(counts)
+    return {f"q{round(q * 100):02d}": float((np.searchsorted(cumulative, q) + 0.5) * width)
+            for q in quantiles}
+
+
+def exact_quantiles(scores: np.ndarray, quantiles=QUANTILES) -> dict[str, float]:
+    if scores.size == 0:
+        return {}
+    return {f"q{round(q * 100):02d}": float(np.quantile(scores, q)) for q in quantiles}
+
+
+def precision_estimate(stats: dict) -> dict:
+    """What the held-out seeds say about the segment.
+
+    ``holdout_recall`` is the share of held-out seeds (positive seeds kept out of the support
+    set) that score at or above the segment's cut-off; ``reach`` is the segment's share of
+    the eligible users, which is the recall a random segment of that size would have. Their
+    ratio is the lift. Assuming the eligible users hold lookalikes at the seeds' prevalence
+    (usable seeds / scored users), the segment's precision is about ``lift × prevalence``.
+    It is an estimate for comparing nights and campaigns, not a measured precision.
+    """
+    return {"holdout_seeds": stats["holdout_seeds"], "holdout_recall": stats["holdout_recall"],
+            "reach": stats["reach"], "lift_over_random": stats["lift"],
+            "seed_prevalence": stats["seed_prevalence"],
+            "estimated_precision": stats["estimated_precision"]}
+
+
+def forbidden_users(config: PipelineConfig, campaign: str, excludes: list[str]) -> set:
+    """Every user in the seed lists of the campaign and of the ones it excludes, and every
+    opted-out user (ids pseudonymised like the segment's)."""
+    key = load_pseudonym_key(config.pseudonymisation)
+    seeds = _read(config.storage.uri("campaign_seeds"), ["campaign_id", "user_id"])
+    listed = set([campaign, *excludes])
+    users = {u for c, u in zip(seeds.column("campaign_id").to_pylist(),
+                               seeds.column("user_id").to_pylist()) if c in listed}
+    opt_outs = config.storage.uri("opt_outs")
+    if storage.exists(opt_outs):
+        users.update(_read(opt_outs, ["user_id"]).column("user_id").to_pylist())
+    return users if key is None else {pseudonym(key, u) for u in users}
+
+
+def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: dict,
+                    support: dict, model_version: str) -> dict:
+    scores_uri = f"{config.storage.uri('scores')}/ds={ds.isoformat()}/campaign={campaign}"
+    segment = _read(scores_uri, ["user_id", "score", "rank"]).sort_by("rank")
+    forbidden = forbidden_users(config, campaign, support.get("exclude_campaigns", []))
+    leaked = [u for u in segment.column("user_id").to_pylist() if u in forbidden]
+    if leaked:
+        raise ExportError(f"campaign {campaign}: {len(leaked)} excluded user(s) reached the "
+                          f"segment (first {leaked[0]}); nothing exported")
+    final = f"{config.storage.uri('segments')}/ds={ds.isoformat()}/campaign={campaign}"
+    files = {}
+    with storage.atomic_directory(final) as directory:
+        for fmt in config.lookalike.formats:
+            buffer = io.BytesIO()
+            if fmt == "csv":
+                pacsv.write_csv(segment, buffer)
+            else:
+                pq.write_table(segment, buffer)
+            data = buffer.getvalue()
+            name = f"segment.{fmt}"
+            storage.write_bytes(data, storage.join(directory, name))
+            files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        manifest = {
+            "campaign_id": campaign, "name": support.get("name"), "ds": ds.isoformat(),
+            "model_version": model_version,
+            "selection": ({"segment_size": support["segment_size"]}
+                          if support.get("segment_size") is not None
+                          else {"score_threshold": support["score_threshold"]}),
+            "counts": {"selected": segment.num_rows, "eligible_users": stats["eligible_users"],
+                       "excluded_users": stats["excluded_users"], "seeds": support["seeds"]},
+            "score_quantiles": {
+                "segment": exact_quantiles(segment.column("score").to_numpy()),
+                "all_users": histogram_quantiles(stats["histogram"])},
+            "precision": precision_estimate(stats),
+            "pseudonymised_ids": config.pseudonymisation.enabled,
+            "files": files,
+        }
+        storage.write_json(manifest, storage.join(directory, "_manifest.json"))
+    return {"campaign_id": campaign, "segment": final, "selected": segment.num_rows,
+            "estimated_precision": stats["estimated_precision"], "lift": stats["lift"]}
+
+
+def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
+    scores_root = f"{config.storage.uri('scores')}/ds={ds.isoformat()}"
+    if not storage.exists(f"{scores_root}/_SUCCESS"):
+        raise ExportError(f"no finished scores at {scores_root}; run jobs/score.py first")
+    document = storage.read_json(f"{scores_root}/_stats.json")
+    supports_root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    exported, failed = {}, dict(document.get("failed_campaigns", {}))
+    for campaign, stats in sorted(document["campaigns"].items()):
+        if only and campaign not in only:
+            continue
+        support = storage.read_json(f"{supports_root}/campaign={campaign}/support.json")
+        try:
+            exported[campaign] = export_campaign(config, ds, campaign, stats, support,
+                                                 document["model_version"])
+            log.info("campaign %s: %d users exported", campaign, exported[campaign]["selected"])
+        except ExportError as exc:
+            log.error("%s", exc)
+            failed[campaign] = [str(exc)]
+    return {"ds": ds.isoformat(), "exported": exported, "failed": failed}
+
+
+def _read(uri: str, columns: list[str]) -> pa.Table:
+    fs, path = storage.resolve(uri)
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
+def build_parser(prog: str = "spark-submit jobs/export.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Write each scored campaign's segment (CSV/Parquet) and manifest under "
+                    "segments/ds=<ds>/campaign=<id>, after checking it against the exclusions.")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    parser.add_argument("--campaign", action="append", default=[],
+                        help="only these campaigns (repeatable; default: every scored one)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/export.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, overrides=args.overrides)
+    ds = args.ds or config.window.end
+    try:
+        report = run(config, ds, args.campaign)
+    except ExportError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    if report["failed"] and not report["exported"]:
+        return EXIT_CAMPAIGN_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

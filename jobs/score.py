@@ -1,0 +1,345 @@
+"""Score every user against every campaign with a support set, in one pass, and select each
+campaign's segment.
+
+    spark-submit jobs/score.py --config conf/synthetic.yaml --ds 2026-06-30
+
+Inputs: ``embeddings/ds=<ds>`` (``jobs/embed.py``), the campaigns' ``supports/ds=<ds>``
+(``jobs/campaigns.py``; only campaigns whose checks passed), the opt-out list, and the
+model's relation module f_θ.
+
+**One pass.** Executors read the embedding table once. Per Arrow batch they compute the
+user half of f_θ's first layer once (``[B, H]``), add every campaign's support half
+(``[N, H]``, computed once on the driver), and run only the small head per pair
+(``model/scoring.py``, numpy; no TensorFlow on the executors). Adding a campaign adds one
+row to the support half and one column to the head's output.
+
+**Selection, exact and bounded.** For a top-K campaign each task keeps its best
+``K + excluded`` users, where ``excluded`` counts the users the campaign may never export
+(its seeds, the seeds of the campaigns it excludes, opted-out users); for a threshold
+campaign, every user at or above it. Exclusions are then removed with anti-joins and the
+global top K taken with a window, so the result equals scoring everyone and sorting.
+
+**Output.** ``scores/ds=<ds>/campaign=<id>/``: the selected users (``user_id``, ``score``,
+``rank``), and ``scores/ds=<ds>/_stats.json``: per campaign, a 1,000-bin histogram of all
+scores, the held-out seeds' scores against the segment's cut-off, and the counts. Staged and
+renamed into place; a rerun replaces it with the same rows.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from typing import Iterator, Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/score.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jobs.campaigns import CampaignError, read_opt_outs, read_seeds
+from jobs.encode import EncodeError, Publisher
+from metaprofile import storage
+from schemas.config import PipelineConfig, load_config
+
+log = logging.getLogger("metaprofile.score")
+
+BINS = 1000
+SCORED_DDL = "campaign_id STRING, user_id STRING, score DOUBLE, kind STRING, payload STRING"
+
+
+class ScoreError(RuntimeError):
+    """Nothing to score, or inputs from different models."""
+
+
+def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
+    """The ``support.json`` of every campaign under ``supports/ds=<ds>`` (or of ``only``)."""
+    import pyarrow.fs as pafs
+    root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    fs, path = storage.resolve(root)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        raise ScoreError(f"no supports at {root}; run `jobs/campaigns.py --ds {ds}` first")
+    supports = {}
+    for info in fs.get_file_info(pafs.FileSelector(path)):
+        name = info.base_name
+        if not name.startswith("campaign="):
+            continue
+        campaign = name.split("=", 1)[1]
+        if only and campaign not in only:
+            continue
+        if storage.exists(f"{root}/{name}/_SUCCESS"):
+            supports[campaign] = storage.read_json(f"{root}/{name}/support.json")
+    return supports
+
+
+def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np.ndarray",
+           has_negatives: "np.ndarray", holdout: dict[str, list[int]], chunk_rows: int):
+    """The ``mapInArrow`` function: embeddings → candidates, held-out scores, histograms."""
+
+    def apply(batches: Iterator) -> Iterator:
+        import numpy as np
+        import pyarrow as pa
+
+        from model.scoring import sigmoid
+        n = len(campaigns)
+        keep = [c["keep"] for c in campaigns]  # top-K campaigns: K + excluded; else None
+        thresholds = [c["score_threshold"] for c in campaigns]
+        best_scores = [np.empty(0) for _ in range(n)]
+        best_users = [np.empty(0, dtype=object) for _ in range(n)]
+        histograms = np.zeros((n, BINS), np.int64)
+        held_ids, held_campaigns, held_scores = [], [], []
+        over_ids = [[] for _ in range(n)]
+        over_scores = [[] for _ in range(n)]
+        for batch in batches:
+            users = np.asarray(batch.column(0).to_pylist(), dtype=object)
+            vectors = batch.column(1).flatten().to_numpy(zero_copy_only=False)
+            vectors = vectors.reshape(len(users), -1).astype(np.float32)  # [B, E]
+            for start in range(0, len(users), chunk_rows):
+                ids = users[start:start + chunk_rows]
+                user_part = weights.user_part(vectors[start:start + chunk_rows])  # [b, H]
+                scores = sigmoid(weights.logits(user_part, positive, negative,
+                                                has_negatives)).astype(np.float64)  # [b, N]
+                bins = np.minimum((scores * BINS).astype(np.int64), BINS - 1)
+                for j in range(n):
+                    histograms[j] += np.bincount(bins[:, j], minlength=BINS)
+                    if keep[j] is not None:
+                        s = np.concatenate([best_scores[j], scores[:, j]])
+                        u = np.concatenate([best_users[j], ids])
+                        if len(s) > keep[j]:
+                            top = np.argpartition(-s, keep[j] - 1)[:keep[j]]
+                            s, u = s[top], u[top]
+                        best_scores[j], best_users[j] = s, u
+                    else:
+                        hit = scores[:, j] >= thresholds[j]
+                        over_ids[j].extend(ids[hit])
+                        over_scores[j].extend(scores[hit, j])
+                for i, uid in enumerate(ids):
+                    for j in holdout.get(uid, ()):
+                        held_ids.append(uid)
+                        held_campaigns.append(campaigns[j]["campaign_id"])
+                        held_scores.append(float(scores[i, j]))
+        rows = {"campaign_id": [], "user_id": [], "score": [], "kind": [], "payload": []}
+
+        def add(campaign, user, score, kind, payload=None):
+            rows["campaign_id"].append(campaign)
+            rows["user_id"].append(user)
+            rows["score"].append(score)
+            rows["kind"].append(kind)
+            rows["payload"].append(payload)
+
+        for j, c in enumerate(campaigns):
+            cid = c["campaign_id"]
+            chosen = (zip(best_users[j], best_scores[j]) if keep[j] is not None
+                      else zip(over_ids[j], over_scores[j]))
+            for user, score in chosen:
+                add(cid, user, float(score), "candidate")
+            add(cid, None, None, "histogram", json.dumps(histograms[j].tolist()))
+        for user, cid, score in zip(held_ids, held_campaigns, held_scores):
+            add(cid, user, score, "holdout")
+        yield pa.RecordBatch.from_pydict(rows)
+
+    return apply
+
+
+def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
+        only: Sequence[str] = (), chunk_rows: int = 512) -> dict:
+    """Write ``scores/ds=<ds>`` for every campaign whose support passed; return the report."""
+    import numpy as np
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from jobs.embed import resolve_model
+    from metaprofile import registry
+    started = time.perf_counter()
+    publisher = Publisher(spark)
+    supports = read_supports(config, ds, only)
+    ready = {c: s for c, s in sorted(supports.items()) if s["status"] == "ok"}
+    skipped = {c: s["problems"] for c, s in supports.items() if s["status"] != "ok"}
+    if not ready:
+        raise ScoreError(f"no campaign under supports/ds={ds} passed its checks "
+                         f"({len(skipped)} failed); nothing to score")
+    embeddings_uri = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    embedded = storage.read_json(f"{embeddings_uri}/_manifest.json")
+    versions = {s["model_version"] for s in ready.values()} | {embedded["model_version"]}
+    if len(versions) > 1:
+        raise ScoreError(f"embeddings and supports come from different models {sorted(versions)}; "
+                         f"rerun jobs/campaigns.py after jobs/embed.py")
+    model_path = resolve_model(config, model or embedded["model"])
+    weights = relation_weights(model_path, config)
+
+    supports_root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    members = _union([spark.read.parquet(f"{supports_root}/campaign={c}/members")
+                      .select(F.lit(c).alias("campaign_id"), "user_id", "role")
+                      for c in supports])
+    excluded = excluded_users(read_seeds(spark, config), read_opt_outs(spark, config),
+                              ready).cache()
+    excluded_counts = {r["campaign_id"]: r["n"] for r in
+                       excluded.groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n")).collect()}
+    campaigns = []
+    for c, s in ready.items():
+        keep = None if s["segment_size"] is None else s["segment_size"] + excluded_counts.get(c, 0)
+        campaigns.append({"campaign_id": c, "keep": keep, "score_threshold": s["score_threshold"]})
+    index = {c["campaign_id"]: j for j, c in enumerate(campaigns)}
+    positive = weights.support_part(np.array([ready[c]["prototype"] for c in index], np.float32))
+    has_negatives = np.array([ready[c]["negative_prototype"] is not None for c in index])
+    negative = weights.support_part(np.array(
+        [ready[c]["negative_prototype"] or ready[c]["prototype"] for c in index], np.float32))
+    holdout: dict[str, list[int]] = {}
+    for r in members.where(F.col("role") == "holdout").where(
+            F.col("campaign_id").isin(list(index))).collect():  # held-out seeds only
+        holdout.setdefault(r["user_id"], []).append(index[r["campaign_id"]])
+
+    embeddings = spark.read.parquet(embeddings_uri).select("user_id", "embedding")
+    scored = embeddings.mapInArrow(
+        scorer(weights, campaigns, positive, negative if has_negatives.any() else None,
+               has_negatives, holdout, chunk_rows), SCORED_DDL).cache()
+    candidates = (scored.where(F.col("kind") == "candidate")
+                  .join(excluded, ["campaign_id", "user_id"], "left_anti"))
+    ranked = candidates.withColumn("rank", F.row_number().over(
+        Window.partitionBy("campaign_id").orderBy(F.desc("score"), F.asc("user_id"))))
+    limits = spark.createDataFrame([(c["campaign_id"], ready[c["campaign_id"]]["segment_size"])
+                                    for c in campaigns], "campaign_id STRING, size BIGINT")
+    selected = (ranked.join(F.broadcast(limits), "campaign_id")
+                .where(F.col("size").isNull() | (F.col("rank") <= F.col("size")))
+                .select("campaign_id", "user_id", "score", "rank"))
+
+    root = f"{config.storage.uri('scores')}/ds={ds.isoformat()}"
+    staging = publisher.staging(root)
+    try:
+        (selected.repartition("campaign_id").sortWithinPartitions("rank")
+         .write.partitionBy("campaign_id").mode("overwrite").parquet(staging))
+        stats = campaign_stats(spark, scored, staging, ready, excluded_counts,
+                               embedded["users"])
+        for c in ready:
+            folder = f"{staging}/campaign_id={c}"
+            publisher.mkdirs(folder)
+            publisher.rename(folder, f"{staging}/campaign={c}")
+        document = {"ds": ds.isoformat(), "model_version": embedded["model_version"],
+                    "users_scored": embedded["users"], "campaigns": stats,
+                    "failed_campaigns": skipped}
+        publisher.write_text(f"{staging}/_stats.json", json.dumps(document, indent=2))
+        publisher.publish(staging, root)
+    finally:
+        scored.unpersist()
+        excluded.unpersist()
+        publisher.cleanup()
+    seconds = time.perf_counter() - started
+    return {"ds": ds.isoformat(), "scores": root, "campaigns": len(ready),
+            "failed_campaigns": skipped, "users": embedded["users"],
+            "selected": {c: s["selected"] for c, s in stats.items()},
+            "seconds": round(seconds, 2)}
+
+
+def relation_weights(model_path: str, config: PipelineConfig):
+    """f_θ's weights as numpy, from the artifact (TensorFlow on the driver only)."""
+    from model.artifact import load_artifact
+    from model.scoring import RelationWeights
+    from model.spec import InputSpec
+    artifact = load_artifact(model_path, InputSpec.from_config(config))
+    return RelationWeights.from_module(artifact.model.relation)
+
+
+def excluded_users(seeds, opt_outs, ready: dict):
+    """(campaign_id, user_id) pairs a campaign may never export: every user in its seed list
+    or in the seed lists of the campaigns it excludes (whatever their label or status), and
+    every opted-out user."""
+    spark = seeds.sparkSession
+    pairs = [(c, c) for c in ready]
+    pairs += [(c, other) for c, s in ready.items() for other in s["exclude_campaigns"]]
+    sources = spark.createDataFrame(pairs, "campaign_id STRING, source STRING")
+    seeds = (sources.join(seeds.withColumnRenamed("campaign_id", "source"), "source")
+             .select("campaign_id", "user_id"))
+    opted = (spark.createDataFrame([(c,) for c in ready], "campaign_id STRING")
+             .crossJoin(opt_outs.select("user_id").distinct()))
+    return seeds.unionByName(opted).distinct()
+
+
+def campaign_stats(spark, scored, selected_uri: str, ready: dict, excluded_counts: dict,
+                   users: int) -> dict:
+    """Counts, score histogram and held-out seed recall per campaign (aggregates only)."""
+    import numpy as np
+    from pyspark.sql import functions as F
+
+    histograms = {}
+    for r in scored.where(F.col("kind") == "histogram").select("campaign_id", "payload").collect():
+        h = np.array(json.loads(r["payload"]), np.int64)
+        histograms[r["campaign_id"]] = histograms.get(r["campaign_id"], 0) + h
+    selected = {r["campaign_id"]: r.asDict() for r in spark.read.parquet(selected_uri)
+                .groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n"),
+                                            F.min("score").alias("cutoff")).collect()}
+    held = {}
+    for r in (scored.where(F.col("kind") == "holdout").groupBy("campaign_id")
+              .agg(F.collect_list("score").alias("scores")).collect()):
+        held[r["campaign_id"]] = r["scores"]
+    stats = {}
+    for c, s in ready.items():
+        n = selected.get(c, {}).get("n", 0)
+        cutoff = selected.get(c, {}).get("cutoff")
+        eligible = users - excluded_counts.get(c, 0)
+        scores = held.get(c, [])
+        recall = (sum(x >= cutoff for x in scores) / len(scores)
+                  if scores and cutoff is not None else None)
+        reach = n / eligible if eligible > 0 else None
+        prevalence = s["seeds"]["usable_positives"] / max(users, 1)
+        lift = recall / reach if recall is not None and reach else None
+        stats[c] = {
+            "selected": n, "eligible_users": eligible, "excluded_users": excluded_counts.get(c, 0),
+            "cutoff_score": cutoff, "reach": reach,
+            "histogram": (histograms.get(c, np.zeros(BINS, np.int64))).tolist(),
+            "holdout_seeds": len(scores), "holdout_recall": recall, "lift": lift,
+            "estimated_precision": None if lift is None else min(1.0, lift * prevalence),
+            "seed_prevalence": prevalence,
+        }
+    return stats
+
+
+def _union(frames):
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def build_parser(prog: str = "spark-submit jobs/score.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Score every user of embeddings/ds=<ds> against every campaign whose "
+                    "support set passed its checks, in one pass, and select each campaign's "
+                    "segment (top-K or threshold, exclusions removed) under scores/ds=<ds>.")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    parser.add_argument("--campaign", action="append", default=[],
+                        help="only these campaigns (repeatable; default: all with a support)")
+    parser.add_argument("--model", default=None,
+                        help="model artifact (default: the one the embeddings were made with)")
+    parser.add_argument("--chunk-rows", type=int, default=512,
+                        help="users per numpy block in an executor (default: %(default)s)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/score.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config, overrides=args.overrides)
+    ds = args.ds or config.window.end
+    from jobs.spark import build_session
+    spark = build_session(f"metaprofile-score-{ds}", master=args.master)
+    try:
+        report = run(spark, config, ds, args.model, args.campaign, args.chunk_rows)
+    except (ScoreError, CampaignError, EncodeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

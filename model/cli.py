@@ -1,0 +1,167 @@
+"""``metaprofile train`` and ``metaprofile model-summary``.
+
+:func:`add_subparsers` registers both on the main parser's subparsers; each sets
+``func`` to a function of the parsed arguments that returns an exit code. TensorFlow is
+imported only when a command runs, so ``metaprofile --help`` stays fast.
+
+    metaprofile train --ds 2026-06-30 --steps 2000            # full size, conf/synthetic.yaml
+    metaprofile train --width 0.125 --steps 200 --resume      # a narrow demo network
+    metaprofile model-summary                                 # full-size parameter count
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+from pathlib import Path
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml")
+TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
+
+
+def add_subparsers(subparsers) -> None:
+    """Register ``train`` and ``model-summary``."""
+    p = subparsers.add_parser(
+        "train", help="meta-train the profile network on TFRecord heatmaps -> model artifact",
+        description="Meta-train g_θ and f_θ with N-way K-shot episodes over the source tasks "
+                    "(Eq. 1 loss, Adam, cyclical then SGDR learning rate), checkpointing so "
+                    "that --resume continues a killed run exactly, and write a versioned "
+                    "artifact <out>/<version>/ (model.keras, configs, specs, metrics).")
+    _add_config_args(p)
+    p.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                   help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    p.add_argument("--heatmaps", default=None,
+                   help="heatmap TFRecords + manifest (default: storage heatmaps/ds=<ds>)")
+    p.add_argument("--out", default=None, help="models root (default: storage models)")
+    p.add_argument("--version", default=None,
+                   help="artifact version name (default: UTC time, e.g. 20260630T021500Z)")
+    p.add_argument("--work-dir", default=None,
+                   help="checkpoints and TensorBoard logs (default: "
+                        "$METAPROFILE_WORK_DIR/train/<config name>-<ds>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --work-dir")
+    _add_model_args(p)
+    p.add_argument("--steps", type=int, default=2000, help="episodes (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="query users B per episode")
+    p.add_argument("--k-shot", type=int, default=1, help="supports per task and class (K)")
+    p.add_argument("--no-negatives", dest="negatives", action="store_false",
+                   help="positive supports only (logit r(q, p+))")
+    p.add_argument("--pool-per-class", type=int, default=16,
+                   help="support pool users kept per task and class (~0.55 MB each)")
+    p.add_argument("--pool-batches", type=int, default=50,
+                   help="first training batches scanned to fill the support pool")
+    p.add_argument("--validate-every", type=int, default=100, help="steps; 0 = never")
+    p.add_argument("--val-batches", type=int, default=50, help="batches per validation")
+    p.add_argument("--patience", type=int, default=10,
+                   help="validations without a better mean AUROC before stopping; 0 = never")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=10, help="steps between progress lines")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base-lr", type=float, default=1e-4, help="cyclical LR lower bound")
+    p.add_argument("--max-lr", type=float, default=1e-3, help="cyclical LR upper bound")
+    p.add_argument("--step-size", type=int, default=200, help="half a cyclical LR cycle, steps")
+    p.add_argument("--cycles", type=int, default=2, help="cyclical LR cycles before SGDR")
+    p.add_argument("--first-period", type=int, default=400, help="first SGDR period, steps")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "model-summary", help="print the full-size model's shapes and parameter counts",
+        description="Build (not train) the meta-model for the config's real window and "
+                    "channels, print each tower's Table 2 shapes, the parameter count per part "
+                    "and why it differs from the paper's 'about 2 million'.")
+    _add_config_args(p)
+    _add_model_args(p)
+    p.set_defaults(func=cmd_model_summary)
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="pipeline config YAML (default: %(default)s)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", "--scale", dest="width", type=float, default=1.0,
+                        help="multiplies Table 2's filter counts (default: %(default)s)")
+    parser.add_argument("--embedding-dim", type=int, default=512,
+                        help="user embedding size (default: %(default)s)")
+    parser.add_argument("--relation-units", type=lambda s: tuple(int(u) for u in s.split(",")),
+                        default=(256, 64), help="hidden sizes of f_θ, e.g. 256,64")
+
+
+def model_config_from_args(args: argparse.Namespace):
+    from model.network import ModelConfig
+    return ModelConfig(width=args.width, embedding_dim=args.embedding_dim,
+                       relation_units=tuple(args.relation_units))
+
+
+def train_config_from_args(args: argparse.Namespace, work_dir: str):
+    from model.schedules import ScheduleConfig
+    from model.train import TrainConfig
+    schedule = ScheduleConfig(base_lr=args.base_lr, max_lr=args.max_lr,
+                              step_size=args.step_size, cycles=args.cycles,
+                              first_period=args.first_period)
+    return TrainConfig(steps=args.steps, batch_size=args.batch_size, k_shot=args.k_shot,
+                       negatives=args.negatives, pool_per_class=args.pool_per_class,
+                       pool_batches=args.pool_batches, schedule=schedule,
+                       validate_every=args.validate_every, val_batches=args.val_batches,
+                       patience=args.patience, checkpoint_every=args.checkpoint_every,
+                       log_every=args.log_every, seed=args.seed,
+                       checkpoint_dir=os.path.join(work_dir, "checkpoints"),
+                       log_dir=os.path.join(work_dir, "logs"), resume=args.resume)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.artifact import save_artifact
+    from model.inputs import check_manifest, make_dataset, read_manifest
+    from model.spec import InputSpec
+    from model.train import choose_strategy, train
+    from schemas.config import load_config
+
+    strategy = choose_strategy()  # before other TensorFlow work (multi-worker needs that)
+    config = load_config(args.config, overrides=args.overrides)
+    ds = args.ds or config.window.end
+    if ds is None:
+        raise ValueError("no --ds given and the config has no window.end")
+    heatmaps = args.heatmaps or f"{config.storage.uri('heatmaps')}/ds={ds.isoformat()}"
+    work_dir = args.work_dir or os.path.join(
+        os.environ.get("METAPROFILE_WORK_DIR", ".work"), "train", f"{config.name}-{ds}")
+    spec = InputSpec.from_config(config)
+    model_cfg = model_config_from_args(args)
+    train_cfg = train_config_from_args(args, work_dir)
+    manifest = read_manifest(heatmaps)
+    check_manifest(manifest, config)
+    train_data = make_dataset(heatmaps, TRAIN_SPLIT, spec, train_cfg.batch_size, shuffle=True,
+                              repeat=True, seed=train_cfg.seed,
+                              value_transform=config.value_transform)
+    val_data = make_dataset(heatmaps, VALIDATION_SPLIT, spec, train_cfg.batch_size,
+                            shuffle=False, repeat=False, seed=train_cfg.seed,
+                            value_transform=config.value_transform)
+    result = train(spec, model_cfg, train_cfg, train_data, val_data, work_dir,
+                   progress=_print, strategy=strategy)
+    metrics = {**result.metrics, "ds": ds.isoformat(), "heatmaps": heatmaps,
+               "config": config.name}
+    path = save_artifact(result.model, result.model_config, spec, manifest["spec"], metrics,
+                         manifest["sha256"], args.out or config.storage.uri("models"),
+                         version=args.version,
+                         normalisation=manifest.get("numeric_normalisation", {}))
+    _print("model artifact written; its path is the last line")
+    _print(path)  # last line: the artifact path, for schedulers (Airflow XCom)
+    return 0
+
+
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    from model.network import describe, parameter_explanation
+    from model.spec import InputSpec
+    from schemas.config import load_config
+
+    config = load_config(args.config, overrides=args.overrides)
+    print(describe(InputSpec.from_config(config), model_config_from_args(args)))
+    print()
+    print(parameter_explanation())
+    return 0
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)

@@ -1,0 +1,115 @@
+"""Embed users outside the tf.data pipeline: Arrow rows → dense batch → g_θ → embeddings.
+
+The nightly job (``jobs/embed.py``) runs this inside Spark executors, one Arrow batch at a
+time. A row carries what a heatmap example carries, as columns: ``user_id``, per modality
+``<m>__index`` (flat ``(day*24+hour)*C+channel``) and ``<m>__value`` lists, the numeric
+demographics as doubles (null = missing) and the categorical ones as strings. Densifying here
+applies exactly the transforms of ``model/inputs.py`` (the same value transform, the
+training split's numeric statistics, id 0 for a missing or unknown category), so a user gets
+the same embedding from either path; a test holds the two paths together.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from model.spec import InputSpec
+
+
+def transform_values(values: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "log1p":
+        return np.sign(values) * np.log1p(np.abs(values))
+    if transform in ("none", None):
+        return values
+    raise ValueError(f"value_transform {transform!r} is not one of log1p, none")
+
+
+def densify_column(index: pa.ListArray, values: pa.ListArray, shape: tuple[int, int, int],
+                   transform: str) -> np.ndarray:
+    """One modality of a batch: list columns of flat cells → ``[B, D, 24, C]`` float32."""
+    rows = len(index)
+    cells = shape[0] * shape[1] * shape[2]
+    dense = np.zeros((rows, cells), np.float32)  # [B, D*24*C]
+    flat = index.flatten().to_numpy(zero_copy_only=False)
+    if flat.size:
+        owners = pc.list_parent_indices(index).to_numpy(zero_copy_only=False)
+        if flat.min() < 0 or flat.max() >= cells:
+            bad = int(flat[(flat < 0) | (flat >= cells)][0])
+            raise ValueError(f"heatmap index {bad} is outside 0..{cells - 1} for shape {shape}")
+        stored = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        np.add.at(dense, (owners, flat), transform_values(stored, transform))
+    return dense.reshape(rows, *shape)  # [B, D, 24, C]
+
+
+def dense_batch(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: str,
+                normalisation: dict, vocabularies: dict[str, list[str]]) -> dict:
+    """The model/spec.py batch dict (features only) for the rows of ``batch``."""
+    columns = {name: batch.column(batch.schema.get_field_index(name))
+               for name in batch.schema.names}
+    for name in columns:
+        if isinstance(columns[name], pa.ChunkedArray):
+            columns[name] = columns[name].combine_chunks()
+    out = {}
+    for name, _ in spec.modalities:
+        out[f"heatmap/{name}"] = densify_column(columns[f"{name}__index"],
+                                                columns[f"{name}__value"],
+                                                spec.heatmap_shape(name), transform)
+    rows = batch.num_rows
+    if spec.numeric:
+        raw = np.stack([columns[n].to_numpy(zero_copy_only=False).astype(np.float64)
+                        for n in spec.numeric], axis=1)  # [B, F]; nulls become NaN
+        means = np.array([normalisation.get(n, {}).get("mean", 0.0) for n in spec.numeric])
+        stds = np.array([normalisation.get(n, {}).get("std", 1.0) for n in spec.numeric])
+        missing = np.isnan(raw)
+        out["demo/numeric"] = np.where(missing, 0.0, (raw - means) / stds).astype(np.float32)
+        out["demo/numeric_missing"] = missing.astype(np.float32)
+    else:
+        out["demo/numeric"] = np.zeros((rows, 0), np.float32)
+        out["demo/numeric_missing"] = np.zeros((rows, 0), np.float32)
+    for name, size in spec.categorical:
+        vocabulary = vocabularies[name]
+        if len(vocabulary) != size:
+            raise ValueError(f"demographics.categorical.{name}: {len(vocabulary)} values, the "
+                             f"model expects {size}")
+        ids = {value: i + 1 for i, value in enumerate(vocabulary)}
+        out[f"demo/{name}"] = np.array([ids.get(v, 0) for v in columns[name].to_pylist()],
+                                       np.int32)  # [B]
+    return out
+
+
+# --------------------------------------------------------------------------- executor side
+
+_WORKERS: dict[str, "EmbeddingWorker"] = {}
+
+
+class EmbeddingWorker:
+    """A loaded model and the transforms of its training data, for one Python process."""
+
+    def __init__(self, artifact, spec: InputSpec, transform: str,
+                 vocabularies: dict[str, list[str]], normalisation: dict):
+        self.artifact = artifact
+        self.version = artifact.version
+        self.spec = spec
+        self.transform = transform
+        self.vocabularies = vocabularies
+        self.normalisation = normalisation
+
+    def embed(self, batch: pa.RecordBatch) -> np.ndarray:
+        from model.network import select_inputs
+        features = dense_batch(batch, self.spec, self.transform, self.normalisation,
+                               self.vocabularies)
+        inputs = select_inputs(features, self.spec)
+        return np.asarray(self.artifact.model.profile(inputs, training=False))  # [B, E]
+
+
+def load_worker(model_path: str, spec: dict, transform: str,
+                vocabularies: dict[str, list[str]], normalisation: dict) -> EmbeddingWorker:
+    """The worker for ``model_path``, loaded once per process and kept."""
+    if model_path not in _WORKERS:
+        from model.artifact import load_artifact
+        input_spec = InputSpec.from_dict(spec)
+        _WORKERS[model_path] = EmbeddingWorker(load_artifact(model_path, input_spec),
+                                               input_spec, transform, vocabularies,
+                                               normalisation)
+    return _WORKERS[model_path]

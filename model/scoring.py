@@ -1,0 +1,62 @@
+"""The relation module f_θ in numpy, split for scoring every user against many campaigns.
+
+``RelationModule`` (model/relation.py) computes ``Dense(concat(q, p))`` as
+``q·W_q + (p·W_p + b)``. The scoring job evaluates the user half once per user and the
+support half once per campaign, then only the head (ReLU, the hidden layers, the logit) runs
+per (user, campaign) pair. Keeping this in numpy lets Spark executors score without
+TensorFlow; a test holds it equal to the Keras module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RelationWeights:
+    user_kernel: np.ndarray  # [E, H]
+    support_kernel: np.ndarray  # [E, H]
+    bias: np.ndarray  # [H]
+    hidden: tuple[tuple[np.ndarray, np.ndarray], ...]  # ([H_i, H_j], [H_j]) ReLU layers
+    output: tuple[np.ndarray, np.ndarray]  # ([H_last, 1], [1])
+
+    @classmethod
+    def from_module(cls, relation) -> "RelationWeights":
+        """Copy the weights of a built ``model.relation.RelationModule``."""
+        kernel = np.asarray(relation.pair_kernel, np.float32)  # [2E, H]
+        dim = kernel.shape[0] // 2
+        hidden = tuple((np.asarray(layer.kernel, np.float32), np.asarray(layer.bias, np.float32))
+                       for layer in relation.hidden)
+        out = relation.output_layer
+        return cls(kernel[:dim], kernel[dim:], np.asarray(relation.pair_bias, np.float32),
+                   hidden, (np.asarray(out.kernel, np.float32), np.asarray(out.bias, np.float32)))
+
+    def user_part(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings.astype(np.float32) @ self.user_kernel  # [B, H]
+
+    def support_part(self, prototypes: np.ndarray) -> np.ndarray:
+        return prototypes.astype(np.float32) @ self.support_kernel + self.bias  # [N, H]
+
+    def head(self, pre_activation: np.ndarray) -> np.ndarray:
+        x = np.maximum(pre_activation, 0.0)  # [..., H]
+        for kernel, bias in self.hidden:
+            x = np.maximum(x @ kernel + bias, 0.0)  # [..., H_i]
+        kernel, bias = self.output
+        return (x @ kernel + bias)[..., 0]  # [...]
+
+    def logits(self, user_part: np.ndarray, positive_part: np.ndarray,
+               negative_part: np.ndarray | None = None,
+               has_negatives: np.ndarray | None = None) -> np.ndarray:
+        """``[B, N]`` logits r(q, p⁺) − r(q, p⁻) (the negative term only where it exists)."""
+        logits = self.head(user_part[:, None, :] + positive_part[None, :, :])  # [B, N]
+        if negative_part is not None:
+            negative = self.head(user_part[:, None, :] + negative_part[None, :, :])  # [B, N]
+            if has_negatives is not None:
+                negative = negative * has_negatives[None, :].astype(np.float32)
+            logits = logits - negative
+        return logits
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))

@@ -1,0 +1,241 @@
+"""The nightly lookalike on a tiny snapshot and an untrained tiny model: embed (Spark and TF
+engines), campaign checks and support sets, one-pass scoring, and segment export."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SYNTHETIC_CONFIG
+from schemas.config import load_config
+from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, OPT_OUTS, SNAPSHOT,
+                               demographics_schema)
+
+DS = dt.date(2026, 6, 30)
+DAYS = 3
+USERS = [f"u{i:02d}" for i in range(40)]
+SEEDS = [  # campaign, user, label
+    ("cmp_top", "u00", 1), ("cmp_top", "u01", 1), ("cmp_top", "u02", 1), ("cmp_top", "u03", 1),
+    ("cmp_top", "u03", 1),            # a repeated row
+    ("cmp_top", "u04", 0),            # an explicit negative
+    ("cmp_top", "u99", 1),            # not in the snapshot
+    ("cmp_top", "u06", 1),            # opted out
+    ("cmp_thr", "u10", 1), ("cmp_thr", "u11", 1), ("cmp_thr", "u12", 1),
+    ("cmp_paused", "u20", 1), ("cmp_paused", "u21", 1),
+    ("cmp_few", "u30", 1),            # fewer than lookalike.min_seeds
+    ("cmp_bad", "u31", 1), ("cmp_bad", "u32", 1),
+]
+REGISTRY = [  # id, status, segment_size, score_threshold, excludes
+    ("cmp_top", "active", 5, None, ["cmp_paused"]),
+    ("cmp_thr", "active", None, 0.0001, []),
+    ("cmp_paused", "paused", 5, None, []),
+    ("cmp_few", "active", 5, None, []),
+    ("cmp_bad", "active", 5, 0.5, []),  # both a size and a threshold
+]
+OPTED_OUT = ["u06", "u07"]
+
+
+def write_world(config) -> None:
+    rng = np.random.default_rng(3)
+    rows = []
+    for user in USERS:
+        for m in config.modalities:
+            n = int(rng.integers(1, 6))
+            cells = sorted({(int(rng.integers(DAYS)), int(rng.integers(24)),
+                             int(rng.integers(m.num_channels))) for _ in range(n)})
+            values = [float(rng.integers(1, 500)) for _ in cells]
+            rows.append({"user_id": user, "modality": m.name, "day": [c[0] for c in cells],
+                         "hour": [c[1] for c in cells], "channel": [c[2] for c in cells],
+                         "value": values, "text": ""})
+    snapshot = f"{config.storage.uri('snapshots')}/ds={DS}"
+    os.makedirs(snapshot)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SNAPSHOT), f"{snapshot}/part-0.parquet")
+    with open(f"{snapshot}/_manifest.json", "w") as fh:
+        json.dump({"ds": DS.isoformat(), "window_days": DAYS}, fh)
+    open(f"{snapshot}/_SUCCESS", "w").close()
+    schema = demographics_schema(config)
+    demo = [{"user_id": u, "age": float(20 + i), "household_size": float(1 + i % 4),
+             "gender": ["female", "male", "other"][i % 3], "region": "north"}
+            for i, u in enumerate(USERS)]
+    tables = {
+        "demographics": pa.Table.from_pylist(demo, schema=schema),
+        "source_labels": pa.Table.from_pylist([], schema=LABELS),
+        "campaign_seeds": pa.Table.from_pylist(
+            [dict(zip(CAMPAIGN_SEEDS.names, s)) for s in SEEDS], schema=CAMPAIGN_SEEDS),
+        "campaign_registry": pa.Table.from_pylist(
+            [{"campaign_id": c, "name": c.upper(), "status": st, "segment_size": size,
+              "score_threshold": thr, "exclude_campaigns": ex}
+             for c, st, size, thr, ex in REGISTRY], schema=CAMPAIGN_REGISTRY),
+        "opt_outs": pa.Table.from_pylist([{"user_id": u} for u in OPTED_OUT], schema=OPT_OUTS),
+    }
+    for key, table in tables.items():
+        os.makedirs(config.storage.uri(key))
+        pq.write_table(table, f"{config.storage.uri(key)}/part-0.parquet")
+
+
+def tiny_model(config, root: str) -> str:
+    import keras
+
+    from model.artifact import save_artifact
+    from model.network import ModelConfig, build_meta_model
+    from model.spec import InputSpec
+    from schemas.tfrecord_spec import spec_document
+    keras.utils.set_random_seed(5)
+    spec = InputSpec.from_config(config)
+    cfg = ModelConfig(width=1 / 32, embedding_dim=8, relation_units=(8, 4), demo_units=4)
+    normalisation = {"age": {"mean": 40.0, "std": 10.0}, "household_size": {"mean": 2.0, "std": 1.0}}
+    return save_artifact(build_meta_model(spec, cfg), cfg, spec, spec_document(config), {},
+                         "0" * 64, root, version="v-test", normalisation=normalisation)
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lookalike")
+    config = load_config(SYNTHETIC_CONFIG, overrides=[
+        f"storage.root={tmp / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
+        "lookalike.holdout=0.0"])
+    write_world(config)
+    model = tiny_model(config, config.storage.uri("models"))
+    from metaprofile import registry
+    registry.publish(config, model)
+    from jobs import campaigns, embed, export, score
+    reports = {"embed": embed.run(spark, config, DS)}
+    reports["campaigns"] = campaigns.run(spark, config, DS)
+    reports["score"] = score.run(spark, config, DS)
+    reports["export"] = export.run(config, DS)
+    return config, model, reports
+
+
+def segment(config, campaign):
+    path = f"{config.storage.uri('segments')}/ds={DS}/campaign={campaign}"
+    return pq.read_table(f"{path}/segment.parquet"), json.load(open(f"{path}/_manifest.json"))
+
+
+def test_embeddings_cover_every_user_with_the_model_version(world, spark):
+    config, model, reports = world
+    table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
+    assert sorted(table.column("user_id").to_pylist()) == USERS
+    assert set(table.column("model_version").to_pylist()) == {"v-test"}
+    assert reports["embed"]["users"] == 40 and reports["embed"]["embedding_dim"] == 8
+
+
+def test_spark_and_tensorflow_engines_give_the_same_embeddings(world, spark):
+    from jobs import embed, heatmaps
+    config, model, _ = world
+    spark_table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}").sort_by("user_id")
+    heatmaps.run(spark, config, DS, partitions=1)
+    embed.run_tf(config, DS)
+    tf_table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}").sort_by("user_id")
+    assert tf_table.column("user_id").to_pylist() == spark_table.column("user_id").to_pylist()
+    np.testing.assert_allclose(np.stack(tf_table.column("embedding").to_numpy(zero_copy_only=False)),
+                               np.stack(spark_table.column("embedding").to_numpy(zero_copy_only=False)),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_campaign_checks_isolate_bad_campaigns_and_account_for_seeds(world):
+    config, _, reports = world
+    verdicts = reports["campaigns"]["campaigns"]
+    assert sorted(verdicts) == ["cmp_bad", "cmp_few", "cmp_thr", "cmp_top"]  # active only
+    assert verdicts["cmp_top"]["status"] == "ok" and verdicts["cmp_thr"]["status"] == "ok"
+    assert verdicts["cmp_few"]["status"] == "failed"
+    assert "min_seeds is 2" in verdicts["cmp_few"]["problems"][0]
+    assert any("exactly one of segment_size" in p for p in verdicts["cmp_bad"]["problems"])
+    seeds = verdicts["cmp_top"]["seeds"]
+    assert (seeds["rows"], seeds["duplicate_rows"], seeds["support"], seeds["negative"],
+            seeds["unknown"], seeds["opted_out"]) == (8, 1, 4, 1, 1, 1)
+
+
+def test_segments_respect_every_exclusion_and_size(world):
+    config, _, reports = world
+    top, manifest = segment(config, "cmp_top")
+    users = set(top.column("user_id").to_pylist())
+    assert top.num_rows == 5
+    never = {u for c, u, _ in SEEDS if c in ("cmp_top", "cmp_paused")} | set(OPTED_OUT)
+    assert not users & never
+    assert manifest["counts"]["selected"] == 5 and manifest["model_version"] == "v-test"
+    thr, _ = segment(config, "cmp_thr")
+    assert not set(thr.column("user_id").to_pylist()) & ({"u10", "u11", "u12"} | set(OPTED_OUT))
+    assert min(thr.column("score").to_pylist()) >= 0.0001
+    for failed in ("cmp_few", "cmp_bad"):
+        assert not os.path.exists(f"{config.storage.uri('segments')}/ds={DS}/campaign={failed}")
+        assert failed in reports["export"]["failed"]
+
+
+def test_top_k_equals_scoring_everyone_and_sorting(world):
+    from model.artifact import load_artifact
+    from model.spec import InputSpec
+    config, model, _ = world
+    table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
+    ids = table.column("user_id").to_pylist()
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    artifact = load_artifact(model, InputSpec.from_config(config))
+    support = json.load(open(f"{config.storage.uri('supports')}/ds={DS}/campaign=cmp_top/support.json"))
+    logits = np.asarray(artifact.model.score(vectors, np.array([support["prototype"]]),
+                                             np.array([support["negative_prototype"]])))[:, 0]
+    never = {u for c, u, _ in SEEDS if c in ("cmp_top", "cmp_paused")} | set(OPTED_OUT)
+    ranked = sorted((-s, u) for s, u in zip(logits, ids) if u not in never)
+    top, _ = segment(config, "cmp_top")
+    assert top.column("user_id").to_pylist() == [u for _, u in ranked[:5]]
+
+
+def test_rerun_gives_identical_segments(world, spark):
+    from jobs import export, score
+    config, _, _ = world
+
+    def digest():
+        root = f"{config.storage.uri('segments')}/ds={DS}"
+        return {c: hashlib.sha256(open(f"{root}/{c}/segment.csv", "rb").read()).hexdigest()
+                for c in sorted(os.listdir(root))}
+    before = digest()
+    score.run(spark, config, DS)
+    export.run(config, DS)
+    assert digest() == before
+
+
+def test_one_campaign_run_fails_alone(world, spark, capsys):
+    from jobs import campaigns
+    config, _, _ = world
+    args = ["--config", str(SYNTHETIC_CONFIG), "--ds", DS.isoformat(),
+            "--set", f"storage.root={config.storage.root}", "--set", f"window.days={DAYS}",
+            "--set", "lookalike.min_seeds=2", "--set", "lookalike.holdout=0.0"]
+    assert campaigns.main([*args, "--campaign", "cmp_few"]) == campaigns.EXIT_CAMPAIGN_FAILED
+    assert campaigns.main([*args, "--campaign", "cmp_top"]) == 0
+    assert campaigns.main([*args, "--list-active"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == [
+        "cmp_bad", "cmp_few", "cmp_thr", "cmp_top"]
+
+
+def test_relation_in_numpy_equals_the_keras_module():
+    import keras
+
+    from model.relation import RelationModule
+    from model.scoring import RelationWeights
+    keras.utils.set_random_seed(1)
+    relation = RelationModule((6, 3))
+    relation.build((None, 5))
+    rng = np.random.default_rng(0)
+    q, p, n = (rng.normal(size=s).astype(np.float32) for s in [(7, 5), (4, 5), (4, 5)])
+    weights = RelationWeights.from_module(relation)
+    ours = weights.logits(weights.user_part(q), weights.support_part(p), weights.support_part(n))
+    np.testing.assert_allclose(ours, np.asarray(relation.relation_logits(q, p, n)), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_quantiles_and_checks_are_pure():
+    from jobs.campaigns import holdout_size, registry_problems
+    from jobs.export import histogram_quantiles
+    h = [0] * 1000
+    h[500] = 10
+    assert histogram_quantiles(h)["q50"] == pytest.approx(0.5005)
+    assert holdout_size(100, 0.2, 10) == 0.2 and holdout_size(11, 0.2, 10) == 0.0
+    assert registry_problems({"status": "gone", "segment_size": None, "score_threshold": None,
+                              "exclude_campaigns": ["x"]}, {"a"}) == [
+        "status 'gone' is not one of active, paused, archived",
+        "set exactly one of segment_size and score_threshold",
+        "exclude_campaigns names unknown campaign(s) ['x']"]
