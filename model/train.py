@@ -390,16 +390,9 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
         step_var.assign(step)
         interval_examples += int(query["labels"].shape[0])
         if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-            # The mean over the interval: one episode's loss swings with its K supports.
-            run.last_loss = float(tf.reduce_mean(tf.stack(interval_losses)))
-            run.train_log.append({"step": step, "loss": run.last_loss})
             rate = interval_examples / max(time.perf_counter() - interval_start, 1e-9)
-            lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            write_scalars(writer, step, {"train/loss": run.last_loss,
-                                         "train/learning_rate": lr,
-                                         "train/examples_per_second": rate})
-            progress(f"step {step}/{train_cfg.steps}  loss {run.last_loss:.4f}  lr {lr:.2e}  "
-                     f"{rate:.1f} examples/s")
+            _log_interval(run, step, train_cfg.steps, interval_losses, rate, optimizer, writer,
+                          progress)
             interval_start, interval_examples, interval_losses = time.perf_counter(), 0, []
         if val_dataset is not None and train_cfg.validate_every and (
                 step % train_cfg.validate_every == 0 or step == train_cfg.steps):
@@ -529,6 +522,19 @@ def write_scalars(writer, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             tf.summary.write(tag, tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
     writer.flush()
+
+
+def _log_interval(run: _Run, step: int, steps: int, losses: list, rate: float, optimizer,
+                  writer, progress: Callable[[str], None]) -> None:
+    """One progress line and the train scalars for the steps since the last line."""
+    # The mean over the interval: one episode's loss swings with its K supports.
+    run.last_loss = float(tf.reduce_mean(tf.stack(losses)))
+    run.train_log.append({"step": step, "loss": run.last_loss})
+    lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    write_scalars(writer, step, {"train/loss": run.last_loss, "train/learning_rate": lr,
+                                 "train/examples_per_second": rate})
+    progress(f"step {step}/{steps}  loss {run.last_loss:.4f}  lr {lr:.2e}  "
+             f"{rate:.1f} examples/s")
 
 
 def _validation(model, val_dataset, val_support, train_cfg: TrainConfig, scorer, writer,

@@ -1,0 +1,154 @@
+"""``metaprofile evaluate``: meta-testing on the unseen target tasks (model/evaluate.py).
+
+:func:`add_subparsers` registers the command on the main parser's subparsers; it sets
+``func`` to a function of the parsed arguments that returns an exit code. TensorFlow is
+imported only when the command runs, so ``metaprofile --help`` stays fast.
+
+    metaprofile evaluate --config conf/synthetic.yaml --model .work/data/synthetic/models/v1
+    metaprofile evaluate --quick --compare-published          # CI / DAG: the candidate vs
+                                                              # the published model
+The output directory (``--out``, default ``<storage reports>/evaluation/<model version>``) is
+printed as the last line of stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def add_subparsers(subparsers) -> None:
+    """Register ``evaluate``."""
+    p = subparsers.add_parser(
+        "evaluate", help="meta-test a model on the unseen target tasks -> report, decision",
+        description="Evaluate a model artifact on the config's target tasks with the paper's "
+                    "section 4 protocol: Table 3 (Meta-Profile zero-training and fine-tuned vs "
+                    "normal training from scratch and classic DMP baselines), Figure 3 (label "
+                    "masking), Figure 4 (class imbalance) and a seed-count sweep. Writes "
+                    "results.json, results.csv, report.md, PNG plots and decision.json to "
+                    "--out and prints that directory as the last line.")
+    p.add_argument("--config", default=DEFAULT_CONFIG,
+                   help="pipeline config YAML (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--ds", type=dt.date.fromisoformat, default=None,
+                   help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+    p.add_argument("--model", default=None,
+                   help="model artifact directory (default: the published model)")
+    p.add_argument("--heatmaps", default=None,
+                   help="heatmap TFRecords + manifest (default: storage heatmaps/ds=<ds>)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: storage reports/evaluation/<version>)")
+    p.add_argument("--compare-published", action="store_true",
+                   help="also evaluate the published model (same protocol and seeds); the "
+                        "candidate is better when its mean zero-training AUPR is higher "
+                        "(without a published model: when it beats training from scratch)")
+    p.add_argument("--quick", action="store_true",
+                   help="CI/DAG preset: 1 repeat, 2 tasks, 1 fine-tuning epoch, 3 masking "
+                        "levels, 3 imbalance ratios, 3 seed counts (other flags still apply)")
+    p.add_argument("--tasks", type=_names, default=None,
+                   help="comma-separated target tasks (default: all; --quick: the first 2)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats (default: 3; --quick: 1)")
+    p.add_argument("--seeds", type=_ints, default=None,
+                   help="comma-separated seeds, one per repeat (default: 0..repeats-1)")
+    p.add_argument("--experiments", type=_names, default=None,
+                   help="comma-separated subset of table3,masking,imbalance,seeds")
+    p.add_argument("--methods", type=_names, default=None,
+                   help="comma-separated subset of meta_profile,meta_profile_fine_tuned,"
+                        "scratch,logreg,cosine")
+    p.add_argument("--seed-sweep-methods", type=_names, default=None,
+                   help="methods run in the seed sweep (default: meta_profile,logreg,cosine)")
+    p.add_argument("--adaptation-fraction", type=float, default=None,
+                   help="share of a task's labelled users used for adaptation (default 0.5)")
+    p.add_argument("--masking-levels", type=_floats, default=None,
+                   help="fractions of adaptation labels kept, e.g. 1,0.8,0.6,0.4,0.2,0.05")
+    p.add_argument("--imbalance-ratios", type=_floats, default=None,
+                   help="positive/negative ratios, e.g. 0.5,1,2,4,8,16,32")
+    p.add_argument("--imbalance-total", type=int, default=None,
+                   help="adaptation users per imbalance level (default: the largest every "
+                        "ratio reaches)")
+    p.add_argument("--seed-counts", type=_ints, default=None,
+                   help="positive seed counts of the sweep, e.g. 1,2,5,10,20,50,100")
+    p.add_argument("--fine-tune-epochs", type=int, default=None,
+                   help="fine-tuning and from-scratch epochs (default 3; --quick: 1)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="query users per fine-tuning episode (default 32)")
+    p.add_argument("--k-shot", type=int, default=None,
+                   help="supports per class per fine-tuning episode (default 1)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="fine-tuning Adam learning rate (default 1e-4)")
+    p.add_argument("--embed-batch-size", type=int, default=None,
+                   help="users densified and embedded at a time (default 128)")
+    p.add_argument("--logreg-l2", type=float, default=None,
+                   help="L2 penalty of the logistic-regression baseline (default 1)")
+    p.set_defaults(func=cmd_evaluate)
+
+
+# argparse destination -> EvalConfig field, for the flags that override a field directly.
+_FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
+           "experiments": "experiments", "methods": "methods",
+           "seed_sweep_methods": "seed_sweep_methods",
+           "adaptation_fraction": "adaptation_fraction", "masking_levels": "masking_levels",
+           "imbalance_ratios": "imbalance_ratios", "imbalance_total": "imbalance_total",
+           "seed_counts": "seed_counts", "fine_tune_epochs": "fine_tune_epochs",
+           "batch_size": "batch_size", "k_shot": "k_shot", "learning_rate": "learning_rate",
+           "embed_batch_size": "embed_batch_size", "logreg_l2": "logreg_l2"}
+
+
+def eval_config_from_args(args: argparse.Namespace):
+    from model.evaluate import EvalConfig
+    changes = {field: getattr(args, dest) for dest, field in _FIELDS.items()
+               if getattr(args, dest, None) is not None}
+    if changes.get("tasks"):
+        changes.setdefault("max_tasks", None)  # explicit tasks: evaluate all of them
+    return EvalConfig.quick_preset(**changes) if args.quick else EvalConfig(**changes)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from model.evaluate import evaluate
+    from schemas.config import load_config
+
+    config = load_config(args.config, overrides=args.overrides)
+    result = evaluate(config, args.model, ds=args.ds, eval_cfg=eval_config_from_args(args),
+                      out=args.out, heatmaps=args.heatmaps,
+                      compare_published=args.compare_published, progress=_print)
+    _print(result["out"])  # last line: the report directory, for schedulers (XCom)
+    return 0
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv=None) -> int:
+    """``python -m model.eval_cli evaluate …``: the command without the main CLI."""
+    import logging
+    import sys
+
+    from metaprofile.workdir import configure_environment
+
+    configure_environment()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="metaprofile")
+    add_subparsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
