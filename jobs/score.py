@@ -84,13 +84,16 @@ def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np
         from model.scoring import sigmoid
         n = len(campaigns)
         keep = [c["keep"] for c in campaigns]  # top-K campaigns: K + excluded; else None
-        thresholds = [c["score_threshold"] for c in campaigns]
+        # A user enters campaign j's candidates only when its score beats floor[j]: the
+        # threshold, or (top-K) the K-th best score so far. One comparison over the whole
+        # [b, N] block finds the few (campaign, user) pairs that need bookkeeping.
+        floor = np.array([-np.inf if k is not None else c["score_threshold"]
+                          for k, c in zip(keep, campaigns)], np.float64)
         best_scores = [np.empty(0) for _ in range(n)]
         best_users = [np.empty(0, dtype=object) for _ in range(n)]
-        histograms = np.zeros((n, BINS), np.int64)
+        histograms = np.zeros(n * BINS, np.int64)
+        offsets = np.arange(n, dtype=np.int64) * BINS
         held_ids, held_campaigns, held_scores = [], [], []
-        over_ids = [[] for _ in range(n)]
-        over_scores = [[] for _ in range(n)]
         for batch in batches:
             users = np.asarray(batch.column(0).to_pylist(), dtype=object)
             vectors = batch.column(1).flatten().to_numpy(zero_copy_only=False)
@@ -100,25 +103,25 @@ def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np
                 user_part = weights.user_part(vectors[start:start + chunk_rows])  # [b, H]
                 scores = sigmoid(weights.logits(user_part, positive, negative,
                                                 has_negatives)).astype(np.float64)  # [b, N]
-                bins = np.minimum((scores * BINS).astype(np.int64), BINS - 1)
-                for j in range(n):
-                    histograms[j] += np.bincount(bins[:, j], minlength=BINS)
-                    if keep[j] is not None:
-                        s = np.concatenate([best_scores[j], scores[:, j]])
-                        u = np.concatenate([best_users[j], ids])
-                        if len(s) > keep[j]:
-                            top = np.argpartition(-s, keep[j] - 1)[:keep[j]]
-                            s, u = s[top], u[top]
-                        best_scores[j], best_users[j] = s, u
-                    else:
-                        hit = scores[:, j] >= thresholds[j]
-                        over_ids[j].extend(ids[hit])
-                        over_scores[j].extend(scores[hit, j])
+                bins = np.minimum((scores * BINS).astype(np.int64), BINS - 1)  # [b, N]
+                histograms += np.bincount((bins + offsets).ravel(), minlength=n * BINS)
+                hits = scores >= floor  # [b, N]
+                for j in np.flatnonzero(hits.any(axis=0)):
+                    rows = np.flatnonzero(hits[:, j])
+                    s = np.concatenate([best_scores[j], scores[rows, j]])
+                    u = np.concatenate([best_users[j], ids[rows]])
+                    if keep[j] is not None and len(s) >= keep[j]:
+                        # The K-th best score; users tied with it stay, so the global
+                        # (score desc, user_id asc) order decides ties exactly.
+                        floor[j] = np.partition(s, len(s) - keep[j])[len(s) - keep[j]]
+                        s, u = s[s >= floor[j]], u[s >= floor[j]]
+                    best_scores[j], best_users[j] = s, u
                 for i, uid in enumerate(ids):
                     for j in holdout.get(uid, ()):
                         held_ids.append(uid)
                         held_campaigns.append(campaigns[j]["campaign_id"])
                         held_scores.append(float(scores[i, j]))
+        histograms = histograms.reshape(n, BINS)
         rows = {"campaign_id": [], "user_id": [], "score": [], "kind": [], "payload": []}
 
         def add(campaign, user, score, kind, payload=None):
@@ -130,9 +133,7 @@ def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np
 
         for j, c in enumerate(campaigns):
             cid = c["campaign_id"]
-            chosen = (zip(best_users[j], best_scores[j]) if keep[j] is not None
-                      else zip(over_ids[j], over_scores[j]))
-            for user, score in chosen:
+            for user, score in zip(best_users[j], best_scores[j]):
                 add(cid, user, float(score), "candidate")
             add(cid, None, None, "histogram", json.dumps(histograms[j].tolist()))
         for user, cid, score in zip(held_ids, held_campaigns, held_scores):
