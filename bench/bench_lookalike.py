@@ -155,15 +155,16 @@ def bench_score(users: int, dim: int, campaign_counts: list[int]) -> None:
                 .cast(pa.list_(pa.float32()))})
             pq.write_table(table, data / f"part-{i:03d}.parquet")
         (data / "_SUCCESS").touch()
+    from model.network import ModelConfig
     rng = np.random.default_rng(1)
-    hidden = 256
+    units = ModelConfig().relation_units  # the full-size model's f_θ
 
     def dense(a, b):
         return (rng.normal(scale=(2 / a) ** 0.5, size=(a, b)).astype(np.float32),
                 np.zeros(b, np.float32))
-    kernel, bias = dense(2 * dim, hidden)
-    weights = RelationWeights(kernel[:dim], kernel[dim:], bias, (dense(hidden, 64),),
-                              dense(64, 1))
+    kernel, bias = dense(2 * dim, units[0])
+    hidden = tuple(dense(a, b) for a, b in zip(units, units[1:]))
+    weights = RelationWeights(kernel[:dim], kernel[dim:], bias, hidden, dense(units[-1], 1))
     spark = build_session("metaprofile-bench-score", master="local[2]")
     embeddings = spark.read.parquet(str(data)).select("user_id", "embedding")
     # Warm-up: JVM, file listing, page cache, and Python workers with numpy imported.

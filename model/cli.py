@@ -87,7 +87,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-dim", type=int, default=512,
                         help="user embedding size (default: %(default)s)")
     parser.add_argument("--relation-units", type=lambda s: tuple(int(u) for u in s.split(",")),
-                        default=(256, 64), help="hidden sizes of f_θ, e.g. 256,64")
+                        default=(256,), help="hidden sizes of f_θ, e.g. 256 or 256,64")
 
 
 def model_config_from_args(args: argparse.Namespace):

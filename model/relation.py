@@ -40,7 +40,7 @@ class RelationModule(keras.layers.Layer):
     """f_θ with hidden ReLU layers ``units`` (the first over ``concat(q, p)``) and a linear
     output unit. Build it with the embedding shape ``(None, E)``."""
 
-    def __init__(self, units: Sequence[int] = (256, 64), **kwargs):
+    def __init__(self, units: Sequence[int] = (256,), **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not units or min(int(u) for u in units) < 1:
