@@ -1,0 +1,108 @@
+"""
+# MetaProfile nightly lookalike
+
+Encodes one new landing day, assembles the window ending there, embeds every user once with
+the published model, scores every active campaign from those embeddings, and exports the
+segments.
+
+| task | runs |
+|---|---|
+| `encode` | `spark-submit jobs/encode.py --config C --ds D --no-snapshot`: landing date `ds` only |
+| `snapshot` | `spark-submit jobs/encode.py --config C --ds D --snapshot-only`: the window ending at `ds` |
+| `embed` | `spark-submit jobs/embed.py --config C --ds D`: all users, with the published model |
+| `active_campaigns` | `metaprofile campaigns --config C --ds D --active`; XCom: the campaign ids |
+| `campaign_arguments` | one `spark-submit` argument list per campaign id |
+| `score` | mapped, one task per campaign: `spark-submit jobs/score.py --config C --ds D --campaign ID` (support-set embedding and scoring) |
+| `export` | `spark-submit jobs/export.py --config C --ds D`, once every `score` has finished and at least one succeeded |
+| `failed_campaigns` | runs only when a `score` failed, and fails the run so that it is noticed |
+
+**A failing campaign fails only its own mapped `score` task.** `export` still runs for the
+others (trigger rule `all_done_min_one_success`); the run is then marked failed by
+`failed_campaigns`, after the other segments are out.
+
+**Schedule.** Daily at 02:00 UTC, for `ds` = the day before (the landing date that just
+completed). The published model is the asset `metaprofile_published_model`, which the
+training DAG updates. This DAG lists it as an inlet of `embed` and keeps a time schedule
+rather than being scheduled on the asset: in Airflow 3 an asset-triggered run has no logical
+date, so it would have no `ds`, and a new model is picked up by the next nightly run anyway.
+Run a date by hand: `airflow dags test metaprofile_lookalike 2026-06-30`.
+
+**Parameters.** `config`, `project_root`, `job_venv`: see `dags/README.md`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from metaprofile_common import (DEFAULT_ARGS, LIGHT_TIMEOUT, PUBLISHED_MODEL, job_python,
+                                mapped_spark_job, metaprofile_cli, pipeline_params,
+                                printing_last_stdout_line, spark_job)
+
+# spark-submits of one run that may score campaigns at the same time (each is a driver).
+SCORE_PARALLELISM = int(os.environ.get("METAPROFILE_SCORE_PARALLELISM") or 2)
+
+ONE_JSON_LINE = "import json, sys\nprint(json.dumps(json.load(sys.stdin)))"
+
+
+@dag(
+    dag_id="metaprofile_lookalike",
+    doc_md=__doc__,
+    # ds is the day before the run fires: the data interval is the previous day.
+    schedule=CronTriggerTimetable("0 2 * * *", timezone="UTC", interval=timedelta(days=1)),
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=pipeline_params(),
+    tags=["metaprofile", "nightly", "lookalike"],
+)
+def metaprofile_lookalike():
+    encode = spark_job("encode", "--no-snapshot")
+    snapshot = spark_job("encode", "--snapshot-only", task_id="snapshot")
+    embed = spark_job("embed", inlets=[PUBLISHED_MODEL])
+
+    @task.bash(cwd="{{ params.project_root }}", execution_timeout=LIGHT_TIMEOUT,
+               output_processor=json.loads)
+    def active_campaigns(params=None, ds=None) -> str:
+        """The active campaign ids, as one JSON line (the XCom is the parsed list)."""
+        listing = metaprofile_cli(params, "campaigns", "--config", params["config"],
+                                  "--ds", ds, "--active")
+        return printing_last_stdout_line(f"{listing} | {job_python(params, ONE_JSON_LINE)}")
+
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def campaign_arguments(campaign_ids: list, params=None, ds=None) -> list[list[str]]:
+        """One ``jobs/score.py`` argument list per campaign id.
+
+        Built here, with the run's values filled in, because values that reach a mapped
+        task through XCom are not rendered as templates.
+        """
+        if not isinstance(campaign_ids, list) or not all(
+                isinstance(c, (str, int)) and not isinstance(c, bool) for c in campaign_ids):
+            raise ValueError(f"`metaprofile campaigns` must print a JSON list of campaign ids, "
+                             f"got {campaign_ids!r}")
+        return [["--config", params["config"], "--ds", ds, "--campaign", str(c)]
+                for c in campaign_ids]
+
+    score = mapped_spark_job(
+        "score", task_id="score",
+        max_active_tis_per_dagrun=SCORE_PARALLELISM,
+        map_index_template="{{ task.application_args[-1] }}",
+    ).expand(application_args=campaign_arguments(active_campaigns()))
+
+    export = spark_job("export", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, execution_timeout=LIGHT_TIMEOUT)
+    def failed_campaigns(ds=None):
+        """Fail the run when a campaign was not scored (export has run for the others)."""
+        raise AirflowFailException(f"scoring failed for {ds}: see the failed or upstream-failed "
+                                   "map indexes of `score`")
+
+    encode >> snapshot >> embed >> score >> export
+    score >> failed_campaigns()
+
+
+metaprofile_lookalike()

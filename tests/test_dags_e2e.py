@@ -1,0 +1,158 @@
+"""End to end: both DAGs under `airflow dags test`, with the real Spark jobs and CLI, on 200
+synthetic users, in a private AIRFLOW_HOME and storage root.
+
+The training run goes first (it encodes the whole window and publishes a model when the
+evaluation says so); the nightly run then scores with the published model. The module is
+skipped while a command of the DAGs' contract is missing (it names which); set
+METAPROFILE_E2E_FORCE=1 to run it anyway and see where it stops.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from test_dags import AIRFLOW, airflow_env, run_probe
+
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
+
+DS = "2026-06-30"
+METAPROFILE = str(Path(sys.executable).with_name("metaprofile"))
+# A tiny network and a few episodes: the point is the wiring, not the model.
+TRAIN_ARGS = ("--steps 5 --batch-size 16 --validate-every 0 --width 0.125 --embedding-dim 16 "
+              "--checkpoint-every 5")
+EVALUATE_ARGS = "--quick"
+
+# The state of every task instance of the DAG's latest run.
+LATEST_RUN_PROBE = textwrap.dedent("""
+    import json, sys
+    from sqlalchemy import select
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    if settings.Session is None:
+        settings.configure_orm()
+    session = settings.Session()
+    run = session.scalars(select(DagRun).where(DagRun.dag_id == sys.argv[1])
+                          .order_by(DagRun.id.desc()).limit(1)).one()
+    print("PROBE-RESULT " + json.dumps({
+        "state": str(getattr(run.state, "value", run.state)),
+        "tasks": {ti.task_id + ("" if ti.map_index < 0 else f"[{ti.rendered_map_index}]"):
+                  str(getattr(ti.state, "value", ti.state))
+                  for ti in run.get_task_instances(session=session)}}))
+""")
+
+
+def missing_contract() -> list[str]:
+    """The commands and flags of the DAGs' contract that the job environment lacks."""
+    def help_text(*command: str) -> str | None:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        return result.stdout + result.stderr if result.returncode == 0 else None
+
+    missing = []
+    for command, flags in {"train": ["--out", "--resume"],
+                           "evaluate": ["--compare-published", "--out", "--quick"],
+                           "publish": ["--model"], "campaigns": ["--active"]}.items():
+        text = help_text(METAPROFILE, command, "--help")
+        if text is None:
+            missing.append(f"metaprofile {command}")
+            continue
+        missing += [f"metaprofile {command} {flag}" for flag in flags
+                    if not re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", text)]
+    for job, flags in {"encode": ["--no-snapshot", "--snapshot-only", "--full"],
+                       "heatmaps": [], "embed": [], "score": ["--campaign"], "export": []}.items():
+        text = help_text(sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help")
+        if text is None:
+            missing.append(f"jobs/{job}.py")
+            continue
+        missing += [f"jobs/{job}.py {flag}" for flag in flags
+                    if not re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", text)]
+    return missing
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    """Synthetic data, a config pointing at it, and a migrated AIRFLOW_HOME."""
+    missing = missing_contract()
+    if missing and not os.environ.get("METAPROFILE_E2E_FORCE"):
+        pytest.skip("the DAGs' contract is not complete yet: missing " + "; ".join(missing))
+    root = tmp_path_factory.mktemp("dags-e2e")
+    data, config = root / "data", root / "pipeline.yaml"
+    overrides = ["--set", f"storage.root={data}",
+                 # one landing day of 200 users has ~50 purchase rows: the planted bad rows
+                 # are a far larger share of them than of a real day
+                 "--set", "raw.max_reject_ratio=0.5"]
+    for command in (["generate", "--users", "200", *overrides],
+                    ["config", "show", "--config", str(ROOT / "conf" / "synthetic.yaml"),
+                     *overrides]):
+        result = subprocess.run([METAPROFILE, *command], capture_output=True, text=True,
+                                cwd=ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    config.write_text(result.stdout)
+    home = root / "airflow-home"
+    env = airflow_env(home, METAPROFILE_TASK_RETRIES="0", METAPROFILE_DRIVER_MEMORY="1g",
+                      METAPROFILE_SHUFFLE_PARTITIONS="2")
+    result = subprocess.run([AIRFLOW, "db", "migrate"], capture_output=True, text=True,
+                            env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {"root": root, "data": data, "config": config, "env": env}
+
+
+def dags_test(world: dict, dag_id: str, conf: dict) -> dict:
+    """``airflow dags test DAG DS --conf ...``; returns the run's state and task states."""
+    log = world["root"] / f"{dag_id}.log"
+    with log.open("w") as out:
+        result = subprocess.run([AIRFLOW, "dags", "test", dag_id, DS, "--conf", json.dumps(conf)],
+                                stdout=out, stderr=subprocess.STDOUT, env=world["env"],
+                                cwd=ROOT, timeout=1800)
+    run = run_probe(LATEST_RUN_PROBE, dag_id, env=world["env"])
+    run["returncode"], run["log"] = result.returncode, log
+    return run
+
+
+def explain(run: dict) -> str:
+    """Which tasks did not succeed, and the end of the log, for a failure message."""
+    unsuccessful = {t: s for t, s in run["tasks"].items() if s != "success"}
+    tail = run["log"].read_text()[-6000:]
+    return f"run {run['state']}; not successful: {unsuccessful}\nlog {run['log']}:\n{tail}"
+
+
+def test_training_dag_end_to_end(world):
+    run = dags_test(world, "metaprofile_training", {
+        "config": str(world["config"]),
+        "train_args": f"{TRAIN_ARGS} --work-dir {world['root'] / 'train'}",
+        "evaluate_args": EVALUATE_ARGS})
+    assert run["returncode"] == 0 and run["state"] == "success", explain(run)
+    models = [p for p in (world["data"] / "models").iterdir() if p.is_dir()]
+    assert len(models) == 1, models
+    decision = json.loads(
+        (world["data"] / "reports" / "evaluation" / f"ds={DS}" / "decision.json").read_text())
+    published = world["data"] / "models" / "published.json"
+    if decision["better"]:
+        assert run["tasks"]["publish"] == "success" and published.exists()
+    else:
+        assert run["tasks"]["publish"] == "skipped" and not published.exists()
+    world["model"] = models[0]
+
+
+def test_nightly_dag_end_to_end(world):
+    if "model" not in world:
+        pytest.skip("the training run did not finish")
+    if not (world["data"] / "models" / "published.json").exists():
+        # Five episodes rarely beat the baseline: publish by hand, as an engineer would.
+        result = subprocess.run([METAPROFILE, "publish", "--config", str(world["config"]),
+                                 "--model", str(world["model"])],
+                                capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    run = dags_test(world, "metaprofile_lookalike", {"config": str(world["config"])})
+    assert run["returncode"] == 0 and run["state"] == "success", explain(run)
+    scored = [t for t in run["tasks"] if t.startswith("score[")]
+    assert scored and all(run["tasks"][t] == "success" for t in scored)
+    segments = world["data"] / "segments" / f"ds={DS}"
+    assert segments.is_dir() and any(segments.iterdir())
