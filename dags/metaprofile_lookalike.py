@@ -12,13 +12,16 @@ segments.
 | `embed` | `spark-submit jobs/embed.py --config C --ds D`: all users, with the published model |
 | `active_campaigns` | `metaprofile campaigns --config C --ds D --active`; XCom: the campaign ids |
 | `campaign_arguments` | one `spark-submit` argument list per campaign id |
-| `score` | mapped, one task per campaign: `spark-submit jobs/score.py --config C --ds D --campaign ID` (support-set embedding and scoring) |
-| `export` | `spark-submit jobs/export.py --config C --ds D`, once every `score` has finished and at least one succeeded |
-| `failed_campaigns` | runs only when a `score` failed, and fails the run so that it is noticed |
+| `support` | mapped, one task per campaign: `spark-submit jobs/campaigns.py --config C --ds D --campaign ID`: the campaign's checks and its support-set embedding |
+| `score` | `spark-submit jobs/score.py --config C --ds D`: every user against every campaign whose support passed, in one pass over the embeddings |
+| `export` | `spark-submit jobs/export.py --config C --ds D`: the segments of the scored campaigns |
+| `failed_campaigns` | runs only when a `support` failed, and fails the run so that it is noticed |
 
-**A failing campaign fails only its own mapped `score` task.** `export` still runs for the
-others (trigger rule `all_done_min_one_success`); the run is then marked failed by
-`failed_campaigns`, after the other segments are out.
+**A failing campaign fails only its own mapped `support` task.** `score` and `export` still
+run for the others (trigger rule `all_done_min_one_success` on `score`); the run is then
+marked failed by `failed_campaigns`, after the other segments are out. Scoring is one task
+on purpose: it reads the embedding table once for all campaigns, so a campaign adds only the
+relation module's cost, not another pass over every user.
 
 **Schedule.** Daily at 02:00 UTC, for `ds` = the day before (the landing date that just
 completed). The published model is the asset `metaprofile_published_model`, which the
@@ -42,7 +45,7 @@ from metaprofile_common import (DEFAULT_ARGS, LIGHT_TIMEOUT, PUBLISHED_MODEL, jo
                                 mapped_spark_job, metaprofile_cli, pipeline_params,
                                 printing_last_stdout_line, spark_job)
 
-# spark-submits of one run that may score campaigns at the same time (each is a driver).
+# spark-submits of one run that may check campaigns at the same time (each is a driver).
 SCORE_PARALLELISM = int(os.environ.get("METAPROFILE_SCORE_PARALLELISM") or 2)
 
 ONE_JSON_LINE = "import json, sys\nprint(json.dumps(json.load(sys.stdin)))"
@@ -75,7 +78,7 @@ def metaprofile_lookalike():
 
     @task(execution_timeout=LIGHT_TIMEOUT)
     def campaign_arguments(campaign_ids: list, params=None, ds=None) -> list[list[str]]:
-        """One ``jobs/score.py`` argument list per campaign id.
+        """One ``jobs/campaigns.py`` argument list per campaign id.
 
         Built here, with the run's values filled in, because values that reach a mapped
         task through XCom are not rendered as templates.
@@ -87,22 +90,23 @@ def metaprofile_lookalike():
         return [["--config", params["config"], "--ds", ds, "--campaign", str(c)]
                 for c in campaign_ids]
 
-    score = mapped_spark_job(
-        "score", task_id="score",
+    support = mapped_spark_job(
+        "campaigns", task_id="support",
         max_active_tis_per_dagrun=SCORE_PARALLELISM,
         map_index_template="{{ task.application_args[-1] }}",
     ).expand(application_args=campaign_arguments(active_campaigns()))
 
-    export = spark_job("export", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    score = spark_job("score", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+    export = spark_job("export")
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, execution_timeout=LIGHT_TIMEOUT)
     def failed_campaigns(ds=None):
-        """Fail the run when a campaign was not scored (export has run for the others)."""
-        raise AirflowFailException(f"scoring failed for {ds}: see the failed or upstream-failed "
-                                   "map indexes of `score`")
+        """Fail the run when a campaign failed its checks (the others have been exported)."""
+        raise AirflowFailException(f"one or more campaigns failed their checks for {ds}: see "
+                                   "the failed or upstream-failed map indexes of `support`")
 
-    encode >> snapshot >> embed >> score >> export
-    score >> failed_campaigns()
+    encode >> snapshot >> embed >> support >> score >> export
+    support >> failed_campaigns()
 
 
 metaprofile_lookalike()

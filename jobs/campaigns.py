@@ -2,7 +2,7 @@
 
     spark-submit jobs/campaigns.py --config conf/synthetic.yaml --ds 2026-06-30
     spark-submit jobs/campaigns.py --config conf/synthetic.yaml --ds 2026-06-30 --campaign cmp_x
-    metaprofile campaigns --config conf/synthetic.yaml --ds 2026-06-30 --list-active
+    metaprofile campaigns --config conf/synthetic.yaml --ds 2026-06-30 --active
 
 For every selected campaign (default: every *active* one) it writes
 ``supports/ds=<ds>/campaign=<id>/``, staged and renamed into place:
@@ -279,7 +279,7 @@ def build_parser(prog: str = "spark-submit jobs/campaigns.py") -> argparse.Argum
     parser.add_argument("--campaign", action="append", default=[],
                         help="only this campaign (repeatable; default: every active one); "
                              f"exits {EXIT_CAMPAIGN_FAILED} if one of them fails its checks")
-    parser.add_argument("--list-active", action="store_true",
+    parser.add_argument("--active", "--list-active", dest="list_active", action="store_true",
                         help="print the active campaign ids as a JSON list and exit (no Spark)")
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077")

@@ -286,14 +286,15 @@ def test_train_falls_back_to_the_default_pool_and_takes_the_gpu_pool_when_set(
 
 def test_nightly_graph(nightly):
     assert set(nightly["tasks"]) == {"encode", "snapshot", "embed", "active_campaigns",
-                                     "campaign_arguments", "score", "export",
+                                     "campaign_arguments", "support", "score", "export",
                                      "failed_campaigns"}
     assert upstream(nightly, "snapshot") == {"encode"}
     assert upstream(nightly, "embed") == {"snapshot"}
     assert upstream(nightly, "campaign_arguments") == {"active_campaigns"}
-    assert upstream(nightly, "score") == {"embed", "campaign_arguments"}
+    assert upstream(nightly, "support") == {"embed", "campaign_arguments"}
+    assert upstream(nightly, "score") == {"support"}
     assert upstream(nightly, "export") == {"score"}
-    assert upstream(nightly, "failed_campaigns") == {"score"}
+    assert upstream(nightly, "failed_campaigns") == {"support"}
 
 
 def test_nightly_runs_spark_jobs_with_config_and_ds(nightly):
@@ -305,16 +306,18 @@ def test_nightly_runs_spark_jobs_with_config_and_ds(nightly):
     assert tasks["snapshot"]["application_args"] == [*args, "--snapshot-only"]
     assert tasks["embed"]["application"].endswith("/jobs/embed.py")
     assert tasks["embed"]["application_args"] == args
+    assert tasks["score"]["application"].endswith("/jobs/score.py")
+    assert tasks["score"]["application_args"] == args
     assert tasks["export"]["application"].endswith("/jobs/export.py")
     assert tasks["export"]["application_args"] == args
 
 
-def test_scoring_is_mapped_per_campaign_and_one_failure_spares_the_export(nightly):
-    score = nightly["tasks"]["score"]
-    assert score["mapped"] and score["expanded"] == ["application_args"]
-    assert score["application"] == "{{ params.project_root }}/jobs/score.py"
-    assert score["map_index_template"] == "{{ task.application_args[-1] }}"
-    assert nightly["tasks"]["export"]["trigger_rule"] == "all_done_min_one_success"
+def test_support_sets_are_mapped_per_campaign_and_one_failure_spares_the_rest(nightly):
+    support = nightly["tasks"]["support"]
+    assert support["mapped"] and support["expanded"] == ["application_args"]
+    assert support["application"] == "{{ params.project_root }}/jobs/campaigns.py"
+    assert support["map_index_template"] == "{{ task.application_args[-1] }}"
+    assert nightly["tasks"]["score"]["trigger_rule"] == "all_done_min_one_success"
     assert nightly["tasks"]["failed_campaigns"]["trigger_rule"] == "one_failed"
 
 
@@ -441,13 +444,13 @@ def test_training_run_skips_publishing_a_model_that_is_not_better(fake_jobs):
 
 
 @pytest.mark.slow
-def test_nightly_run_scores_each_campaign_and_exports_despite_one_failure(fake_jobs):
+def test_nightly_run_checks_each_campaign_and_exports_despite_one_failure(fake_jobs):
     result, commands = run_dag(fake_jobs, "metaprofile_lookalike", "2026-06-30")
     assert states(result) == {
         "encode": "success", "snapshot": "success", "embed": "success",
         "active_campaigns": "success", "campaign_arguments": "success",
-        "score[c1]": "success", "score[broken]": "failed", "score[c3]": "success",
-        "export": "success", "failed_campaigns": "failed"}
+        "support[c1]": "success", "support[broken]": "failed", "support[c3]": "success",
+        "score": "success", "export": "success", "failed_campaigns": "failed"}
     assert result["state"] == "failed"   # the broken campaign is not hidden
     config = str(ROOT / "conf" / "synthetic.yaml")
     jobs = [c.rsplit(" PYSPARK_PYTHON=", 1)[0] for c in commands
@@ -456,9 +459,9 @@ def test_nightly_run_scores_each_campaign_and_exports_despite_one_failure(fake_j
     assert jobs[:3] == [f"spark-submit encode.py {args} --no-snapshot",
                         f"spark-submit encode.py {args} --snapshot-only",
                         f"spark-submit embed.py {args}"]
-    assert sorted(jobs[3:6]) == sorted(f"spark-submit score.py {args} --campaign {c}"
+    assert sorted(jobs[3:6]) == sorted(f"spark-submit campaigns.py {args} --campaign {c}"
                                        for c in ("c1", "broken", "c3"))
-    assert jobs[6:] == [f"spark-submit export.py {args}"]
+    assert jobs[6:] == [f"spark-submit score.py {args}", f"spark-submit export.py {args}"]
     assert f"metaprofile campaigns {args} --active" in commands
 
 

@@ -206,7 +206,7 @@ def test_one_campaign_run_fails_alone(world, spark, capsys):
             "--set", "lookalike.min_seeds=2", "--set", "lookalike.holdout=0.0"]
     assert campaigns.main([*args, "--campaign", "cmp_few"]) == campaigns.EXIT_CAMPAIGN_FAILED
     assert campaigns.main([*args, "--campaign", "cmp_top"]) == 0
-    assert campaigns.main([*args, "--list-active"]) == 0
+    assert campaigns.main([*args, "--active"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == [
         "cmp_bad", "cmp_few", "cmp_thr", "cmp_top"]
 
