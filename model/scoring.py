@@ -38,20 +38,24 @@ class RelationWeights:
     def support_part(self, prototypes: np.ndarray) -> np.ndarray:
         return prototypes.astype(np.float32) @ self.support_kernel + self.bias  # [N, H]
 
-    def head(self, pre_activation: np.ndarray) -> np.ndarray:
-        x = np.maximum(pre_activation, 0.0)  # [..., H]
+    def head(self, pre_activation: np.ndarray, scratch: bool = False) -> np.ndarray:
+        """ReLU, hidden layers, logit. ``scratch``: ``pre_activation`` may be overwritten
+        (the per-pair block is the largest array of a scoring pass; no copy of it is made)."""
+        x = np.maximum(pre_activation, 0.0, out=pre_activation if scratch else None)  # [..., H]
         for kernel, bias in self.hidden:
             x = np.maximum(x @ kernel + bias, 0.0)  # [..., H_i]
         kernel, bias = self.output
-        return (x @ kernel + bias)[..., 0]  # [...]
+        return x @ kernel[:, 0] + bias[0]  # [...]
 
     def logits(self, user_part: np.ndarray, positive_part: np.ndarray,
                negative_part: np.ndarray | None = None,
                has_negatives: np.ndarray | None = None) -> np.ndarray:
         """``[B, N]`` logits r(q, p⁺) − r(q, p⁻) (the negative term only where it exists)."""
-        logits = self.head(user_part[:, None, :] + positive_part[None, :, :])  # [B, N]
+        logits = self.head(user_part[:, None, :] + positive_part[None, :, :],
+                           scratch=True)  # [B, N]
         if negative_part is not None:
-            negative = self.head(user_part[:, None, :] + negative_part[None, :, :])  # [B, N]
+            negative = self.head(user_part[:, None, :] + negative_part[None, :, :],
+                                 scratch=True)  # [B, N]
             if has_negatives is not None:
                 negative = negative * has_negatives[None, :].astype(np.float32)
             logits = logits - negative
