@@ -124,39 +124,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: everything that exists of the pipeline."""
-    from jobs import encode, heatmaps
-    from jobs.spark import build_session
-    from metaprofile.datasets.completejourney import convert
-    from metaprofile.datasets.synthetic import GeneratorOptions, generate
+    """The main job: the whole pipeline on the demo data, through the Airflow DAGs."""
+    from metaprofile.demo import run_demo
     from schemas.config import load_config
 
-    started = time.perf_counter()
-    synthetic = load_config(args.synthetic_config, overrides=args.overrides)
-    complete = load_config(args.completejourney_config, overrides=args.overrides)
-    log.info("step 1/4: synthetic data, %s users", f"{args.users:,}")
-    generated = generate(synthetic, GeneratorOptions(users=args.users, seed=args.seed))
-    print(format_generation_report(generated, synthetic.storage.root))
-    log.info("step 2/4: The Complete Journey")
-    converted = convert(complete)
-    print(format_conversion_report(converted, complete.storage.root))
-    spark = build_session("metaprofile-demo")
-    try:
-        for config in (synthetic, complete):
-            log.info("step 3/4: encode %s (Spark local[*], whole window)", config.name)
-            report = encode.run(spark, config, config.window.end, full=True)
-            print(format_encode_report(report, config))
-            log.info("step 4/4: heatmap TFRecords of %s", config.name)
-            print(format_heatmaps_report(heatmaps.run(spark, config, config.window.end),
-                                         config))
-    finally:
-        spark.stop()
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s")
-    for config in (synthetic, complete):
-        print(f"  {config.name}: raw {config.storage.root}, events {config.storage.uri('events')}"
-              f", snapshot {config.storage.uri('snapshots')}/ds={config.window.end}"
-              f", heatmaps {config.storage.uri('heatmaps')}/ds={config.window.end}")
-    return 0
+    configs = [load_config(args.synthetic_config, overrides=args.overrides)]
+    if not args.skip_completejourney:
+        configs.append(load_config(args.completejourney_config, overrides=args.overrides))
+    return run_demo(configs, users=args.users, seed=args.seed, train_args=args.train_args,
+                    evaluate_args=args.evaluate_args)
 
 
 # --------------------------------------------------------------------------- reports
@@ -176,25 +152,6 @@ def format_generation_report(report: dict, root: str) -> str:
         for task, c in report["labels"][kind].items():
             lines.append(f"  {kind} task {task:<24} +{c['positives']:,} / "
                          f"-{c['negatives']:,} / unlabelled {c['unlabelled']:,}")
-    return "\n".join(lines)
-
-
-def format_heatmaps_report(report: dict, config) -> str:
-    splits = ", ".join(f"{name} {n:,}" for name, n in report["splits"].items())
-    return (f"heatmaps of {config.name} for ds={report['ds']}: {report['examples']:,} users "
-            f"({splits}) in {report['shards']} shards, {report['bytes'] / 1e6:.1f} MB, "
-            f"{report['seconds']:.0f} s -> {report['heatmaps']}")
-
-
-def format_encode_report(report: dict, config) -> str:
-    lines = [f"encoded {config.name} for ds={report['ds']} ({report['mode']}, "
-             f"{report['partitions']} landing dates) in {report['encode_seconds']:.0f} s"]
-    for source, c in report["sources"].items():
-        rejected = ", ".join(f"{k} {v:,}" for k, v in c["rows_rejected"].items()) or "none"
-        lines.append(f"  {source:<9} read {c['rows_read']:>11,}  encoded {c['rows_encoded']:>11,}"
-                     f"  rejected: {rejected}")
-    for modality, s in report.get("snapshot", {}).get("modalities", {}).items():
-        lines.append(f"  snapshot {modality:<9} {s['users']:>9,} users {s['cells']:>12,} cells")
     return "\n".join(lines)
 
 
@@ -227,15 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the main job on the demo data (what `./run demo` runs)",
-                       description="Generate the synthetic data set, convert The Complete "
-                                   "Journey, encode both into daily cells and snapshots with "
-                                   "Spark, then print where everything is.")
+                       description="Generate the synthetic data set and convert The Complete "
+                                   "Journey, then run the whole pipeline on each through the "
+                                   "Airflow DAGs (airflow dags test: metaprofile_training, then "
+                                   "metaprofile_lookalike), and print each task's time and where "
+                                   "the model, the evaluation report and the segments are.")
     p.add_argument("--synthetic-config", default=DEFAULT_SYNTHETIC_CONFIG)
     p.add_argument("--completejourney-config", default=DEFAULT_CJ_CONFIG)
     p.add_argument("--users", type=int, default=2000, help="synthetic users (default: %(default)s)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field in both configs (repeatable)")
+    p.add_argument("--skip-completejourney", action="store_true",
+                   help="run the synthetic data set only")
+    from metaprofile.demo import DEMO_EVALUATE_ARGS, DEMO_TRAIN_ARGS
+    p.add_argument("--train-args", default=DEMO_TRAIN_ARGS,
+                   help="extra `metaprofile train` arguments (default: %(default)s)")
+    p.add_argument("--evaluate-args", default=DEMO_EVALUATE_ARGS,
+                   help="extra `metaprofile evaluate` arguments (default: %(default)s)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("generate", help="write the synthetic data set with planted structure",
@@ -273,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="snapshot + demographics + labels -> TFRecord heatmap shards and "
                         "manifest (Spark; also spark-submit jobs/heatmaps.py)")
     from model.cli import add_subparsers as add_model_commands
+    from model.eval_cli import add_subparsers as add_evaluation_commands
     add_model_commands(sub)
+    add_evaluation_commands(sub)
     for name, text in JOB_HELP.items():
         sub.add_parser(name, add_help=False, help=text)
 

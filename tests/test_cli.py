@@ -13,14 +13,16 @@ def test_help_lists_the_subcommands(capsys):
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    commands = {"demo", "generate", "completejourney", "encode", "heatmaps", "config"}
+    commands = {"demo", "generate", "completejourney", "encode", "heatmaps", "train",
+                "model-summary", "evaluate", "embed", "campaigns", "score", "export", "publish",
+                "config"}
     for command in commands:
         assert command in out
     choices = build_parser()._subparsers._group_actions[0].choices
     assert set(choices) == commands
 
 
-@pytest.mark.parametrize("job", ["encode", "heatmaps"])
+@pytest.mark.parametrize("job", ["encode", "heatmaps", "embed", "campaigns", "score"])
 def test_spark_jobs_take_their_own_options(job, capsys):
     with pytest.raises(SystemExit) as info:
         main([job, "--help"])

@@ -66,7 +66,8 @@ def missing_contract() -> list[str]:
         missing += [f"metaprofile {command} {flag}" for flag in flags
                     if not re.search(rf"(^|[\s\[,]){re.escape(flag)}\b", text)]
     for job, flags in {"encode": ["--no-snapshot", "--snapshot-only", "--full"],
-                       "heatmaps": [], "embed": [], "score": ["--campaign"], "export": []}.items():
+                       "heatmaps": [], "embed": [], "campaigns": ["--campaign"], "score": [],
+                       "export": []}.items():
         text = help_text(sys.executable, str(ROOT / "jobs" / f"{job}.py"), "--help")
         if text is None:
             missing.append(f"jobs/{job}.py")
@@ -87,7 +88,9 @@ def world(tmp_path_factory) -> dict:
     overrides = ["--set", f"storage.root={data}",
                  # one landing day of 200 users has ~50 purchase rows: the planted bad rows
                  # are a far larger share of them than of a real day
-                 "--set", "raw.max_reject_ratio=0.5"]
+                 "--set", "raw.max_reject_ratio=0.5",
+                 # 200 users give each brand a handful of earlier buyers (seeds)
+                 "--set", "lookalike.min_seeds=2"]
     for command in (["generate", "--users", "200", *overrides],
                     ["config", "show", "--config", str(ROOT / "conf" / "synthetic.yaml"),
                      *overrides]):
@@ -152,7 +155,12 @@ def test_nightly_dag_end_to_end(world):
         assert result.returncode == 0, result.stderr[-3000:]
     run = dags_test(world, "metaprofile_lookalike", {"config": str(world["config"])})
     assert run["returncode"] == 0 and run["state"] == "success", explain(run)
-    scored = [t for t in run["tasks"] if t.startswith("score[")]
-    assert scored and all(run["tasks"][t] == "success" for t in scored)
+    supports = [t for t in run["tasks"] if t.startswith("support[")]
+    assert supports and all(run["tasks"][t] == "success" for t in supports)
+    assert run["tasks"]["score"] == run["tasks"]["export"] == "success"
     segments = world["data"] / "segments" / f"ds={DS}"
-    assert segments.is_dir() and any(segments.iterdir())
+    exported = sorted(p.name for p in segments.iterdir())
+    assert exported == sorted(f"campaign={t[len('support['):-1]}" for t in supports)
+    for folder in segments.iterdir():
+        manifest = json.loads((folder / "_manifest.json").read_text())
+        assert manifest["counts"]["selected"] > 0 and (folder / "segment.csv").exists()
