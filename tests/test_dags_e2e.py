@@ -98,6 +98,7 @@ def world(tmp_path_factory) -> dict:
                                 cwd=ROOT, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
     config.write_text(result.stdout)
+    pause_all_campaigns_but(data / "campaign_registry", keep=2)
     home = root / "airflow-home"
     env = airflow_env(home, METAPROFILE_TASK_RETRIES="0", METAPROFILE_DRIVER_MEMORY="1g",
                       METAPROFILE_SHUFFLE_PARTITIONS="2")
@@ -105,6 +106,17 @@ def world(tmp_path_factory) -> dict:
                             env=env, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return {"root": root, "data": data, "config": config, "env": env}
+
+
+def pause_all_campaigns_but(registry: Path, keep: int) -> None:
+    """Keep the first ``keep`` campaigns active: each active one is a mapped spark-submit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (part,) = registry.glob("*.parquet")
+    table = pq.read_table(part)
+    status = ["active" if i < keep else "paused" for i in range(table.num_rows)]
+    pq.write_table(table.set_column(table.schema.get_field_index("status"), "status",
+                                    pa.array(status)), part)
 
 
 def dags_test(world: dict, dag_id: str, conf: dict) -> dict:
