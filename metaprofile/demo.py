@@ -122,7 +122,7 @@ def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_
     failed = False
     resolved = work_dir() / "demo-configs"
     resolved.mkdir(parents=True, exist_ok=True)
-    for _, config in configs:
+    for config in configs:
         # Absolute storage paths, so every task finds the data whatever its working folder.
         path = resolved / f"{config.name}.yaml"
         path.write_text(config.to_yaml())
