@@ -112,11 +112,11 @@ def test_model_config_round_trip_and_validation():
 def test_full_size_parameter_count_matches_the_documented_figure():
     counts = full_size_parameter_count()
     parts = counts["parts"]
-    assert counts["total"] == 1_629_001
+    assert counts["total"] == 1_612_745
     assert parts["tower_purchases"]["trainable"] == 393_216 + 896 * 12 + 1_920
     assert parts["tower_points"]["trainable"] == 393_216 + 896 * 4 + 1_920
     assert parts["fusion"]["trainable"] == (512 + 512 + 32) * 512 + 512
-    assert parts["relation"]["trainable"] == 1024 * 256 + 256 + 256 * 64 + 64 + 65
+    assert parts["relation"]["trainable"] == 1024 * 256 + 256 + 256 + 1
 
 
 def test_describe_lists_every_part(spec):
