@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from schemas.config import load_config
 
     configs = [load_config(args.synthetic_config, overrides=args.overrides)]
-    if not args.skip_completejourney:
+    if args.with_completejourney:
         configs.append(load_config(args.completejourney_config, overrides=args.overrides))
     return run_demo(configs, users=args.users, seed=args.seed, train_args=args.train_args,
                     evaluate_args=args.evaluate_args)
@@ -184,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run the main job on the demo data (what `./run demo` runs)",
-                       description="Generate the synthetic data set and convert The Complete "
-                                   "Journey, then run the whole pipeline on each through the "
-                                   "Airflow DAGs (airflow dags test: metaprofile_training, then "
+                       description="Generate the synthetic data set (and with "
+                                   "--with-completejourney convert The Complete Journey), then "
+                                   "run the whole pipeline on each through the Airflow DAGs (airflow dags test: metaprofile_training, then "
                                    "metaprofile_lookalike), and print each task's time and where "
                                    "the model, the evaluation report and the segments are.")
     p.add_argument("--synthetic-config", default=DEFAULT_SYNTHETIC_CONFIG)
@@ -195,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field in both configs (repeatable)")
-    p.add_argument("--skip-completejourney", action="store_true",
-                   help="run the synthetic data set only")
+    p.add_argument("--with-completejourney", action="store_true",
+                   help="also run the pipeline on The Complete Journey (18 active campaigns, "
+                        "one mapped support task each)")
     from metaprofile.demo import DEMO_EVALUATE_ARGS, DEMO_TRAIN_ARGS
     p.add_argument("--train-args", default=DEMO_TRAIN_ARGS,
                    help="extra `metaprofile train` arguments (default: %(default)s)")
