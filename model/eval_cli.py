@@ -68,8 +68,11 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--experiments", type=_names, default=None,
                    help="comma-separated subset of table3,masking,imbalance,seeds")
     p.add_argument("--methods", type=_names, default=None,
-                   help="comma-separated subset of meta_profile,meta_profile_fine_tuned,"
-                        "scratch,logreg,cosine")
+                   help="Table 3 methods, a comma-separated subset of meta_profile,"
+                        "meta_profile_fine_tuned,scratch,logreg,cosine (default: all)")
+    p.add_argument("--figure-methods", type=_names, default=None,
+                   help="methods run in the masking and imbalance experiments (default: "
+                        "meta_profile,scratch,logreg,cosine)")
     p.add_argument("--seed-sweep-methods", type=_names, default=None,
                    help="methods run in the seed sweep (default: meta_profile,logreg,cosine)")
     p.add_argument("--adaptation-fraction", type=float, default=None,
@@ -84,7 +87,7 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--seed-counts", type=_ints, default=None,
                    help="positive seed counts of the sweep, e.g. 1,2,5,10,20,50,100")
     p.add_argument("--fine-tune-epochs", type=int, default=None,
-                   help="fine-tuning and from-scratch epochs (default 3; --quick: 1)")
+                   help="fine-tuning and from-scratch epochs (default 2; --quick: 1)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="query users per fine-tuning episode (default 32)")
     p.add_argument("--k-shot", type=int, default=None,
@@ -101,7 +104,7 @@ def add_subparsers(subparsers) -> None:
 # argparse destination -> EvalConfig field, for the flags that override a field directly.
 _FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
            "experiments": "experiments", "methods": "methods",
-           "seed_sweep_methods": "seed_sweep_methods",
+           "figure_methods": "figure_methods", "seed_sweep_methods": "seed_sweep_methods",
            "adaptation_fraction": "adaptation_fraction", "masking_levels": "masking_levels",
            "imbalance_ratios": "imbalance_ratios", "imbalance_total": "imbalance_total",
            "seed_counts": "seed_counts", "fine_tune_epochs": "fine_tune_epochs",

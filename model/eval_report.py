@@ -309,7 +309,8 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
              f"`{result['heatmaps']}`; created {result['created_at']}; total "
              f"{result['timing_seconds'].get('total', 0):.0f} s.",
              "",
-             f"**Decision:** better = `{str(decision['better']).lower()}` — {decision['reason']}.",
+             f"**Decision:** better = `{str(decision['better']).lower()}` — "
+             f"{decision['reason']}.",
              "",
              "## Protocol",
              "",

@@ -17,8 +17,8 @@ levels compare on the same users.
 **Methods.**
 
 * ``meta_profile`` — zero-training: prototypes of the adaptation users' embeddings from the
-  meta-trained g_θ, relation logits r(q, p⁺) − r(q, p⁻) from its f_θ (``adapt.prototype_scores``
-  on embeddings computed once).
+  meta-trained g_θ, relation logits r(q, p⁺) − r(q, p⁻) from its f_θ
+  (``adapt.prototype_scores`` on embeddings computed once).
 * ``meta_profile_fine_tuned`` — ``adapt.fine_tune_scores``: the meta-trained model trained on
   the adaptation labels for ``fine_tune_epochs``, then prototypes as above.
 * ``scratch`` — the paper's baseline "normal training" (section 4.1): ``adapt.scratch_scores``,
@@ -128,14 +128,17 @@ class EvalConfig:
     repeats: int = 3
     seeds: tuple[int, ...] = ()  # one per repeat; overrides ``repeats`` when given
     experiments: tuple[str, ...] = EXPERIMENTS
-    methods: tuple[str, ...] = METHODS
-    seed_sweep_methods: tuple[str, ...] = (ZERO, LOGREG, COSINE)  # within ``methods``
+    methods: tuple[str, ...] = METHODS  # Table 3
+    # Figures 3 and 4 (masking, imbalance): the paper's pair plus the classic baselines; the
+    # fine-tuned model doubles their cost (add it with figure_methods=METHODS).
+    figure_methods: tuple[str, ...] = (ZERO, SCRATCH, LOGREG, COSINE)
+    seed_sweep_methods: tuple[str, ...] = (ZERO, LOGREG, COSINE)  # the seed-count sweep
     adaptation_fraction: float = 0.5  # share of a task's labelled users used for adaptation
     masking_levels: tuple[float, ...] = MODERATE_LEVELS + EXTREME_LEVELS
     imbalance_ratios: tuple[float, ...] = IMBALANCE_RATIOS
     imbalance_total: int | None = None  # None: the largest total every ratio can reach
     seed_counts: tuple[int, ...] = SEED_COUNTS
-    fine_tune_epochs: int = 3  # fine-tuning and from-scratch budget (adapt.AdaptConfig)
+    fine_tune_epochs: int = 2  # fine-tuning and from-scratch budget (adapt.AdaptConfig)
     batch_size: int = 32  # query users per fine-tuning episode
     k_shot: int = 1  # supports per class per fine-tuning episode
     learning_rate: float = 1e-4
@@ -148,6 +151,7 @@ class EvalConfig:
         problems = []
         for name, values, known in (("experiments", self.experiments, EXPERIMENTS),
                                     ("methods", self.methods, METHODS),
+                                    ("figure_methods", self.figure_methods, METHODS),
                                     ("seed_sweep_methods", self.seed_sweep_methods, METHODS)):
             unknown = [v for v in values if v not in known]
             if unknown:
@@ -183,7 +187,9 @@ class EvalConfig:
 
     def methods_for(self, experiment: str) -> tuple[str, ...]:
         if experiment == SEEDS:
-            return tuple(m for m in self.methods if m in self.seed_sweep_methods)
+            return tuple(self.seed_sweep_methods)
+        if experiment in (MASKING, IMBALANCE):
+            return tuple(self.figure_methods)
         return tuple(self.methods)
 
     @classmethod
@@ -322,7 +328,7 @@ def mask_labels(user_ids: Sequence[str], labels, fraction: float, key: str) -> n
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"masking fraction {fraction} must lie in (0, 1]")
     pos, neg = _need_both_classes(labels, "label masking")
-    kept = [_ranked(user_ids, members, f"mask:{key}")[:max(1, int(round(fraction * len(members))))]
+    kept = [_ranked(user_ids, members, f"mask:{key}")[:max(1, round(fraction * len(members)))]
             for members in (pos, neg)]
     return np.sort(np.concatenate(kept))
 
@@ -587,11 +593,11 @@ class UserStore:
             self.cells[key] = np.concatenate(self._cells[key])
             self.values[key] = np.concatenate(self._values[key])
         self.dense = {k: np.concatenate(v) for k, v in self._dense.items()}
-        self._counts = self._cells = self._values = self._dense = {}
+        self._counts, self._cells, self._values, self._dense = {}, {}, {}, {}
         return self
 
     def __len__(self) -> int:
-        return 0 if self.ids is None else len(self.ids)
+        return len(self._ids) if self.ids is None else len(self.ids)
 
     @property
     def nbytes(self) -> int:
@@ -893,10 +899,11 @@ def decide(candidate: dict, published: dict | None, published_error: str | None 
                 "candidate": candidate, "published": published}
     scratch = candidate.get(scratch_key)
     prefix = (f"no published model to compare with ({published_error}); " if published_error
-              else "" if compared else "not compared with the published model; ")
+              else "" if compared else "not compared with a published model "
+                                       "(--compare-published not given); ")
     if scratch is None or not np.isfinite(scratch):
-        return {"better": False, "reason": prefix + "and no from-scratch baseline to compare "
-                                                    "with (run table3 with scratch)",
+        return {"better": False, "reason": prefix + "no Table 3 from-scratch result to compare "
+                                                    "with either (run table3 with scratch)",
                 "candidate": candidate, "published": None}
     better = bool(mine > scratch)
     return {"better": better,
@@ -1085,7 +1092,7 @@ def read_users(heatmaps: str, manifest: dict, spec: InputSpec, config: PipelineC
             store.add(batch)
             features.append(aggregate_features(batch, spec))
             embeddings.append(embed(model, batch, cfg.embed_batch_size))
-        progress(f"read split {split}: {len(store._ids)} users so far")
+        progress(f"read split {split}: {len(store)} users so far")
     store.finish()
     return store, np.concatenate(features), np.concatenate(embeddings)
 
