@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import numpy as np
@@ -30,8 +31,7 @@ import tensorflow as tf
 
 from model.episodes import sample_support, support_order
 from model.losses import masked_multitask_loss
-from model.network import (MetaProfileModel, ModelConfig, build_meta_model, clone_meta_model,
-                           feature_keys)
+from model.network import MetaProfileModel, ModelConfig, build_meta_model, feature_keys
 from model.spec import InputSpec
 from model.train import episode_logits
 
@@ -85,61 +85,106 @@ def prototype_scores(model: MetaProfileModel, support_batch: dict, support_label
 
 
 def fine_tune(model: MetaProfileModel, model_cfg: ModelConfig, labelled_batch: dict, labels,
-              cfg: AdaptConfig) -> MetaProfileModel:
-    """A copy of ``model`` trained on the target task (``model`` itself is not changed)."""
-    tuned = clone_meta_model(model, dataclasses.replace(model_cfg, precision="float32"))
-    _train_single_task(tuned, labelled_batch, _binary_labels(labels), cfg)
-    return tuned
+              cfg: AdaptConfig, learner: "Learner | None" = None) -> MetaProfileModel:
+    """``model`` trained on the target task (``model`` itself is not changed): a copy, or
+    ``learner``'s model reset to ``model``'s weights."""
+    labels = _binary_labels(labels)
+    if learner is None:
+        learner = Learner(model.spec, model_cfg, cfg.learning_rate)
+    learner.reset(model.get_weights())
+    learner.train(labelled_batch, labels, cfg)
+    return learner.model
 
 
 def fine_tune_scores(model: MetaProfileModel, model_cfg: ModelConfig, labelled_batch: dict,
-                     labels, query_batch: dict, cfg: AdaptConfig = AdaptConfig()) -> np.ndarray:
+                     labels, query_batch: dict, cfg: AdaptConfig = AdaptConfig(),
+                     learner: "Learner | None" = None) -> np.ndarray:
     """(b) Fine-tune a copy of the meta-trained model, then score the queries ``[Q]``."""
-    tuned = fine_tune(model, model_cfg, labelled_batch, labels, cfg)
+    tuned = fine_tune(model, model_cfg, labelled_batch, labels, cfg, learner)
     return prototype_scores(tuned, labelled_batch, labels, query_batch, cfg.embed_batch_size)
 
 
+def initial_weights(spec: InputSpec, model_cfg: ModelConfig, seed: int) -> list[np.ndarray]:
+    """The weights of a meta-model freshly initialised under ``seed``."""
+    keras.utils.set_random_seed(seed)
+    return build_meta_model(spec, dataclasses.replace(model_cfg, precision="float32")
+                            ).get_weights()
+
+
 def scratch_scores(spec: InputSpec, model_cfg: ModelConfig, labelled_batch: dict, labels,
-                   query_batch: dict, cfg: AdaptConfig = AdaptConfig()) -> np.ndarray:
+                   query_batch: dict, cfg: AdaptConfig = AdaptConfig(),
+                   learner: "Learner | None" = None) -> np.ndarray:
     """(c) The baseline: a randomly initialised model trained exactly like (b), then scored."""
-    keras.utils.set_random_seed(cfg.seed)
-    fresh = build_meta_model(spec, dataclasses.replace(model_cfg, precision="float32"))
     labels = _binary_labels(labels)
-    _train_single_task(fresh, labelled_batch, labels, cfg)
-    return prototype_scores(fresh, labelled_batch, labels, query_batch, cfg.embed_batch_size)
+    if learner is None:
+        learner = Learner(spec, model_cfg, cfg.learning_rate)
+    learner.reset(initial_weights(spec, model_cfg, cfg.seed))
+    learner.train(labelled_batch, labels, cfg)
+    return prototype_scores(learner.model, labelled_batch, labels, query_batch,
+                            cfg.embed_batch_size)
 
 
-def _train_single_task(model: MetaProfileModel, batch: dict, labels: np.ndarray,
-                       cfg: AdaptConfig) -> None:
-    """Episodes over one task: K supports per class and a disjoint query batch per step."""
-    rng = np.random.default_rng(cfg.seed)
-    negatives = bool((labels == 0).sum() >= cfg.k_shot)
-    n_support = cfg.k_shot * (2 if negatives else 1)
-    queries = min(cfg.batch_size, len(labels) - n_support)
-    if queries < 1:
-        raise ValueError(f"{len(labels)} labelled users leave no query after {n_support} "
-                         "supports; label more users or lower k_shot")
-    steps = cfg.epochs * math.ceil(len(labels) / queries)
-    keys = feature_keys(model.spec)
-    features = {k: batch[k] for k in keys}
-    column = labels[:, None]  # [L, 1]
-    everyone = np.ones_like(column)
-    optimizer = keras.optimizers.Adam(cfg.learning_rate)
-    optimizer.build(model.trainable_variables)
+class Learner:
+    """One float32 meta-model, its Adam optimizer and its traced train steps, reused across
+    adaptations of one architecture.
 
-    @tf.function(reduce_retracing=True)
-    def step(support, query, query_labels):
-        with tf.GradientTape() as tape:
-            logits = episode_logits(model, support, query, 1, cfg.k_shot, negatives,
-                                    training=True)  # [B, 1]
-            loss = masked_multitask_loss(query_labels, logits, tf.ones_like(query_labels))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return loss
+    Tracing a train step costs seconds, and an evaluation runs hundreds of fine-tunings and
+    from-scratch trainings of the same network. Each run starts with :meth:`reset`, which
+    assigns the starting weights and returns every optimizer variable (step count, moments)
+    to its value after ``build``, so a run is the same as on a new model and optimizer.
+    """
 
-    for _ in range(steps):
-        pos, neg = sample_support(column, everyone, cfg.k_shot, rng, ("target",), negatives)
-        chosen = support_order(pos, neg)
-        rest = np.setdiff1d(np.arange(len(labels)), chosen)
-        rows = rng.choice(rest, size=queries, replace=False)
-        step(take(features, chosen), take(features, rows), column[rows])
+    def __init__(self, spec: InputSpec, model_cfg: ModelConfig, learning_rate: float):
+        self.model = build_meta_model(spec, dataclasses.replace(model_cfg, precision="float32"))
+        self.learning_rate = learning_rate
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(self.model.trainable_variables)
+        self._optimizer_start = [v.numpy() for v in self.optimizer.variables]
+        self._steps: dict[tuple[int, bool], Callable] = {}
+
+    def reset(self, weights: list[np.ndarray]) -> None:
+        self.model.set_weights(weights)
+        for variable, value in zip(self.optimizer.variables, self._optimizer_start):
+            variable.assign(value)
+
+    def _step(self, k_shot: int, negatives: bool) -> Callable:
+        if (k_shot, negatives) not in self._steps:
+            model, optimizer = self.model, self.optimizer
+
+            @tf.function(reduce_retracing=True)
+            def step(support, query, query_labels):
+                with tf.GradientTape() as tape:
+                    logits = episode_logits(model, support, query, 1, k_shot, negatives,
+                                            training=True)  # [B, 1]
+                    loss = masked_multitask_loss(query_labels, logits,
+                                                 tf.ones_like(query_labels))
+                gradients = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+                return loss
+
+            self._steps[(k_shot, negatives)] = step
+        return self._steps[(k_shot, negatives)]
+
+    def train(self, batch: dict, labels: np.ndarray, cfg: AdaptConfig) -> None:
+        """Episodes over one task: K supports per class and a disjoint query batch per step."""
+        if cfg.learning_rate != self.learning_rate:
+            raise ValueError(f"learning rate {cfg.learning_rate} differs from this learner's "
+                             f"{self.learning_rate}")
+        rng = np.random.default_rng(cfg.seed)
+        negatives = bool((labels == 0).sum() >= cfg.k_shot)
+        n_support = cfg.k_shot * (2 if negatives else 1)
+        queries = min(cfg.batch_size, len(labels) - n_support)
+        if queries < 1:
+            raise ValueError(f"{len(labels)} labelled users leave no query after {n_support} "
+                             "supports; label more users or lower k_shot")
+        steps = cfg.epochs * math.ceil(len(labels) / queries)
+        features = {k: batch[k] for k in feature_keys(self.model.spec)}
+        column = labels[:, None]  # [L, 1]
+        everyone = np.ones_like(column)
+        step = self._step(cfg.k_shot, negatives)
+        for _ in range(steps):
+            pos, neg = sample_support(column, everyone, cfg.k_shot, rng, ("target",), negatives)
+            chosen = support_order(pos, neg)
+            rest = np.setdiff1d(np.arange(len(labels)), chosen)
+            rows = rng.choice(rest, size=queries, replace=False)
+            step(take(features, chosen), take(features, rows), column[rows])

@@ -951,10 +951,11 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                  progress: Callable[[str], None] = print, start: float | None = None
                  ) -> Outcome:
     """Every repeat × task × experiment × level × method of ``cfg`` for one model."""
-    from model.adapt import AdaptConfig, fine_tune_scores, scratch_scores
+    from model.adapt import AdaptConfig, Learner, fine_tune_scores, scratch_scores
 
     start = time.perf_counter() if start is None else start
     outcome = Outcome()
+    learners: dict[str, Learner] = {}  # one per trained method: traced once, reset per trial
     seeds = cfg.seed_list
     for r, seed in enumerate(seeds):
         adapt_user = adaptation_mask(store.ids, seed, cfg.adaptation_fraction)  # [users]
@@ -1010,14 +1011,19 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                                     k_shot=cfg.k_shot, learning_rate=cfg.learning_rate,
                                     seed=adapt_seed, embed_batch_size=cfg.embed_batch_size)
                                 support_batch = store.lazy(a_rows[trial.positions])
+                                if method not in learners:
+                                    learners[method] = Learner(candidate.model.spec,
+                                                               candidate.model_config,
+                                                               cfg.learning_rate)
                                 if method == FINE_TUNED:
                                     scores = fine_tune_scores(
                                         candidate.model, candidate.model_config, support_batch,
-                                        s_labels, query_batch, adapt_cfg)
+                                        s_labels, query_batch, adapt_cfg, learners[method])
                                 else:
                                     scores = scratch_scores(
                                         candidate.model.spec, candidate.model_config,
-                                        support_batch, s_labels, query_batch, adapt_cfg)
+                                        support_batch, s_labels, query_batch, adapt_cfg,
+                                        learners[method])
                             status = "ok"
                         except ValueError as exc:
                             scores, status = None, f"skipped: {exc}"

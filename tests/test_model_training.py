@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from model import cli as model_cli
-from model.adapt import (AdaptConfig, embed, fine_tune_scores, prototype_scores,
+from model.adapt import (AdaptConfig, Learner, embed, fine_tune_scores, prototype_scores,
                          scratch_scores)
 from model.artifact import ArtifactMismatch, load_artifact, save_artifact
 from model.metrics import auroc
@@ -186,6 +186,27 @@ def test_adaptation_scores_an_unseen_target_task(trained):
     assert auroc(truth, tuned) > 0.75
     for kept, now in zip(before, model.get_weights()):  # fine-tuning worked on a copy
         np.testing.assert_array_equal(kept, now)
+
+
+def test_a_reused_learner_starts_every_run_afresh(trained):
+    """Evaluation reuses one traced learner per method; a run after another must score
+    exactly like a run on a new model and optimizer."""
+    model, model_cfg = trained[0].model, trained[0].model_config
+    labelled, labels = planted_users(SPEC, 24, seed=13)
+    other, other_labels = planted_users(SPEC, 20, seed=14)
+    query, _ = planted_users(SPEC, 16, seed=15)
+    budget = AdaptConfig(epochs=2, batch_size=8, learning_rate=2e-3, seed=3)
+    learner = Learner(SPEC, model_cfg, budget.learning_rate)
+
+    fresh_tuned = fine_tune_scores(model, model_cfg, labelled, labels, query, budget)
+    fresh_scratch = scratch_scores(SPEC, model_cfg, labelled, labels, query, budget)
+    scratch_scores(SPEC, model_cfg, other, other_labels, query, budget, learner)  # moves state
+    reused_tuned = fine_tune_scores(model, model_cfg, labelled, labels, query, budget, learner)
+    reused_scratch = scratch_scores(SPEC, model_cfg, labelled, labels, query, budget, learner)
+
+    np.testing.assert_allclose(reused_tuned, fresh_tuned, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(reused_scratch, fresh_scratch, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(fresh_tuned, fresh_scratch)  # the two starts really differ
 
 
 def test_prototype_scores_need_a_positive(trained):
