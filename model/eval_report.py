@@ -279,6 +279,10 @@ def all_methods_table(table: dict) -> list[str]:
     return lines
 
 
+def _met(met) -> str:
+    return "not measured" if met is None else ("yes" if met else "**no**")
+
+
 def curve_table(entries: Sequence[dict], experiment: str) -> list[str]:
     methods = _methods(entries)
     levels = sorted({e["level"] for e in entries}, reverse=experiment == MASKING)
@@ -352,6 +356,13 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
                   *all_methods_table(result["table3"])]
         if "table3.png" in images:
             lines += ["", "![Table 3](table3.png)"]
+    if result.get("targets"):
+        lines += ["", "## Targets", "",
+                  "The evaluation's targets, checked on the means over repeats "
+                  "(Meta-Profile is zero-training):", "",
+                  "| target | met | evidence |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {_met(t['met'])} | {t['evidence']} |"
+                  for t in result["targets"]]
     sections = ((MASKING, "Figure 3: label masking", "figure3_label_masking.png",
                  "Share of the adaptation labels kept (stratified by class, at least one "
                  "positive and one negative). Mean AUPR over tasks:"),

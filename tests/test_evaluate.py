@@ -223,6 +223,54 @@ def test_table3_reports_the_difference_and_growth_rate_as_the_paper():
     assert table["average"]["tasks_primary_better_aupr"] == 2
 
 
+def _curve(experiment, gaps, levels, scratch=0.3):
+    """Curve entries where Meta-Profile leads scratch by ``gaps`` at ``levels``."""
+    out = []
+    for level, gap in zip(levels, gaps):
+        out += [{"experiment": experiment, "level": level, "method": ev.SCRATCH,
+                 "aupr_mean": scratch},
+                {"experiment": experiment, "level": level, "method": ev.ZERO,
+                 "aupr_mean": scratch + gap}]
+    return out
+
+
+def _table(diffs, scratch=0.4):
+    rows = [{"task": f"t{i}", "diff_aupr": d, "growth_aupr": d / scratch}
+            for i, d in enumerate(diffs)]
+    return {"rows": rows, "average": {"growth_aupr": float(np.mean([r["growth_aupr"]
+                                                                     for r in rows]))}}
+
+
+def test_targets_are_met_only_when_the_figures_say_so():
+    masking = _curve(ev.MASKING, [0.01, 0.02, 0.05], [1.0, 0.2, 0.01])  # widens as labels go
+    imbalance = _curve(ev.IMBALANCE, [0.06, 0.03, 0.0], [0.5, 4.0, 32.0])  # narrows
+    seeds = [{"experiment": ev.SEEDS, "level": n, "method": m, "aupr_mean": v}
+             for n, values in ((5, (0.5, 0.4, 0.3)), (100, (0.5, 0.6, 0.3)),
+                               (200, (0.1, 0.6, 0.3)))
+             for m, v in zip((ev.ZERO, ev.LOGREG, ev.COSINE), values)]
+    curves = {ev.MASKING: masking, ev.IMBALANCE: imbalance, ev.SEEDS: seeds}
+    every, growth, masked, imbalanced, baselines = ev.check_targets(
+        _table([0.05, 0.04, -0.01]), curves)
+    assert every["met"] is False and "not on t2" in every["evidence"]
+    assert growth["met"] is False  # (0.125 + 0.1 - 0.025) / 3 = 6.7 % < 8 %
+    assert masked["met"] is True and imbalanced["met"] is False
+    # 200 seeds is above the target's range; at 100 logistic regression wins
+    assert baselines["met"] is False and "1 of 2" in baselines["evidence"]
+    every, growth, *_ = ev.check_targets(_table([0.05, 0.04]), curves)
+    assert every["met"] is True and growth["met"] is True
+
+
+def test_targets_not_measured_are_reported_as_such():
+    targets = ev.check_targets({"rows": [], "average": {}}, {})
+    assert [t["met"] for t in targets] == [None] * 4
+
+
+def test_gap_slope_follows_the_level_order_given():
+    entries = _curve(ev.MASKING, [0.0, 0.1], [1.0, 0.5])
+    assert ev.gap_slope(entries, [1.0, 0.5])[1] == pytest.approx(0.1)
+    assert ev.gap_slope(entries, [0.5, 1.0])[1] == pytest.approx(-0.1)
+
+
 # --------------------------------------------------------------------------- store, zero-training
 
 
@@ -420,6 +468,7 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
     assert csv_lines[0].split(",") == list(ev.RESULT_COLUMNS) and len(csv_lines) == len(rows) + 1
     report = (out / "report.md").read_text()
     assert "## Table 3" in report and "Growth rate" in report and "![" in report
+    assert "## Targets" in report and len(result["targets"]) == 5
     decision = json.loads((out / "decision.json").read_text())
     assert set(decision) == {"better", "reason", "candidate", "published"}
     assert decision["published"]["version"] == "v-old"
