@@ -554,7 +554,11 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
             log.info("%s: validated %s rows", source, f"{sum(r['rows'] for r in counts):,}")
 
         rejects_staging = publisher.staging(f"{rejects_uri}/_run")
-        _union(reject_frames).write.partitionBy("dt").mode("overwrite").parquet(rejects_staging)
+        # Rejects are few: gather each landing date's into one task, so the write creates one
+        # file per date instead of one per (task, date) (measured: about 65 s of a 234 s
+        # full-year run went into creating ~6,000 small files).
+        (_union(reject_frames).repartition("dt")
+         .write.partitionBy("dt").mode("overwrite").parquet(rejects_staging))
         totals = _totals(per_date)
         log.info("accounting: %s", json.dumps(totals))
         _publish_partitions(publisher, rejects_staging, rejects_uri, per_date, "dt")
