@@ -241,6 +241,92 @@ def test_full_year_equals_day_by_day_and_reruns_are_idempotent(spark, tmp_path):
     assert leftovers == []
 
 
+def full_assembly(spark, config, ds):
+    """The snapshot at ``ds`` assembled from every daily partition, without publishing it."""
+    events = spark.read.parquet(config.storage.uri("events"))
+    return {(r["user_id"], r["modality"]): r.asDict()
+            for r in encode.assemble_snapshot(events, config, ds).collect()}
+
+
+def snapshot_manifest(config, ds) -> dict:
+    return json.loads((Path(config.storage.uri("snapshots")) / f"ds={ds}" / "_manifest.json")
+                      .read_text())
+
+
+def test_nightly_snapshots_update_the_previous_one_and_equal_a_full_assembly(spark, tmp_path):
+    config = config_for(tmp_path, window__days=6, raw__max_reject_ratio=1.0)
+    days = [dt.date(2026, 4, 1) + dt.timedelta(days=i) for i in range(8)]
+    for i, day in enumerate(days):
+        rows = [purchase("u1", f"{day}T10:00:00Z", amount=str(i + 1)),
+                # 23:30 UTC is 01:30 the next local day (Berlin, UTC+2): lands a day early
+                purchase(f"late{i % 3}", f"{day}T23:30:00Z", amount="7")]
+        if day == dt.date(2026, 4, 1):
+            rows.append(purchase("gone", f"{day}T09:00:00Z"))  # leaves the window on 04-07
+        write_raw(config, "purchases", str(day), rows)
+        write_raw(config, "points", str(day), [point(f"p{i}", f"{day}T12:00:00Z")])
+    modes = []
+    for day in days:
+        report = encode.run(spark, config, day)
+        modes.append(report["snapshot"]["assembly"]["mode"])
+        assert snapshot_of(spark, config, str(day)) == full_assembly(spark, config, day), day
+    assert modes == ["full"] + ["incremental"] * 7
+    last = snapshot_manifest(config, "2026-04-08")["assembly"]
+    # the day before also had partition dt=04-08 as a neighbour, which did not exist yet
+    assert last == {"mode": "incremental", "base_ds": "2026-04-07",
+                    "dates_rederived": ["2026-04-07", "2026-04-08"],
+                    "event_partitions_read": 3}  # dt=04-06 .. 04-08
+    users = {user for user, _ in snapshot_of(spark, config, "2026-04-08")}
+    assert "gone" not in users and {"u1", "late0", "p7"} <= users
+
+    # A past landing date is re-encoded with a new user: its date and both neighbours are
+    # re-derived (its rows may fall on either local date), the rest comes from the base.
+    write_raw(config, "purchases", "2026-04-05",
+              [purchase("u1", "2026-04-05T10:00:00Z", amount="50"),
+               purchase("newcomer", "2026-04-04T23:30:00Z", amount="3")])
+    encode.run(spark, config, dt.date(2026, 4, 5), snapshot=False)
+    report = encode.build_snapshot(spark, config, dt.date(2026, 4, 8))
+    assert report["assembly"]["base_ds"] == "2026-04-08"
+    assert report["assembly"]["dates_rederived"] == ["2026-04-04", "2026-04-05", "2026-04-06"]
+    snapshot = snapshot_of(spark, config, "2026-04-08")
+    assert snapshot == full_assembly(spark, config, dt.date(2026, 4, 8))
+    # day 2 = 04-05 in the window from 04-03; channel 10 counts the purchases
+    assert snapshot[("newcomer", "purchases")]["text"] == "2,1,0:3;2,1,10:1"
+    assert "2,12,0:50;2,12,10:1" in snapshot[("u1", "purchases")]["text"]
+
+    # --full-snapshot reads every partition and gives the same rows.
+    report = encode.build_snapshot(spark, config, dt.date(2026, 4, 8), incremental=False)
+    assert report["assembly"] == {"mode": "full", "event_partitions_read": 7}  # dt=04-02 ..
+    assert snapshot_manifest(config, "2026-04-08")["assembly"]["mode"] == "full"
+    assert snapshot_of(spark, config, "2026-04-08") == snapshot
+
+
+def test_dirty_dates_are_the_uncovered_dates_and_the_neighbours_of_changed_partitions():
+    base = {"ds": "2026-04-07", "window_start": "2026-04-02",
+            "event_fingerprints": {f"2026-04-0{i}": f"f{i}" for i in range(1, 9)}}
+    same = dict(base["event_fingerprints"])
+    day = dt.date.fromisoformat
+    assert encode.dirty_dates(day("2026-04-07"), 6, same, base) == []
+    # one day later: the new date is uncovered; a rewritten dt=04-08 touches 04-07 and 04-08
+    assert encode.dirty_dates(day("2026-04-08"), 6, {**same, "2026-04-08": "new"}, base) == \
+        [day("2026-04-07"), day("2026-04-08")]
+    # a partition that disappeared counts as changed, as one that appeared does
+    gone = {k: v for k, v in same.items() if k != "2026-04-04"}
+    assert encode.dirty_dates(day("2026-04-07"), 6, gone, base) == \
+        [day("2026-04-03"), day("2026-04-04"), day("2026-04-05")]
+    # a longer window than the base's: the dates before the base window are uncovered
+    assert encode.dirty_dates(day("2026-04-07"), 7, same, base) == [day("2026-04-01")]
+
+
+def test_partition_fingerprint_ignores_markers_and_sees_rewrites():
+    files = [("part-0-aaa.parquet", 10), ("_SUCCESS", 0), ("_manifest.json", 99)]
+    assert encode.partition_fingerprint(files) == \
+        encode.partition_fingerprint([("part-0-aaa.parquet", 10)])
+    assert encode.partition_fingerprint(files) != \
+        encode.partition_fingerprint([("part-0-bbb.parquet", 10)])
+    assert encode.partition_fingerprint(files) != \
+        encode.partition_fingerprint([("part-0-aaa.parquet", 11)])
+
+
 # --------------------------------------------------------------------------- pseudonyms
 
 
