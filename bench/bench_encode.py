@@ -42,9 +42,13 @@ CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
 OUTPUTS = ("events", "rejects", "snapshots")  # what the runs write; cleared before timing
 
 
+def overrides(root: Path | str) -> list[str]:
+    return [f"storage.root={root}", "raw.max_reject_ratio=0.5"]
+
+
 def load(root: Path):
     from schemas.config import load_config
-    return load_config(CONFIG, overrides=[f"storage.root={root}", "raw.max_reject_ratio=0.5"])
+    return load_config(CONFIG, overrides=overrides(root))
 
 
 def peak_rss_mib() -> float:
@@ -91,7 +95,7 @@ def run_nightly_cold(root: str, ds: dt.date, master: str) -> dict:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = encode.main(["--config", str(CONFIG), "--ds", ds.isoformat(), "--master", master,
-                          "--set", f"storage.root={root}", "--set", "raw.max_reject_ratio=0.5"])
+                          *(arg for o in overrides(root) for arg in ("--set", o))])
     if rc != 0:
         raise RuntimeError(f"jobs/encode.py --ds {ds} exited {rc}")
     return {"seconds": time.perf_counter() - started, "report": json.loads(out.getvalue())}

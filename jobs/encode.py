@@ -48,7 +48,8 @@ if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project i
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from metaprofile import storage
-from schemas.config import ModalityConfig, PipelineConfig, PseudonymisationConfig, load_config
+from schemas.config import (ModalityConfig, PipelineConfig, PseudonymisationConfig,
+                            WindowConfig, load_config)
 from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS, SNAPSHOT,
                                SPARSE_EVENTS, spark_ddl)
 
@@ -377,8 +378,9 @@ def event_fingerprints(publisher: "Publisher", events_uri: str,
                        dates: Iterable[dt.date]) -> dict[str, str]:
     """``{dt: fingerprint}`` of the event partitions among ``dates`` that exist."""
     found = {}
-    for d in dates:
-        files = publisher.list_files(f"{events_uri.rstrip('/')}/dt={d.isoformat()}")
+    dates = list(dates)
+    for d, path in zip(dates, landing_partitions(events_uri, dates)):
+        files = publisher.list_files(path)
         if files is not None:
             found[d.isoformat()] = partition_fingerprint(files)
     return found
@@ -393,7 +395,7 @@ def dirty_dates(ds: dt.date, window_days: int, fingerprints: dict[str, str],
     that can hold its events (the date itself and either neighbour) was added, removed or
     rewritten since the base was built.
     """
-    start = ds - dt.timedelta(days=window_days - 1)
+    start = WindowConfig(days=window_days).start(ds)
     base_ds = dt.date.fromisoformat(base["ds"])
     base_start = dt.date.fromisoformat(base["window_start"])
     before = base["event_fingerprints"]
@@ -481,9 +483,9 @@ def update_snapshot(base, base_start: dt.date, events, config: PipelineConfig, d
 
     start = config.window.start(ds)
     keys = ["user_id", "modality"]
+    redo_days = sorted((d - start).days for d in redo)
     fresh = collect_cells(events, start, F.col("date").isin(list(redo)))
-    carried = carry_cells(base, base_start, start, config.window.days,
-                          [(d - start).days for d in redo])
+    carried = carry_cells(base, base_start, start, config.window.days, redo_days)
     cell_type = carried.schema["cells"].dataType
     right = fresh.withColumnRenamed("cells", "fresh")
     if broadcast:
@@ -494,7 +496,6 @@ def update_snapshot(base, base_start: dt.date, events, config: PipelineConfig, d
                .select(*keys, F.concat("cells", F.coalesce("fresh", F.array().cast(cell_type)))
                        .alias("cells")))
     newcomers = fresh.join(base.select(*keys), keys, "left_anti")
-    redo_days = sorted((d - start).days for d in redo)
     window = config.window.days
     # When the re-derived days end the window (the nightly case), every carried day precedes
     # every fresh one, so the concatenation is already in order.
@@ -830,7 +831,7 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
         if not dts:
             return spark.createDataFrame([], ddl)
         return (spark.read.schema(ddl).option("basePath", events_uri)
-                .parquet(*[f"{events_uri.rstrip('/')}/dt={d}" for d in dts]))
+                .parquet(*landing_partitions(events_uri, map(dt.date.fromisoformat, dts))))
 
     base = find_base(publisher, snapshots_uri, ds, config.window.days, fingerprints) \
         if incremental else None
