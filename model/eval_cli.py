@@ -38,7 +38,8 @@ def add_subparsers(subparsers) -> None:
         description="Evaluate a model artifact on the config's target tasks with the paper's "
                     "section 4 protocol: Table 3 (Meta-Profile zero-training and fine-tuned vs "
                     "normal training from scratch and classic DMP baselines), Figure 3 (label "
-                    "masking), Figure 4 (class imbalance) and a seed-count sweep. Writes "
+                    "masking), Figure 4 (class imbalance) and two seed-count sweeps (labelled "
+                    "negatives, and positives only with unlabelled negatives). Writes "
                     "results.json, results.csv, report.md, PNG plots and decision.json to "
                     "--out and prints that directory as the last line.")
     p.add_argument("--config", default=DEFAULT_CONFIG,
@@ -57,47 +58,72 @@ def add_subparsers(subparsers) -> None:
                    help="also evaluate the published model (same protocol and seeds); the "
                         "candidate is better when its mean zero-training AUPR is higher "
                         "(without a published model: when it beats training from scratch)")
+    from model.evaluate import EXPERIMENTS, METHODS, EvalConfig
+    d, q = EvalConfig(), EvalConfig.quick_preset()
+
+    def listed(values) -> str:
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
     p.add_argument("--quick", action="store_true",
-                   help="CI/DAG preset: 1 repeat, 2 tasks, 1 fine-tuning epoch, 3 masking "
-                        "levels, 3 imbalance ratios, 3 seed counts (other flags still apply)")
+                   help=f"CI/DAG preset: {q.repeats} repeat, {q.max_tasks} tasks, at most "
+                        f"{q.fine_tune_epochs} epochs of fine-tuning and training from "
+                        f"scratch (patience {q.patience}), masking {listed(q.masking_levels)}, "
+                        f"ratios {listed(q.imbalance_ratios)}, seeds {listed(q.seed_counts)}, "
+                        f"PU seeds {listed(q.pu_seed_counts)} (other flags still apply)")
     p.add_argument("--tasks", type=_names, default=None,
                    help="comma-separated target tasks (default: all; --quick: the first 2)")
-    p.add_argument("--repeats", type=int, default=None, help="repeats (default: 3; --quick: 1)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"repeats (default: {d.repeats}; --quick: {q.repeats})")
     p.add_argument("--seeds", type=_ints, default=None,
                    help="comma-separated seeds, one per repeat (default: 0..repeats-1)")
     p.add_argument("--experiments", type=_names, default=None,
-                   help="comma-separated subset of table3,masking,imbalance,seeds")
+                   help=f"comma-separated subset of {listed(EXPERIMENTS)} (default: all)")
     p.add_argument("--methods", type=_names, default=None,
-                   help="Table 3 methods, a comma-separated subset of meta_profile,"
-                        "meta_profile_fine_tuned,scratch,logreg,cosine (default: all)")
+                   help=f"Table 3 methods, a comma-separated subset of {listed(METHODS)} "
+                        "(default: all)")
     p.add_argument("--figure-methods", type=_names, default=None,
                    help="methods run in the masking and imbalance experiments (default: "
-                        "meta_profile,scratch,logreg,cosine)")
+                        f"{listed(d.figure_methods)})")
     p.add_argument("--seed-sweep-methods", type=_names, default=None,
-                   help="methods run in the seed sweep (default: meta_profile,logreg,cosine)")
+                   help="methods run in the seeds and seeds_pu sweeps (default: "
+                        f"{listed(d.seed_sweep_methods)})")
     p.add_argument("--adaptation-fraction", type=float, default=None,
-                   help="share of a task's labelled users used for adaptation (default 0.5)")
+                   help="share of a task's labelled users used for adaptation "
+                        f"(default {d.adaptation_fraction:g})")
     p.add_argument("--masking-levels", type=_floats, default=None,
-                   help="fractions of adaptation labels kept, e.g. 1,0.8,0.6,0.4,0.2,0.05")
+                   help=f"fractions of adaptation labels kept (default "
+                        f"{listed(d.masking_levels)})")
     p.add_argument("--imbalance-ratios", type=_floats, default=None,
-                   help="positive/negative ratios, e.g. 0.5,1,2,4,8,16,32")
+                   help=f"positive/negative ratios (default {listed(d.imbalance_ratios)})")
     p.add_argument("--imbalance-total", type=int, default=None,
                    help="adaptation users per imbalance level (default: the largest every "
                         "ratio reaches)")
     p.add_argument("--seed-counts", type=_ints, default=None,
-                   help="positive seed counts of the sweep, e.g. 1,2,5,10,20,50,100")
+                   help="seeds: positive seed counts, each with as many labelled negatives "
+                        f"(default {listed(d.seed_counts)})")
+    p.add_argument("--pu-seed-counts", type=_ints, default=None,
+                   help="seeds_pu: positive seed counts, negatives drawn from the unlabelled "
+                        f"users (default {listed(d.pu_seed_counts)})")
+    p.add_argument("--pu-background", type=int, default=None,
+                   help="seeds_pu: unlabelled users drawn as negatives "
+                        f"(default {d.pu_background})")
     p.add_argument("--fine-tune-epochs", type=int, default=None,
-                   help="fine-tuning and from-scratch epochs (default 2; --quick: 1)")
+                   help="most epochs of fine-tuning and training from scratch, early-stopped "
+                        f"on a validation fold (default {d.fine_tune_epochs}; --quick: "
+                        f"{q.fine_tune_epochs})")
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without a better validation AUPR before stopping "
+                        f"(default {d.patience}; --quick: {q.patience})")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="query users per fine-tuning episode (default 32)")
+                   help=f"query users per fine-tuning episode (default {d.batch_size})")
     p.add_argument("--k-shot", type=int, default=None,
-                   help="supports per class per fine-tuning episode (default 1)")
+                   help=f"supports per class per fine-tuning episode (default {d.k_shot})")
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="fine-tuning Adam learning rate (default 1e-4)")
+                   help=f"fine-tuning Adam learning rate (default {d.learning_rate:g})")
+    p.add_argument("--scratch-learning-rate", type=float, default=None,
+                   help=f"from-scratch Adam learning rate (default {d.scratch_learning_rate:g})")
     p.add_argument("--embed-batch-size", type=int, default=None,
-                   help="users densified and embedded at a time (default 128)")
-    p.add_argument("--logreg-l2", type=float, default=None,
-                   help="L2 penalty of the logistic-regression baseline (default 1)")
+                   help=f"users densified and embedded at a time (default {d.embed_batch_size})")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -107,9 +133,11 @@ _FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
            "figure_methods": "figure_methods", "seed_sweep_methods": "seed_sweep_methods",
            "adaptation_fraction": "adaptation_fraction", "masking_levels": "masking_levels",
            "imbalance_ratios": "imbalance_ratios", "imbalance_total": "imbalance_total",
-           "seed_counts": "seed_counts", "fine_tune_epochs": "fine_tune_epochs",
-           "batch_size": "batch_size", "k_shot": "k_shot", "learning_rate": "learning_rate",
-           "embed_batch_size": "embed_batch_size", "logreg_l2": "logreg_l2"}
+           "seed_counts": "seed_counts", "pu_seed_counts": "pu_seed_counts",
+           "pu_background": "pu_background", "fine_tune_epochs": "fine_tune_epochs",
+           "patience": "patience", "batch_size": "batch_size", "k_shot": "k_shot",
+           "learning_rate": "learning_rate", "scratch_learning_rate": "scratch_learning_rate",
+           "embed_batch_size": "embed_batch_size"}
 
 
 def eval_config_from_args(args: argparse.Namespace):

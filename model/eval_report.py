@@ -9,13 +9,14 @@ from typing import Sequence
 import numpy as np
 
 from model.evaluate import (EXTREME_LEVELS, FINE_TUNED, IMBALANCE, MASKING, METHOD_COLORS,
-                            METHOD_LABELS, METHODS, SCRATCH, SEEDS, ZERO,
+                            METHOD_LABELS, METHODS, SCRATCH, SEEDS, SEEDS_PU, ZERO,
                             precision_recall_curve, roc_curve)
 
 TABLE3_PNG = "table3.png"
 MASKING_PNG = "figure3_label_masking.png"
 IMBALANCE_PNG = "figure4_class_imbalance.png"
 SEEDS_PNG = "seed_sweep.png"
+SEEDS_PU_PNG = "seed_sweep_pu.png"
 ROC_PNG = "roc_curves.png"
 PR_PNG = "pr_curves.png"
 
@@ -105,7 +106,7 @@ def plot_imbalance(path: str, entries: Sequence[dict]) -> None:
     plt.close(fig)
 
 
-def plot_seeds(path: str, entries: Sequence[dict]) -> None:
+def plot_seeds(path: str, entries: Sequence[dict], pu: bool = False) -> None:
     plt = _pyplot()
     levels = sorted({e["level"] for e in entries})
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -117,15 +118,20 @@ def plot_seeds(path: str, entries: Sequence[dict]) -> None:
         ax.set_xscale("log")
         ax.set_xticks(levels)
         ax.set_xticklabels([f"{int(lv)}" for lv in levels])
-        ax.set_xlabel("positive seeds (plus as many labelled negatives)")
+        ax.set_xlabel("positive seeds, negatives drawn from the unlabelled users" if pu
+                      else "positive seeds (plus as many labelled negatives)")
         ax.set_ylabel(metric.upper())
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Meta-Profile vs classic DMP baselines at ≤100 seeds (mean over tasks; ± std "
-                 "over repeats)")
+    fig.suptitle(f"Meta-Profile vs classic DMP baselines{' (PU)' if pu else ''} (mean over "
+                 "tasks; ± std over repeats)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_seeds_pu(path: str, entries: Sequence[dict]) -> None:
+    plot_seeds(path, entries, pu=True)
 
 
 def plot_table3(path: str, table: dict, tasks: Sequence[str]) -> None:
@@ -204,7 +210,7 @@ def plot_all(directory: str, result: dict, curves: dict) -> list[str]:
         plot_table3(os.path.join(directory, TABLE3_PNG), result["table3"], tasks)
         written.append(TABLE3_PNG)
     plotters = ((MASKING, MASKING_PNG, plot_masking), (IMBALANCE, IMBALANCE_PNG, plot_imbalance),
-                (SEEDS, SEEDS_PNG, plot_seeds))
+                (SEEDS, SEEDS_PNG, plot_seeds), (SEEDS_PU, SEEDS_PU_PNG, plot_seeds_pu))
     for experiment, name, plot in plotters:
         entries = result["curves"].get(experiment) or []
         if any(np.isfinite(e["aupr_mean"]) for e in entries):
@@ -286,7 +292,8 @@ def _met(met) -> str:
 def curve_table(entries: Sequence[dict], experiment: str) -> list[str]:
     methods = _methods(entries)
     levels = sorted({e["level"] for e in entries}, reverse=experiment == MASKING)
-    head = {MASKING: "Labels kept", IMBALANCE: "Ratio +/−", SEEDS: "Seeds"}[experiment]
+    head = {MASKING: "Labels kept", IMBALANCE: "Ratio +/−", SEEDS: "Seeds",
+            SEEDS_PU: "Positive seeds"}[experiment]
     extra = [m for m in (ZERO, FINE_TUNED) if m in methods and SCRATCH in methods]
     lines = [f"| {head} | " + " | ".join(METHOD_LABELS[m] for m in methods)
              + "".join(f" | {METHOD_LABELS[m].split(' (')[-1].rstrip(')')} − scratch"
@@ -326,13 +333,19 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
              "the test users; AUPR is average precision.",
              f"* Repeats: {len(cfg['seed_list'])} with seeds {cfg['seed_list']}; tables show "
              "the mean (± std over repeats).",
-             f"* Fine-tuning and training from scratch: {cfg['fine_tune_epochs']} epoch(s), "
-             f"query batch {cfg['batch_size']}, K = {cfg['k_shot']}, Adam "
-             f"{cfg['learning_rate']:g} — the same budget for both.",
-             f"* Classic baselines on {len(result['aggregate_features'])} aggregate features "
-             "(channel and hour-of-day totals per modality, log1p; numeric demographics), "
-             f"standardised with adaptation-set statistics; logistic regression L2 = "
-             f"{cfg['logreg_l2']:g}.",
+             "* Fine-tuning and training from scratch: early-stopped on a validation fold "
+             "of the adaptation subset (validation AUPR before training and after every "
+             f"epoch, patience {cfg['patience']}, at most {cfg['fine_tune_epochs']} epochs, "
+             f"best epoch kept), query batch {cfg['batch_size']}, K = {cfg['k_shot']}, Adam "
+             f"{cfg['learning_rate']:g} (fine-tuning) and {cfg['scratch_learning_rate']:g} "
+             "(from scratch). Each run's curve is in `results.json` (`learning_curves`).",
+             f"* Classic baselines (scikit-learn) on {len(result['aggregate_features'])} "
+             "aggregate features (channel and hour-of-day totals per modality, log1p; numeric "
+             "demographics with missing flags; categorical demographics one-hot), "
+             "standardised with the adaptation side's statistics: logistic regression with "
+             "its L2 strength chosen by stratified cross-validation, gradient-boosted trees, "
+             "cosine to the seed centroid. The probe is the same logistic regression on the "
+             "frozen Meta-Profile embedding beside the aggregates.",
              f"* Leakage checks passed: label periods after the window, source and target "
              f"tasks disjoint, and {result['leakage_checks']['user_disjointness_checks_passed']}"
              " checks that no scored user is an adaptation user.",
@@ -358,8 +371,7 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
             lines += ["", "![Table 3](table3.png)"]
     if result.get("targets"):
         lines += ["", "## Targets", "",
-                  "The evaluation's targets, checked on the means over repeats "
-                  "(Meta-Profile is zero-training):", "",
+                  "The evaluation's targets, checked on the means over repeats:", "",
                   "| target | met | evidence |", "|---|---|---|"]
         lines += [f"| {t['target']} | {_met(t['met'])} | {t['evidence']} |"
                   for t in result["targets"]]
@@ -372,7 +384,11 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
                  "moving average):"),
                 (SEEDS, "Seed-count sweep: Meta-Profile vs classic baselines",
                  "seed_sweep.png", "n positive seeds plus n labelled negatives from the "
-                                   "adaptation set. Mean AUPR over tasks:"))
+                                   "adaptation set. Mean AUPR over tasks:"),
+                (SEEDS_PU, "Seed-count sweep, campaign setting (positives only)",
+                 "seed_sweep_pu.png", f"n positive seeds; the negatives are "
+                                      f"{cfg['pu_background']:,} unlabelled users of the "
+                                      "adaptation side (PU). Mean AUPR over tasks:"))
     for experiment, title, image, text in sections:
         entries = result["curves"].get(experiment)
         if not entries:

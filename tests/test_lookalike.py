@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -125,13 +126,19 @@ def test_embeddings_cover_every_user_with_the_model_version(world, spark):
     assert reports["embed"]["users"] == 40 and reports["embed"]["embedding_dim"] == 8
 
 
-def test_spark_and_tensorflow_engines_give_the_same_embeddings(world, spark):
+def test_spark_and_tensorflow_engines_give_the_same_embeddings(world, spark, tmp_path):
+    # The TF engine runs on a copy of the world: the shared fixture's embeddings must stay
+    # the Spark engine's, or the tests after this one would score other vectors.
     from jobs import embed, heatmaps
     config, model, _ = world
     spark_table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}").sort_by("user_id")
-    heatmaps.run(spark, config, DS, partitions=1)
-    embed.run_tf(config, DS)
-    tf_table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}").sort_by("user_id")
+    shutil.copytree(config.storage.root, tmp_path / "data")
+    copy = load_config(SYNTHETIC_CONFIG, overrides=[
+        f"storage.root={tmp_path / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
+        "lookalike.holdout=0.0"])
+    heatmaps.run(spark, copy, DS, partitions=1)
+    embed.run_tf(copy, DS, model)
+    tf_table = pq.read_table(f"{copy.storage.uri('embeddings')}/ds={DS}").sort_by("user_id")
     assert tf_table.column("user_id").to_pylist() == spark_table.column("user_id").to_pylist()
     np.testing.assert_allclose(np.stack(tf_table.column("embedding").to_numpy(zero_copy_only=False)),
                                np.stack(spark_table.column("embedding").to_numpy(zero_copy_only=False)),

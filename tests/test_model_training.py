@@ -175,7 +175,7 @@ def test_adaptation_scores_an_unseen_target_task(trained):
     labelled, labels = planted_users(SPEC, 64, seed=10)
     query, truth = planted_users(SPEC, 96, seed=11)
     before = model.get_weights()
-    budget = AdaptConfig(epochs=8, batch_size=16, learning_rate=2e-3)
+    budget = AdaptConfig(max_epochs=8, patience=8, batch_size=16, learning_rate=2e-3)
 
     zero_shot = prototype_scores(model, labelled, labels, query)
     tuned = fine_tune_scores(model, model_cfg, labelled, labels, query, budget)
@@ -184,6 +184,7 @@ def test_adaptation_scores_an_unseen_target_task(trained):
     for scores in (zero_shot, tuned, baseline):
         assert scores.shape == (96,) and np.isfinite(scores).all()
     assert auroc(truth, tuned) > 0.75
+    assert auroc(truth, baseline) > 0.6  # the from-scratch baseline learns too
     for kept, now in zip(before, model.get_weights()):  # fine-tuning worked on a copy
         np.testing.assert_array_equal(kept, now)
 
@@ -195,8 +196,8 @@ def test_a_reused_learner_starts_every_run_afresh(trained):
     labelled, labels = planted_users(SPEC, 24, seed=13)
     other, other_labels = planted_users(SPEC, 20, seed=14)
     query, _ = planted_users(SPEC, 16, seed=15)
-    budget = AdaptConfig(epochs=2, batch_size=8, learning_rate=2e-3, seed=3)
-    learner = Learner(SPEC, model_cfg, budget.learning_rate)
+    budget = AdaptConfig(max_epochs=2, batch_size=8, learning_rate=2e-3, seed=3)
+    learner = Learner(SPEC, model_cfg, budget.learning_rate, budget.bn_momentum)
 
     fresh_tuned = fine_tune_scores(model, model_cfg, labelled, labels, query, budget)
     fresh_scratch = scratch_scores(SPEC, model_cfg, labelled, labels, query, budget)
@@ -207,6 +208,29 @@ def test_a_reused_learner_starts_every_run_afresh(trained):
     np.testing.assert_allclose(reused_tuned, fresh_tuned, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reused_scratch, fresh_scratch, rtol=1e-5, atol=1e-5)
     assert not np.allclose(fresh_tuned, fresh_scratch)  # the two starts really differ
+
+
+def test_early_stopping_keeps_the_best_epoch_of_its_curve(trained):
+    _, model_cfg = trained[0].model, trained[0].model_config
+    labelled, labels = planted_users(SPEC, 48, seed=16)
+    budget = AdaptConfig(max_epochs=6, patience=2, batch_size=8, learning_rate=2e-3, seed=4)
+    learner = Learner(SPEC, model_cfg, budget.learning_rate, budget.bn_momentum)
+    scratch_scores(SPEC, model_cfg, labelled, labels, labelled, budget, learner)
+    epochs = [e for e, _ in learner.curve]
+    values = [v for _, v in learner.curve]
+    assert epochs == list(range(len(epochs))) and 2 <= len(epochs) <= 7
+    assert values[learner.best_epoch] == max(values)
+    # stopped early only after `patience` epochs without a better value
+    assert len(epochs) == 7 or len(epochs) - 1 - learner.best_epoch == budget.patience
+
+
+def test_validation_split_is_stratified_or_absent():
+    from model.adapt import validation_split
+    labels = np.array([1] * 10 + [0] * 40)
+    train, validation = validation_split(labels, 0.2, np.random.default_rng(0))
+    assert labels[validation].sum() == 2 and (labels[validation] == 0).sum() == 8
+    assert not set(train) & set(validation) and len(train) + len(validation) == 50
+    assert validation_split(np.array([1, 1, 0, 0, 0]), 0.2, np.random.default_rng(0))[1] is None
 
 
 def test_prototype_scores_need_a_positive(trained):

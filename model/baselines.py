@@ -1,0 +1,161 @@
+"""Lookalike scorers that need no gradient step: the classic DMP baselines on per-user
+aggregates, and the linear probe head on Meta-Profile embeddings. All scikit-learn.
+
+A DMP builds a lookalike from a few dozen aggregates per user. :func:`aggregate_features`
+makes those from a batch of heatmaps: per modality the year's channel totals and hour-of-day
+totals (sign-preserving log1p of the summed cell values), the numeric demographics with
+their missing flags, and the categorical demographics one-hot (a column for "missing").
+
+Scorers (higher = more likely positive) take the support users' feature rows, their 0/1
+labels and the query rows. Features are standardised with a *reference* set's statistics,
+feature values only (the evaluation passes every adaptation-side user, labelled or not):
+
+* :func:`logistic_scores` — ``LogisticRegressionCV``: the L2 strength is chosen by
+  stratified cross-validation on the support set (AUPR), with as many folds as the rarer
+  class allows (at most 5). With fewer than 3 users of a class there is nothing to
+  cross-validate, and ``C = 1`` is used.
+* :func:`boosting_scores` — ``HistGradientBoostingClassifier`` with a leaf size that
+  shrinks with the support set, so 10 seeds still get splits.
+* :func:`centroid_cosine_scores` — the cosine similarity to the positive seeds' centroid.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from model.spec import InputSpec
+
+LOGREG = "logreg"
+HGB = "hgb"
+COSINE = "cosine"
+CLASSIC_METHODS = (LOGREG, HGB, COSINE)
+C_GRID = tuple(float(c) for c in np.logspace(-3, 2, 8))  # inverse L2 strengths tried by CV
+
+
+def signed_log1p(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def aggregate_feature_names(spec: InputSpec) -> list[str]:
+    names = []
+    for name, channels in spec.modalities:
+        names += [f"{name}/channel_{c}" for c in range(channels)]
+        names += [f"{name}/hour_{h:02d}" for h in range(spec.hours)]
+    if spec.numeric:
+        names += [f"demo/{n}" for n in spec.numeric] + [f"demo/{n}_missing" for n in spec.numeric]
+    for name, vocabulary in spec.categorical:
+        names += [f"demo/{name}=missing"] + [f"demo/{name}={v}" for v in range(1, vocabulary + 1)]
+    return names
+
+
+def aggregate_features(batch: dict, spec: InputSpec) -> np.ndarray:
+    """Classic DMP features ``[B, F]`` in :func:`aggregate_feature_names` order."""
+    parts = []
+    for key in spec.heatmap_keys:
+        heat = np.asarray(batch[key], dtype=np.float64)  # [B, D, 24, C]
+        parts.append(signed_log1p(heat.sum(axis=(1, 2))))  # [B, C]
+        parts.append(signed_log1p(heat.sum(axis=(1, 3))))  # [B, 24]
+    if spec.numeric:
+        parts.append(np.asarray(batch["demo/numeric"], dtype=np.float64))  # [B, F]
+        parts.append(np.asarray(batch["demo/numeric_missing"], dtype=np.float64))  # [B, F]
+    for name, vocabulary in spec.categorical:
+        ids = np.asarray(batch[f"demo/{name}"], dtype=np.int64).reshape(-1)  # [B], 0 = missing
+        parts.append(np.eye(vocabulary + 1)[np.clip(ids, 0, vocabulary)])  # [B, V + 1]
+    return np.concatenate(parts, axis=1)
+
+
+def standardiser(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (1 where a column is constant)."""
+    features = np.asarray(features, dtype=np.float64)
+    mean = features.mean(axis=0)
+    std = features.std(axis=0)
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def _labels(labels) -> np.ndarray:
+    labels = np.asarray(labels).reshape(-1).astype(np.int8)
+    if not (labels == 1).any():
+        raise ValueError("no positive seed")
+    return labels
+
+
+def centroid_cosine_scores(support: np.ndarray, labels, query: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each query to the mean of the positive supports."""
+    labels = _labels(labels)
+    centroid = np.asarray(support, dtype=np.float64)[labels == 1].mean(axis=0)
+    query = np.asarray(query, dtype=np.float64)
+    norms = np.linalg.norm(query, axis=1) * np.linalg.norm(centroid)
+    return (query @ centroid) / np.maximum(norms, 1e-12)
+
+
+def _need_negatives(labels: np.ndarray, method: str) -> None:
+    if not (labels == 0).any():
+        raise ValueError(f"{method} needs at least one negative user")
+
+
+def logistic_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 0
+                    ) -> np.ndarray:
+    """Decision values of an L2 logistic regression whose strength is chosen by CV."""
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = _labels(labels)
+    _need_negatives(labels, LOGREG)
+    folds = min(5, int(np.bincount(labels, minlength=2).min()))
+    with warnings.catch_warnings():
+        # A separable support set makes lbfgs warn at the weakest penalties of the grid;
+        # cross-validation then picks a stronger one, so the warning says nothing here.
+        warnings.simplefilter("ignore", category=UserWarning)
+        if folds >= 3:
+            model = LogisticRegressionCV(
+                Cs=list(C_GRID), cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                scoring="average_precision", max_iter=2000, l1_ratios=(0.0,),
+                use_legacy_attributes=False)
+        else:
+            model = LogisticRegression(C=1.0, max_iter=2000)
+        model.fit(np.asarray(support, np.float64), labels)
+    return model.decision_function(np.asarray(query, np.float64))
+
+
+def boosting_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 0
+                    ) -> np.ndarray:
+    """Positive-class probabilities of gradient-boosted trees."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    labels = _labels(labels)
+    _need_negatives(labels, HGB)
+    model = HistGradientBoostingClassifier(
+        max_iter=200, learning_rate=0.05, max_leaf_nodes=15,
+        min_samples_leaf=int(np.clip(len(labels) // 20, 2, 20)), l2_regularization=1.0,
+        early_stopping=len(labels) >= 1000, random_state=seed)
+    model.fit(np.asarray(support, np.float64), labels)
+    return model.predict_proba(np.asarray(query, np.float64))[:, 1]
+
+
+def classic_scores(method: str, support: np.ndarray, labels, query: np.ndarray,
+                   reference: np.ndarray, seed: int = 0) -> np.ndarray:
+    """``method``'s scores of the queries, features standardised with ``reference``'s
+    column statistics (feature values only, no labels)."""
+    mean, std = standardiser(reference)
+    support = (np.asarray(support, np.float64) - mean) / std
+    query = (np.asarray(query, np.float64) - mean) / std
+    if method == LOGREG:
+        return logistic_scores(support, labels, query, seed)
+    if method == HGB:
+        return boosting_scores(support, labels, query, seed)
+    if method == COSINE:
+        return centroid_cosine_scores(support, labels, query)
+    raise ValueError(f"{method!r} is not a classic baseline ({', '.join(CLASSIC_METHODS)})")
+
+
+def probe_scores(support_embedding: np.ndarray, support_features: np.ndarray, labels,
+                 query_embedding: np.ndarray, query_features: np.ndarray,
+                 reference_embedding: np.ndarray, reference_features: np.ndarray,
+                 seed: int = 0) -> np.ndarray:
+    """The linear-probe head: a cross-validated logistic regression on the frozen
+    Meta-Profile embedding beside the aggregates, both standardised with the reference."""
+    support = np.hstack([support_embedding, support_features])
+    query = np.hstack([query_embedding, query_features])
+    reference = np.hstack([reference_embedding, reference_features])
+    return classic_scores(LOGREG, support, labels, query, reference, seed)
