@@ -88,12 +88,17 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="user embedding size (default: %(default)s)")
     parser.add_argument("--relation-units", type=lambda s: tuple(int(u) for u in s.split(",")),
                         default=(256,), help="hidden sizes of f_θ, e.g. 256 or 256,64")
+    parser.add_argument("--totals-units", type=int, default=0,
+                        help="units of a branch beside each tower's max pools that sees the "
+                             "log1p channel and hour-of-day totals (0 = the plain Table 2 "
+                             "tower; default: %(default)s)")
 
 
 def model_config_from_args(args: argparse.Namespace):
     from model.network import ModelConfig
     return ModelConfig(width=args.width, embedding_dim=args.embedding_dim,
-                       relation_units=tuple(args.relation_units))
+                       relation_units=tuple(args.relation_units),
+                       totals_units=args.totals_units)
 
 
 def train_config_from_args(args: argparse.Namespace, work_dir: str):
@@ -138,10 +143,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_data = make_dataset(heatmaps, VALIDATION_SPLIT, spec, train_cfg.batch_size,
                             shuffle=False, repeat=False, seed=train_cfg.seed,
                             value_transform=config.value_transform)
-    result = train(spec, model_cfg, train_cfg, train_data, val_data, work_dir,
+    train_spec, behaviour, datasets = add_behaviour_tasks(
+        config, spec, train_cfg, heatmaps, (train_data, val_data))
+    train_data, val_data = datasets
+    result = train(train_spec, model_cfg, train_cfg, train_data, val_data, work_dir,
                    progress=_print, strategy=strategy)
     metrics = {**result.metrics, "ds": ds.isoformat(), "heatmaps": heatmaps,
-               "config": config.name}
+               "config": config.name, "behaviour": behaviour}
     path = save_artifact(result.model, result.model_config, spec, manifest["spec"], metrics,
                          manifest["sha256"], args.out or config.storage.uri("models"),
                          version=args.version,
@@ -149,6 +157,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     _print("model artifact written; its path is the last line")
     _print(path)  # last line: the artifact path, for schedulers (Airflow XCom)
     return 0
+
+
+def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple):
+    """``(training spec, report, datasets)``: the config's behaviour tasks appended to the
+    survey tasks of every dataset (``model/behaviour.py``), less those that the first
+    ``pool_batches`` training batches cannot fill with both classes."""
+    import dataclasses
+
+    import numpy as np
+    import tensorflow as tf
+
+    from model.behaviour import behaviour_tasks, usable_tasks, with_behaviour_tasks
+    from model.inputs import make_dataset
+
+    tasks = behaviour_tasks(config, spec)
+    if not tasks:
+        return spec, {"horizon_days": 0, "tasks": [], "dropped": []}, datasets
+    horizon = config.behaviour.horizon_days
+
+    def add(batch):
+        return with_behaviour_tasks(batch, spec, tasks, horizon)
+
+    names = (*spec.tasks, *(t.name for t in tasks))
+    scan = make_dataset(heatmaps, TRAIN_SPLIT, spec, train_cfg.batch_size, shuffle=False,
+                        repeat=False, value_transform=config.value_transform)
+    labels, masks = [], []
+    for batch in scan.map(add).take(train_cfg.pool_batches):
+        labels.append(batch["labels"].numpy())
+        masks.append(batch["mask"].numpy())
+    keep, dropped = usable_tasks(np.concatenate(labels), np.concatenate(masks), names,
+                                 len(spec.tasks), 2 * train_cfg.k_shot)
+    for reason in dropped:
+        _print(f"behaviour task dropped: {reason}")
+    columns = tf.constant(keep, tf.int32)
+
+    def add_and_select(batch):
+        batch = add(batch)
+        return {**batch, "labels": tf.gather(batch["labels"], columns, axis=1),
+                "mask": tf.gather(batch["mask"], columns, axis=1)}
+
+    kept = tuple(names[i] for i in keep)
+    _print(f"behaviour tasks: {len(kept) - len(spec.tasks)} of {len(tasks)} kept, horizon "
+           f"{horizon} days; {len(kept)} source tasks in all")
+    out = tuple(d.map(add_and_select, num_parallel_calls=tf.data.AUTOTUNE) for d in datasets)
+    report = {"horizon_days": horizon, "tasks": list(kept[len(spec.tasks):]),
+              "dropped": dropped}
+    return dataclasses.replace(spec, tasks=kept), report, out
 
 
 def cmd_model_summary(args: argparse.Namespace) -> int:

@@ -93,6 +93,11 @@ class ModelConfig:
     categorical_embedding_dim: int = 4  # per categorical demographic field
     embedding_activation: str = "linear"  # of the fusion layer; see module docstring
     bn_momentum: float = 0.99  # batch-norm moving-statistics momentum; lower for short runs
+    # A branch beside each tower's max pools: log1p of the channel totals and hour-of-day
+    # totals over the window, through one Dense ReLU layer of this many units (0 = off, the
+    # plain Table 2 tower). Max pools keep where a tower fired most, not how much a user
+    # bought: these sums are what a DMP's aggregates carry.
+    totals_units: int = 0
     precision: str = "float32"  # or 'mixed_float16'
 
     def __post_init__(self) -> None:
@@ -102,6 +107,8 @@ class ModelConfig:
         for name in ("embedding_dim", "demo_units", "categorical_embedding_dim"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: {getattr(self, name)} must be at least 1")
+        if self.totals_units < 0:
+            problems.append(f"totals_units: {self.totals_units} must be 0 (off) or positive")
         if not self.relation_units or min(self.relation_units) < 1:
             problems.append(f"relation_units: {self.relation_units} needs one or more "
                             "positive sizes")
@@ -169,8 +176,24 @@ def clipped_pool(pool: tuple[int, int], size: tuple[int, int]) -> tuple[int, int
     return (min(pool[0], size[0]), min(pool[1], size[1]))
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class HeatmapTotals(keras.layers.Layer):
+    """``[B, D, 24, C]`` → ``[B, C + 24]``: log1p of the per-channel and per-hour sums of
+    the cell magnitudes over the whole window (no weights)."""
+
+    def call(self, heatmap):
+        cells = keras.ops.abs(heatmap)
+        channels = keras.ops.sum(cells, axis=(1, 2))  # [B, C]
+        hours = keras.ops.sum(cells, axis=(1, 3))  # [B, 24]
+        return keras.ops.log1p(keras.ops.concatenate([channels, hours], axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3] + input_shape[2])
+
+
 def build_tower(modality: str, shape: tuple[int, int, int], cfg: ModelConfig) -> keras.Model:
-    """One Table 2 CNN over a ``[B, D, 24, C]`` heatmap → ``[B, round(512·width)]``."""
+    """One Table 2 CNN over a ``[B, D, 24, C]`` heatmap → ``[B, round(512·width)]``, plus
+    ``totals_units`` when the totals branch is on."""
     inputs = keras.Input(shape=shape, name=f"{modality}_heatmap")  # [B, D, 24, C]
     x = inputs
     for level, (filters, kernel, pool) in enumerate(TABLE2_LEVELS, start=1):
@@ -186,6 +209,11 @@ def build_tower(modality: str, shape: tuple[int, int, int], cfg: ModelConfig) ->
         x = keras.layers.Flatten(dtype=cfg.precision, name="flatten")(x)  # [B, F_4]
     else:
         x = keras.layers.GlobalMaxPooling2D(dtype=cfg.precision, name="global_max_pool")(x)
+    if cfg.totals_units:
+        totals = HeatmapTotals(dtype="float32", name="totals")(inputs)  # [B, C + 24]
+        totals = keras.layers.Dense(cfg.totals_units, activation="relu", dtype=cfg.precision,
+                                    name="totals_dense")(totals)  # [B, totals_units]
+        x = keras.layers.Concatenate(dtype=cfg.precision, name="with_totals")([x, totals])
     return keras.Model(inputs, x, name=f"tower_{modality}")
 
 

@@ -164,6 +164,37 @@ class TaskConfig:
     label_period_end: dt.date | None = None
 
 
+BEHAVIOUR_KINDS = ("new_buyer", "active")
+
+
+@dataclass(frozen=True)
+class BehaviourTasksConfig:
+    """Source tasks derived from the logs themselves (the paper's section 3.3.3 "service
+    usage related tasks"), so that every user is labelled for many tasks and a retailer
+    without survey labels can still meta-train.
+
+    For each listed channel (``modality/channel``; empty = every channel) and kind, the last
+    ``horizon_days`` of the window label the task and meta-training sees only the days before
+    them (the heatmap shifted right by the horizon, zero-padded):
+
+    * ``new_buyer`` — positive: active in the channel within the horizon and never before;
+      negative: never active in it at all; users active before the horizon are unlabelled.
+      It has the shape of a lookalike target task (a new adopter of a genre or brand).
+    * ``active`` — positive: active in the channel within the horizon; every user labelled.
+
+    A task that the first training batches cannot fill with positives and negatives is
+    dropped at training time and reported.
+    """
+
+    horizon_days: int = 0  # 0 = no behaviour tasks
+    kinds: tuple[str, ...] = ("new_buyer",)
+    channels: tuple[str, ...] = ()  # "modality/channel" names; empty = every channel
+
+    @property
+    def enabled(self) -> bool:
+        return self.horizon_days > 0
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """Where each dataset lives. Every value is a URI; local paths are made absolute at load."""
@@ -221,6 +252,7 @@ class PipelineConfig:
     version: int = SCHEMA_VERSION
     heatmaps: HeatmapsConfig = field(default_factory=HeatmapsConfig)
     lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
+    behaviour: BehaviourTasksConfig = field(default_factory=BehaviourTasksConfig)
 
     def modality(self, name: str) -> ModalityConfig:
         for m in self.modalities:
@@ -264,6 +296,10 @@ class PipelineConfig:
                 "tasks": {
                     "source": [_task_dict(t) for t in self.source_tasks],
                     "target": [_task_dict(t) for t in self.target_tasks],
+                    **({"behaviour": {"horizon_days": self.behaviour.horizon_days,
+                                      "kinds": list(self.behaviour.kinds),
+                                      "channels": list(self.behaviour.channels)}}
+                       if self.behaviour.enabled else {}),
                 },
                 "heatmaps": dataclasses.asdict(self.heatmaps),
                 "lookalike": {**dataclasses.asdict(self.lookalike),
@@ -469,7 +505,8 @@ class _Reader:
         modalities = self.modalities(top.get("modalities"))
         transform = self.choice(top, "value_transform", "", VALUE_TRANSFORMS, "log1p")
         demographics = self.demographics(top.get("demographics"))
-        source_tasks, target_tasks = self.tasks(top.get("tasks"), window)
+        source_tasks, target_tasks, behaviour = self.tasks(top.get("tasks"), window,
+                                                           modalities)
         heatmaps = self.heatmaps(top.get("heatmaps"))
         lookalike = self.lookalike(top.get("lookalike"))
         storage = self.storage(top.get("storage"), base_dir)
@@ -478,6 +515,7 @@ class _Reader:
             modalities=modalities, value_transform=transform, demographics=demographics,
             source_tasks=source_tasks, target_tasks=target_tasks, storage=storage,
             version=version or SCHEMA_VERSION, heatmaps=heatmaps, lookalike=lookalike,
+            behaviour=behaviour,
         )
 
     def lookalike(self, value: Any) -> LookalikeConfig:
@@ -634,14 +672,16 @@ class _Reader:
         self.unique(list(cfg.field_names), "demographics")
         return cfg
 
-    def tasks(self, value: Any, window: WindowConfig) -> tuple[tuple[TaskConfig, ...], ...]:
-        m = self.mapping(value, "tasks", ("source", "target"))
+    def tasks(self, value: Any, window: WindowConfig, modalities) -> tuple:
+        m = self.mapping(value, "tasks", ("source", "target", "behaviour"))
         source = [self.task(t, f"tasks.source[{i}]", target=False)
                   for i, t in enumerate(self.sequence(m.get("source"), "tasks.source"))]
         target = [self.task(t, f"tasks.target[{i}]", target=True)
                   for i, t in enumerate(self.sequence(m.get("target"), "tasks.target"))]
-        if not source:
-            self.problem("tasks.source", "at least one source task is required")
+        behaviour = self.behaviour(m.get("behaviour"), window, modalities)
+        if not source and not behaviour.enabled:
+            self.problem("tasks.source", "at least one source task is required, or behaviour "
+                                         "tasks (tasks.behaviour.horizon_days > 0)")
         self.unique([t.name for t in source], "tasks.source")
         self.unique([t.name for t in target], "tasks.target")
         for name in sorted({t.name for t in source} & {t.name for t in target}):
@@ -654,7 +694,34 @@ class _Reader:
                                  f"{t.label_period_start} is not after window.end "
                                  f"{window.end}; target labels must come from after the "
                                  "feature window")
-        return tuple(source), tuple(target)
+        return tuple(source), tuple(target), behaviour
+
+    def behaviour(self, value: Any, window: WindowConfig, modalities) -> BehaviourTasksConfig:
+        where = "tasks.behaviour"
+        if value is None:
+            return BehaviourTasksConfig()
+        m = self.mapping(value, where, ("horizon_days", "kinds", "channels"))
+        d = BehaviourTasksConfig()
+        horizon = self.get(m, "horizon_days", where, int, d.horizon_days)
+        if horizon is not None and not 0 <= horizon < window.days:
+            self.problem(f"{where}.horizon_days", f"{horizon} must lie in [0, window.days = "
+                                                  f"{window.days}); 0 turns them off")
+        kinds = [str(k) for k in self.get(m, "kinds", where, list, list(d.kinds)) or []]
+        for k in kinds:
+            if k not in BEHAVIOUR_KINDS:
+                self.problem(f"{where}.kinds", f"{k!r} is not one of "
+                                               f"{', '.join(BEHAVIOUR_KINDS)}")
+        if not kinds:
+            self.problem(f"{where}.kinds", f"list at least one of {', '.join(BEHAVIOUR_KINDS)}")
+        known = [f"{mod.name}/{c.name}" for mod in modalities for c in mod.channels]
+        channels = [str(c) for c in self.get(m, "channels", where, list, []) or []]
+        for c in channels:
+            if c not in known:
+                self.problem(f"{where}.channels", f"{c!r} is not a configured channel; use "
+                                                  f"modality/channel, one of {known}")
+        self.unique(channels, f"{where}.channels")
+        return BehaviourTasksConfig(horizon_days=horizon or 0, kinds=tuple(kinds),
+                                    channels=tuple(channels))
 
     def task(self, value: Any, where: str, target: bool) -> TaskConfig:
         allowed = ("name", "description", "label_period_start", "label_period_end")

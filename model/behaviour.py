@@ -1,0 +1,103 @@
+"""Behaviour source tasks derived from the heatmaps themselves (paper section 3.3.3).
+
+A survey labels a few hundred users for a handful of tasks; the logs label every user for as
+many tasks as there are channels. :func:`with_behaviour_tasks` turns a training batch into
+one whose last ``horizon`` days are the *label period* of the behaviour tasks and whose
+heatmaps end before it:
+
+    heatmap [B, D, 24, C]  ──►  input  = days [0, D−h) shifted to [h, D), zeros before
+                                label  = activity in the channel within days [D−h, D)
+
+so the network learns, from the window before, who turns to a channel next — the shape of a
+lookalike target task. The survey tasks keep their labels and see the same shifted input.
+The rules come from ``tasks.behaviour`` of the pipeline config
+(:class:`schemas.config.BehaviourTasksConfig`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from model.spec import InputSpec
+from schemas.config import BehaviourTasksConfig, PipelineConfig
+
+
+@dataclass(frozen=True)
+class BehaviourTask:
+    name: str  # "behaviour/<kind>/<modality>/<channel>"
+    kind: str  # new_buyer | active
+    key: str  # heatmap batch key of the modality
+    channel: int  # channel index within the modality
+
+
+def behaviour_tasks(config: PipelineConfig, spec: InputSpec) -> tuple[BehaviourTask, ...]:
+    """The behaviour tasks of ``config`` in a fixed order (kind, then channel order)."""
+    rules: BehaviourTasksConfig = config.behaviour
+    if not rules.enabled:
+        return ()
+    wanted = set(rules.channels)
+    keys = dict(zip((m for m, _ in spec.modalities), spec.heatmap_keys))
+    out = []
+    for kind in rules.kinds:
+        for modality in config.modalities:
+            for index, channel in enumerate(modality.channels):
+                name = f"{modality.name}/{channel.name}"
+                if wanted and name not in wanted:
+                    continue
+                out.append(BehaviourTask(f"behaviour/{kind}/{name}", kind,
+                                         keys[modality.name], index))
+    return tuple(out)
+
+
+def behaviour_labels(heat_before, heat_after) -> tuple:
+    """(new_buyer label, new_buyer mask, active label) ``[B]`` each, from one channel's
+    cells before and within the horizon (``[B, ...]`` non-negative values)."""
+    before = tf.reduce_sum(tf.abs(heat_before), axis=[1, 2]) > 0  # [B]
+    after = tf.reduce_sum(tf.abs(heat_after), axis=[1, 2]) > 0  # [B]
+    new_buyer = tf.cast(after & ~before, tf.float32)
+    return new_buyer, tf.cast(~before, tf.float32), tf.cast(after, tf.float32)
+
+
+def with_behaviour_tasks(batch: dict, spec: InputSpec, tasks: tuple[BehaviourTask, ...],
+                         horizon: int) -> dict:
+    """``batch`` with heatmaps shifted by ``horizon`` days and the behaviour tasks' labels
+    and masks appended after the survey tasks' (``[B, T + len(tasks)]``)."""
+    if not tasks:
+        return batch
+    out = dict(batch)
+    labels, masks = [batch["labels"]], [batch["mask"]]
+    for task in tasks:
+        heat = batch[task.key][..., task.channel]  # [B, D, 24]
+        new_buyer, new_mask, active = behaviour_labels(heat[:, :-horizon], heat[:, -horizon:])
+        if task.kind == "new_buyer":
+            labels.append(new_buyer[:, None])
+            masks.append(new_mask[:, None])
+        else:
+            labels.append(active[:, None])
+            masks.append(tf.ones_like(active)[:, None])
+    for key in spec.heatmap_keys:
+        heat = batch[key]  # [B, D, 24, C]
+        out[key] = tf.concat([tf.zeros_like(heat[:, :horizon]), heat[:, :-horizon]], axis=1)
+    out["labels"] = tf.concat(labels, axis=1)  # [B, T']
+    out["mask"] = tf.concat(masks, axis=1)  # [B, T']
+    return out
+
+
+def usable_tasks(labels: np.ndarray, mask: np.ndarray, names: tuple[str, ...], first: int,
+                 min_per_class: int) -> tuple[list[int], list[str]]:
+    """Indices of the task columns to keep and a reason per dropped behaviour task: the
+    survey tasks (the first ``first`` columns) are always kept; a behaviour task needs
+    ``min_per_class`` labelled positives and negatives in the scanned batches."""
+    keep, dropped = list(range(first)), []
+    for t in range(first, labels.shape[1]):
+        labelled = mask[:, t] > 0
+        pos = int((labels[labelled, t] > 0).sum())
+        neg = int(labelled.sum()) - pos
+        if min(pos, neg) >= min_per_class:
+            keep.append(t)
+        else:
+            dropped.append(f"{names[t]} ({pos} positives, {neg} negatives in the first "
+                           f"{len(labels)} training users; needs {min_per_class} of each)")
+    return keep, dropped
