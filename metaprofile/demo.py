@@ -101,6 +101,36 @@ def format_run(dag_id: str, run: dict) -> list[str]:
     return lines
 
 
+def segment_quality(config) -> list[str]:
+    """Per exported campaign: the held-out seeds' recall at the segment's reach and the lift
+    over a random segment of the same size (from each segment's manifest), then the median
+    lift. Held-out seeds are positive seeds kept out of the support set
+    (``lookalike.holdout``), so this is the segment's only out-of-sample check."""
+    import glob
+    import statistics
+
+    from metaprofile import storage
+    root = f"{config.storage.uri('segments')}/ds={config.window.end.isoformat()}"
+    lines, lifts = [], []
+    for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
+        manifest = storage.read_json(path)
+        quality = manifest.get("precision", {})
+        recall, reach = quality.get("holdout_recall"), quality.get("reach")
+        lift = quality.get("lift_over_random")
+        if lift is not None:
+            lifts.append(lift)
+        lines.append(f"    {manifest['campaign_id']:<28} held-out seeds "
+                     f"{quality.get('holdout_seeds', 0):>4}  recall "
+                     f"{'n/a' if recall is None else f'{recall:6.1%}'} at reach "
+                     f"{'n/a' if reach is None else f'{reach:6.1%}'}  lift "
+                     f"{'n/a' if lift is None else f'{lift:5.2f}x'}")
+    if not lines:
+        return [f"  {config.name}: no exported segment under {root}"]
+    median = f"{statistics.median(lifts):.2f}x" if lifts else "n/a"
+    return [f"  {config.name}: segment quality on held-out seeds (median lift {median} over "
+            f"{len(lifts)} campaigns)", *lines]
+
+
 def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_ARGS,
              evaluate_args: str = DEMO_EVALUATE_ARGS) -> int:
     """Prepare the data, run both DAGs per data set, print timings and where things are."""
@@ -162,6 +192,7 @@ def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_
             report.append(f"  campaigns that failed their checks: {', '.join(campaigns)} "
                           f"(see supports/ds={ds}/campaign=<id>/support.json)")
         failed |= bool(broken) or nightly["returncode"] != 0 and not campaigns
+        report += segment_quality(config)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n" + "\n".join(report))
     print("\nwhere things are:")
     for config in configs:

@@ -124,6 +124,14 @@ def add_subparsers(subparsers) -> None:
                    help=f"from-scratch Adam learning rate (default {d.scratch_learning_rate:g})")
     p.add_argument("--embed-batch-size", type=int, default=None,
                    help=f"users densified and embedded at a time (default {d.embed_batch_size})")
+    p.add_argument("--no-scratch-cache", dest="scratch_cache", action="store_const",
+                   const=False, default=None,
+                   help="train every from-scratch baseline again instead of reusing the "
+                        "results of an earlier run on the same data, architecture, budget "
+                        "and users (default: reuse)")
+    p.add_argument("--scratch-cache-dir", default=None,
+                   help="where from-scratch results are kept (default: <storage "
+                        "reports>/evaluation/_scratch_cache)")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -137,7 +145,8 @@ _FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
            "pu_background": "pu_background", "fine_tune_epochs": "fine_tune_epochs",
            "patience": "patience", "batch_size": "batch_size", "k_shot": "k_shot",
            "learning_rate": "learning_rate", "scratch_learning_rate": "scratch_learning_rate",
-           "embed_batch_size": "embed_batch_size"}
+           "embed_batch_size": "embed_batch_size", "scratch_cache": "scratch_cache",
+           "scratch_cache_dir": "scratch_cache_dir"}
 
 
 def eval_config_from_args(args: argparse.Namespace):

@@ -415,4 +415,9 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
                       "results.csv."]
     lines += ["", "## Timing", "", "| phase | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in result["timing_seconds"].items()]
+    cache = result.get("scratch_cache")
+    if cache:
+        lines += ["", f"From-scratch results reused from earlier runs: {cache['hits']} of "
+                      f"{cache['hits'] + cache['misses']} (`{cache['root']}`; "
+                      "`--no-scratch-cache` trains them all again)."]
     return "\n".join(lines) + "\n"

@@ -159,6 +159,8 @@ class EvalConfig:
     scratch_learning_rate: float = 1e-3  # from scratch: random weights need larger steps
     embed_batch_size: int = 128  # users densified and embedded at a time
     read_batch_size: int = 64  # users per batch of the TFRecord pipeline
+    scratch_cache: bool = True  # reuse from-scratch results of earlier runs (ScratchCache)
+    scratch_cache_dir: str | None = None  # default: <storage reports>/evaluation/_scratch_cache
     quick: bool = False  # set by quick_preset (recorded in results.json)
 
     def __post_init__(self) -> None:
@@ -1014,14 +1016,59 @@ class Support:
     reference: np.ndarray  # store rows whose feature statistics standardise the features
 
 
+SCRATCH_CACHE_VERSION = 1  # bump when the from-scratch procedure changes
+
+
+class ScratchCache:
+    """Results of training from scratch, kept across evaluations.
+
+    The from-scratch baseline never sees the meta-trained weights. Its scores are a function
+    of the data (the heatmap manifest's digest), the architecture (the model config), the
+    budget, the support users and labels, the test users and the seed, so an evaluation
+    that judges a change to meta-training reuses them instead of paying for them again: they
+    are most of an evaluation's cost. One JSON file per result under ``root``; a file that
+    cannot be read counts as a miss and is written again.
+    """
+
+    def __init__(self, root: str, data_sha256: str, model_config: dict):
+        self.root = root
+        self.base = {"version": SCRATCH_CACHE_VERSION, "data": data_sha256,
+                     "model_config": model_config}
+        self.hits = self.misses = 0
+
+    def key(self, adapt_cfg, support_ids, labels, query_ids) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(json.dumps({**self.base, "adapt": dataclasses.asdict(adapt_cfg)},
+                                 sort_keys=True, default=str).encode())
+        for part in (support_ids, labels, query_ids):
+            digest.update("\n".join(map(str, part)).encode() + b"\0")
+        return digest.hexdigest()
+
+    def get(self, key: str) -> tuple[np.ndarray, dict] | None:
+        uri = storage.join(self.root, f"{key}.json")
+        try:
+            document = storage.read_json(uri)
+            scores = np.asarray(document["scores"], dtype=np.float64)
+        except (OSError, ValueError, KeyError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return scores, document["extra"]
+
+    def put(self, key: str, scores: np.ndarray, extra: dict) -> None:
+        storage.write_json({"scores": [float(v) for v in scores], "extra": extra},
+                           storage.join(self.root, f"{key}.json"))
+
+
 class Adapters:
     """Scores a trial's queries with one method; owns the trained methods' learners (one per
     method: traced once, reset per trial)."""
 
     def __init__(self, candidate: ModelUnderTest, store: UserStore, features: np.ndarray,
-                 cfg: EvalConfig):
+                 cfg: EvalConfig, scratch_cache: ScratchCache | None = None):
         self.candidate, self.store, self.features, self.cfg = candidate, store, features, cfg
         self.learners: dict = {}
+        self.scratch_cache = scratch_cache
 
     def _adapt_config(self, method: str, seed: int):
         from model.adapt import AdaptConfig
@@ -1049,6 +1096,13 @@ class Adapters:
                                 c.embeddings[support.reference], f[support.reference],
                                 seed), {}
         adapt_cfg = self._adapt_config(method, seed)
+        key = None
+        if method == SCRATCH and self.scratch_cache is not None:
+            key = self.scratch_cache.key(adapt_cfg, self.store.ids[support.rows],
+                                         support.labels, self.store.ids[query_rows])
+            cached = self.scratch_cache.get(key)
+            if cached is not None:
+                return cached
         if method not in self.learners:
             self.learners[method] = Learner(c.model.spec, c.model_config,
                                             adapt_cfg.learning_rate, adapt_cfg.bn_momentum)
@@ -1062,18 +1116,21 @@ class Adapters:
                                     queries, adapt_cfg, learner)
         else:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
-        return scores, {"best_epoch": learner.best_epoch,
-                        "curve": [[e, round(v, 5)] for e, v in learner.curve]}
+        extra = {"best_epoch": learner.best_epoch,
+                 "curve": [[e, round(v, 5)] for e, v in learner.curve]}
+        if key is not None:
+            self.scratch_cache.put(key, np.asarray(scores, dtype=np.float64), extra)
+        return scores, extra
 
 
 def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarray,
                  tasks: Sequence[TaskData], cfg: EvalConfig,
-                 progress: Callable[[str], None] = print, start: float | None = None
-                 ) -> Outcome:
+                 progress: Callable[[str], None] = print, start: float | None = None,
+                 scratch_cache: ScratchCache | None = None) -> Outcome:
     """Every repeat × task × experiment × level × method of ``cfg`` for one model."""
     start = time.perf_counter() if start is None else start
     outcome = Outcome()
-    adapters = Adapters(candidate, store, features, cfg)
+    adapters = Adapters(candidate, store, features, cfg, scratch_cache)
     seeds = cfg.seed_list
     for r, seed in enumerate(seeds):
         adapt_user = adaptation_mask(store.ids, seed, cfg.adaptation_fraction)  # [users]
@@ -1297,7 +1354,16 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
     candidate = ModelUnderTest("candidate", artifact.path, artifact.version, artifact.model,
                                artifact.model_config, embeddings)
     began = time.perf_counter()
-    outcome = run_protocol(candidate, store, features, data, cfg, progress, start)
+    scratch_cache = None
+    if cfg.scratch_cache:
+        scratch_cache = ScratchCache(
+            cfg.scratch_cache_dir or storage.join(config.storage.uri("reports"), "evaluation",
+                                                  "_scratch_cache"),
+            manifest["sha256"], artifact.model_config.to_dict())
+    outcome = run_protocol(candidate, store, features, data, cfg, progress, start,
+                           scratch_cache)
+    cache_stats = None if scratch_cache is None else {
+        "root": scratch_cache.root, "hits": scratch_cache.hits, "misses": scratch_cache.misses}
     timing["candidate_trials"] = time.perf_counter() - began
 
     published_result, published_summary = None, None
@@ -1345,6 +1411,7 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
         "curves": {e: over_tasks(outcome.rows, e) for e in (MASKING, IMBALANCE, SEEDS, SEEDS_PU)
                    if e in cfg.experiments},
         "notes": outcome.notes, "learning_curves": outcome.learning_curves,
+        "scratch_cache": cache_stats,
         "published": None if published_result is None else {
             "path": published_summary["path"], "version": published_summary["version"],
             "rows": published_result.rows, "summary": summarise(published_result.rows)},

@@ -436,7 +436,8 @@ def _check_resume(checkpoint_dir: str, train_cfg: TrainConfig,
         return False
     if not train_cfg.resume:
         raise ValueError(f"{checkpoint_dir} already holds checkpoints (latest {latest}); "
-                         "pass --resume to continue that run or choose another --out")
+                         "pass --resume to continue that run, or another --work-dir (the `train` "
+                         "command's checkpoint folder) to start afresh")
     return True
 
 

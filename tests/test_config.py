@@ -86,6 +86,13 @@ def test_genre_routing_is_prefix_based_and_additive(tmp_path):
      "tasks.target[1].label_period_end", "is required"),
     (lambda r: r["tasks"]["source"][0].update(name="Has Children"),
      "tasks.source[0].name", "lower_snake_case"),
+    (lambda r: r["tasks"].update(behaviour={"horizon_days": 400}),
+     "tasks.behaviour.horizon_days", "must lie in"),
+    (lambda r: r["tasks"].update(behaviour={"horizon_days": 30, "kinds": ["churn"]}),
+     "tasks.behaviour.kinds", "'churn' is not one of"),
+    (lambda r: r["tasks"].update(behaviour={"horizon_days": 30, "channels": ["beauty"]}),
+     "tasks.behaviour.channels", "use modality/channel"),
+    (lambda r: r["tasks"].update(source=[]), "tasks.source", "or behaviour tasks"),
     (lambda r: r["storage"].update(root="s3://bucket/x"), "storage.root", "use s3a://"),
     (lambda r: r.update(windows={}), "windows", "unknown field"),
     (lambda r: r["window"].update(lenght=30), "window.lenght", "unknown field"),
@@ -95,6 +102,17 @@ def test_bad_config_names_the_field(mutate, field, words):
     mutate(raw)
     problems = problems_of(raw)
     assert any(p.startswith(f"{field}:") and words in p for p in problems), problems
+
+
+def test_behaviour_tasks_alone_are_enough_to_meta_train(tmp_path):
+    raw = raw_synthetic()
+    raw["tasks"]["source"] = []
+    raw["tasks"]["behaviour"] = {"horizon_days": 60, "kinds": ["new_buyer", "active"],
+                                 "channels": ["purchases/beauty_purchase_amount"]}
+    config = parse_config(raw, base_dir=tmp_path)
+    assert config.behaviour.enabled and config.behaviour.horizon_days == 60
+    assert config.behaviour.channels == ("purchases/beauty_purchase_amount",)
+    assert parse_config(config.to_dict(), base_dir=tmp_path) == config
 
 
 def test_all_problems_are_reported_at_once():

@@ -569,6 +569,27 @@ def test_evaluate_refuses_a_source_task_as_target(tiny_world):
         ev.evaluate(config, candidate, eval_cfg=ev.EvalConfig(tasks=("married",)))
 
 
+def test_scratch_cache_keys_on_everything_the_baseline_depends_on(tmp_path):
+    from model.adapt import AdaptConfig
+    cache = ev.ScratchCache(str(tmp_path), "sha-a", {"width": 0.25})
+    budget = AdaptConfig(seed=1)
+    key = cache.key(budget, ["u1", "u2"], [1, 0], ["u3"])
+    assert cache.get(key) is None and cache.misses == 1
+    cache.put(key, np.array([0.5]), {"best_epoch": 2, "curve": [[0, 0.1]]})
+    scores, extra = cache.get(key)
+    assert scores.tolist() == [0.5] and extra["best_epoch"] == 2 and cache.hits == 1
+    others = {cache.key(AdaptConfig(seed=2), ["u1", "u2"], [1, 0], ["u3"]),
+              cache.key(budget, ["u1", "u2"], [0, 1], ["u3"]),
+              cache.key(budget, ["u1", "u2"], [1, 0], ["u4"]),
+              ev.ScratchCache(str(tmp_path), "sha-b", {"width": 0.25}).key(
+                  budget, ["u1", "u2"], [1, 0], ["u3"]),
+              ev.ScratchCache(str(tmp_path), "sha-a", {"width": 0.5}).key(
+                  budget, ["u1", "u2"], [1, 0], ["u3"])}
+    assert key not in others and len(others) == 5
+    (tmp_path / f"{key}.json").write_text("{truncated")  # a killed writer: a miss, not a crash
+    assert cache.get(key) is None
+
+
 def test_quick_preset_is_small():
     quick = ev.EvalConfig.quick_preset()
     assert quick.seed_list == (0,) and quick.max_tasks == 2

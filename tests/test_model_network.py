@@ -69,6 +69,24 @@ def test_a_window_longer_than_a_year_ends_in_a_global_max_pool():
     assert shapes["global_max_pool"] == (32,)
 
 
+def test_totals_branch_adds_log_channel_and_hour_sums_beside_the_max_pools(spec, users):
+    import dataclasses
+
+    from model.network import HeatmapTotals
+    heat = np.zeros((1, 3, 24, 2), np.float32)
+    heat[0, 0, 5, 1], heat[0, 2, 5, 1], heat[0, 1, 7, 0] = 2.0, 3.0, 1.0
+    totals = np.asarray(HeatmapTotals()(heat))
+    assert totals.shape == (1, 2 + 24)
+    np.testing.assert_allclose(totals[0, :2], np.log1p([1.0, 5.0]), rtol=1e-6)
+    np.testing.assert_allclose(totals[0, 2 + 5], np.log1p(5.0), rtol=1e-6)
+    with_totals = dataclasses.replace(TINY, totals_units=3)
+    plain = build_tower("purchases", spec.heatmap_shape("purchases"), TINY)
+    tower = build_tower("purchases", spec.heatmap_shape("purchases"), with_totals)
+    assert tower.output.shape[-1] == plain.output.shape[-1] + 3
+    network = build_profile_network(spec, with_totals)
+    assert network(select_inputs(users, spec)).shape == (24, TINY.embedding_dim)
+
+
 def test_profile_network_embeds_a_batch_dict(spec, users):
     profile = build_profile_network(spec, TINY)
     embedding = profile(select_inputs(users, spec))

@@ -1,0 +1,48 @@
+"""Behaviour source tasks (model/behaviour.py): labels from the horizon, inputs before it."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from model.behaviour import BehaviourTask, usable_tasks, with_behaviour_tasks
+from model.testing import tiny_spec
+
+SPEC = tiny_spec(days=10, tasks=1)
+HORIZON = 3
+
+
+def batch() -> dict:
+    """Three users of one purchases channel: new in the horizon, active before and in it,
+    never active."""
+    purchases = np.zeros((3, 10, 24, 3), np.float32)
+    purchases[0, 8, 12, 1] = 5.0  # user 0: first active on day 8 (inside the horizon)
+    purchases[1, 2, 9, 1] = 1.0  # user 1: day 2 ...
+    purchases[1, 9, 9, 1] = 1.0  # ... and day 9
+    return {"heatmap/purchases": tf.constant(purchases),
+            "heatmap/points": tf.ones((3, 10, 24, 1)),
+            "labels": tf.constant([[1.0], [0.0], [1.0]]),
+            "mask": tf.constant([[1.0], [1.0], [0.0]])}
+
+
+def test_new_buyer_and_active_labels_and_the_shifted_input():
+    tasks = (BehaviourTask("behaviour/new_buyer/purchases/c1", "new_buyer", "heatmap/purchases", 1),
+             BehaviourTask("behaviour/active/purchases/c1", "active", "heatmap/purchases", 1))
+    out = with_behaviour_tasks(batch(), SPEC, tasks, HORIZON)
+    np.testing.assert_array_equal(out["labels"].numpy(), [[1, 1, 1], [0, 0, 1], [1, 0, 0]])
+    # new_buyer labels only users never active before the horizon; active labels everyone
+    np.testing.assert_array_equal(out["mask"].numpy(), [[1, 1, 1], [1, 0, 1], [0, 1, 1]])
+    shifted = out["heatmap/purchases"].numpy()
+    assert shifted.shape == (3, 10, 24, 3)
+    assert shifted[:, :HORIZON].sum() == 0  # zero-padded start
+    assert shifted[1, 2 + HORIZON, 9, 1] == 1.0  # day 2 moved to day 5
+    assert shifted[0].sum() == 0 and shifted[1].sum() == 1.0  # the horizon is cut away
+    assert out["heatmap/points"].numpy()[:, HORIZON:].all()
+
+
+def test_tasks_without_both_classes_are_dropped_with_a_reason():
+    labels = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 1], [0, 1, 0]], np.float32)
+    mask = np.ones_like(labels)
+    keep, dropped = usable_tasks(labels, mask, ("survey", "everyone", "rare"), 1, 2)
+    assert keep == [0]
+    assert dropped[0].startswith("everyone (4 positives, 0 negatives")
+    assert dropped[1].startswith("rare (1 positives, 3 negatives")
