@@ -9,11 +9,12 @@ dicts (model/spec.py keys; labels and mask not needed) and a ``[L]`` 0/1 label v
 (b) :func:`fine_tune_scores` — copy the meta-trained model and keep training profile network
     and relation module on the target task: episodes over the single task, supports (K per
     class) and a query batch both drawn from the labelled set (a user is never a query of
-    the episode it is a support of), binary cross-entropy (Eq. 1 with one task), a few
-    epochs; then score as in (a).
+    the episode it is a support of), binary cross-entropy (Eq. 1 with one task),
+    early-stopped on a validation fold of the labelled set (:class:`AdaptConfig`); then
+    score as in (a).
 (c) :func:`scratch_scores` — the paper's baseline "normal training": the same architecture
-    and relation module, randomly initialised, trained with exactly the procedure and budget
-    of (b); then score as in (a).
+    and relation module, randomly initialised, trained with the procedure of (b) (its own
+    learning rate; random weights need larger steps); then score as in (a).
 
 Scores are relation logits (higher = more likely positive); they rank users, and
 ``sigmoid`` turns them into probabilities where a calibrated number is wanted.
@@ -48,8 +49,8 @@ class AdaptConfig:
     a validation fold (fewer than 3 users of a class) trains for ``min_epochs`` instead.
     """
 
-    max_epochs: int = 30  # passes over the training part, counted in query users
-    patience: int = 3  # epochs without a better validation AUPR before stopping
+    max_epochs: int = 20  # passes over the training part, counted in query users
+    patience: int = 2  # epochs without a better validation AUPR before stopping
     min_epochs: int = 2  # the budget when no validation fold can be held out
     validation_fraction: float = 0.2
     batch_size: int = 32  # query users per episode (fewer if the labelled set is small)

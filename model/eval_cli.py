@@ -65,9 +65,9 @@ def add_subparsers(subparsers) -> None:
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
     p.add_argument("--quick", action="store_true",
-                   help=f"CI/DAG preset: {q.repeats} repeat, {q.max_tasks} tasks, at most "
-                        f"{q.fine_tune_epochs} epochs of fine-tuning and training from "
-                        f"scratch (patience {q.patience}), masking {listed(q.masking_levels)}, "
+                   help=f"CI/DAG preset: {q.repeats} repeat, {q.max_tasks} tasks, Table 3 "
+                        f"methods {listed(q.methods)}, at most {q.fine_tune_epochs} epochs "
+                        f"of training from scratch (patience {q.patience}), masking {listed(q.masking_levels)}, "
                         f"ratios {listed(q.imbalance_ratios)}, seeds {listed(q.seed_counts)}, "
                         f"PU seeds {listed(q.pu_seed_counts)} (other flags still apply)")
     p.add_argument("--tasks", type=_names, default=None,

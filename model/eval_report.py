@@ -396,6 +396,22 @@ def render_markdown(result: dict, images: Sequence[str]) -> str:
         lines += ["", f"## {title}", "", text, "", *curve_table(entries, experiment)]
         if image in images:
             lines += ["", f"![{title}]({image})"]
+    curves = [c for c in result.get("learning_curves", []) if c["experiment"] == "table3"]
+    if curves:
+        lines += ["", "## Learning curves of the trained methods (Table 3)", "",
+                  f"Validation AUPR on the held-out fold before training (epoch 0) and after "
+                  f"each epoch; at most {cfg['fine_tune_epochs']} epochs, patience "
+                  f"{cfg['patience']}, best epoch kept. Full curves in `results.json`.", "",
+                  "| task | method | repeat | epochs run | best epoch | AUPR at 0 | best AUPR "
+                  "| seconds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for c in curves:
+            points = c["curve"]
+            if not points:
+                continue
+            best = max(v for _, v in points)
+            lines.append(f"| {c['task']} | {c['method']} | {c['repeat']} | {len(points) - 1} "
+                         f"| {c['best_epoch']} | {_f(points[0][1], 3)} | {_f(best, 3)} | "
+                         f"{c['seconds']:.0f} |")
     if "roc_curves.png" in images:
         lines += ["", "## ROC and precision-recall curves", "",
                   "Test users of the Table 3 setting, first repeat.", "",

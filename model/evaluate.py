@@ -19,16 +19,19 @@ levels compare on the same users.
 * ``meta_profile`` — zero-training: prototypes of the adaptation users' embeddings from the
   meta-trained g_θ, relation logits r(q, p⁺) − r(q, p⁻) from its f_θ
   (``adapt.prototype_scores`` on embeddings computed once).
+* ``meta_profile_probe`` — a cross-validated logistic regression on the frozen embedding
+  beside the aggregates (``baselines.probe_scores``): a head that uses more seeds.
 * ``meta_profile_fine_tuned`` — ``adapt.fine_tune_scores``: the meta-trained model trained on
-  the adaptation labels for ``fine_tune_epochs``, then prototypes as above.
+  the adaptation labels, early-stopped on a validation fold, then prototypes as above.
 * ``scratch`` — the paper's baseline "normal training" (section 4.1): ``adapt.scratch_scores``,
-  the same network and f_θ randomly initialised and trained with exactly the budget of the
-  fine-tuned model.
-* ``logreg`` and ``cosine`` — classic DMP baselines on per-user aggregates of the heatmaps
-  (:func:`aggregate_features`: per modality the channel totals and hour-of-day totals over the
-  year, sign-preserving log1p, plus the numeric demographics and their missing flags),
-  standardised with the task's adaptation-set statistics: an L2 logistic regression fitted
-  by Newton's method, and the cosine similarity to the centroid of the positive seeds.
+  the same network and f_θ randomly initialised and trained with the same early-stopped
+  procedure (its own learning rate). Its results do not depend on the meta-trained weights
+  and are reused across runs (:class:`ScratchCache`).
+* ``logreg``, ``hgb`` and ``cosine`` — classic DMP baselines (scikit-learn, see
+  ``model/baselines.py``) on per-user aggregates: per modality the channel totals and
+  hour-of-day totals over the year (log1p), the numeric demographics with their missing
+  flags and the categorical demographics one-hot, standardised with the adaptation side's
+  statistics.
 
 **Experiments** (each a list of levels; a level is a subset of the adaptation set, drawn by
 ranking users by a salted hash so it is deterministic for a seed and nested across levels):
@@ -44,8 +47,9 @@ ranking users by a salted hash so it is deterministic for a seed and nested acro
   ``imbalance_total``), so only the ratio changes between levels. The realised ratio of each
   subset is recorded (rounding moves it for small totals).
 * ``seeds`` — n positive seeds plus n labelled negatives from the adaptation set, n in
-  ``seed_counts`` (≤ 100): the lookalike setting of a campaign seed list, Meta-Profile against
-  the classic baselines.
+  ``seed_counts``.
+* ``seeds_pu`` — the campaign setting: n positive seeds only, and ``pu_background``
+  unlabelled users of the adaptation side as negatives (positive-unlabelled learning).
 
 **Leakage guards** (:class:`LeakageError`): target labels must come from a period after the
 feature window (:func:`check_label_periods`); source and target task names are disjoint
@@ -151,8 +155,8 @@ class EvalConfig:
     pu_background: int = 1000
     # fine-tuning and from-scratch budget (adapt.AdaptConfig): early-stopped on a validation
     # fold of the adaptation subset, at most fine_tune_epochs epochs
-    fine_tune_epochs: int = 30
-    patience: int = 3
+    fine_tune_epochs: int = 20
+    patience: int = 2
     batch_size: int = 32  # query users per fine-tuning episode
     k_shot: int = 1  # supports per class per fine-tuning episode
     learning_rate: float = 1e-4  # fine-tuning: small steps from the meta-trained weights
@@ -211,10 +215,11 @@ class EvalConfig:
 
     @classmethod
     def quick_preset(cls, **changes) -> "EvalConfig":
-        """For CI and DAG runs: 1 repeat, 2 tasks, at most 3 epochs of fine-tuning and
-        training from scratch, 3 masking levels, 3 imbalance ratios, 3 seed counts per
-        sweep."""
+        """For CI and DAG runs: 1 repeat, 2 tasks, Table 3 without the fine-tuned model, at
+        most 3 epochs of training from scratch, 3 masking levels, 3 imbalance ratios, 3 seed
+        counts per sweep."""
         values = dict(repeats=1, max_tasks=2, fine_tune_epochs=3, patience=1,
+                      methods=tuple(m for m in METHODS if m != FINE_TUNED),
                       masking_levels=(1.0, 0.2, 0.05), imbalance_ratios=(0.5, 2.0, 8.0),
                       seed_counts=(5, 20, 100), pu_seed_counts=(10, 50, 300), quick=True)
         values.update(changes)
@@ -1198,9 +1203,12 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                     roc, pr, scores, status, extra = cache[key]
                     if status == "ok" and (note or extra):
                         details = [note] if note else []
-                        if extra:
+                        if extra and extra["curve"]:
                             details.append(f"best epoch {extra['best_epoch']} of "
-                                           f"{max(len(extra['curve']) - 1, 0)}")
+                                           f"{len(extra['curve']) - 1}")
+                        elif extra:
+                            details.append(f"{extra['best_epoch']} epochs, too few users "
+                                           "for a validation fold")
                         status = f"ok ({'; '.join(details)})"
                     row = {
                         "task": task.name, "experiment": trial.experiment,
