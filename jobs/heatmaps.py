@@ -147,6 +147,8 @@ def pivot_labels(valid_labels, config: PipelineConfig):
         hit = F.col("task") == t.name
         aggs += [F.min(F.when(hit, F.col("label"))).alias(f"lo__{t.name}"),
                  F.max(F.when(hit, F.col("label"))).alias(f"hi__{t.name}")]
+    if not aggs:  # behaviour tasks only (tasks.behaviour): no survey label columns
+        return valid_labels.select("user_id").distinct()
     pivoted = valid_labels.groupBy("user_id").agg(*aggs)
     columns = ["user_id"]
     for t in config.source_tasks:
@@ -494,8 +496,9 @@ def label_and_user_accounting(checked, valid, examples, demographics,
 
     problems = {r["problem"] or "used": r["n"] for r in
                 checked.groupBy("problem").agg(F.count(F.lit(1)).alias("n")).collect()}
-    conflicts = valid.agg(*[F.sum(f"conflict__{t.name}").alias(t.name)
-                            for t in config.source_tasks]).first()
+    conflicts = (valid.agg(*[F.sum(f"conflict__{t.name}").alias(t.name)
+                             for t in config.source_tasks]).first()
+                 if config.source_tasks else {})  # behaviour tasks only: no label columns
     orphans = valid.join(examples.select("user_id"), on="user_id", how="left_anti").count()
     duplicates = demographics.where(F.col("_rows") > 1).count()
     return {

@@ -168,10 +168,15 @@ def make_parser(spec: InputSpec, manifest: dict, transform: str):
             batch["demo/numeric_missing"] = tf.zeros([size, 0], tf.float32)
         for name, _ in spec.categorical:
             batch[f"demo/{name}"] = tables[name].lookup(parsed[f"demo/{name}"])  # [B]
-        labels = [parsed[f"label/{t}"] for t in spec.tasks]
-        masks = [parsed[f"mask/{t}"] for t in spec.tasks]
-        batch["labels"] = tf.cast(tf.stack(labels, axis=1), tf.float32)  # [B, T]
-        batch["mask"] = tf.cast(tf.stack(masks, axis=1), tf.float32)  # [B, T]
+        if spec.tasks:
+            labels = [parsed[f"label/{t}"] for t in spec.tasks]
+            masks = [parsed[f"mask/{t}"] for t in spec.tasks]
+            batch["labels"] = tf.cast(tf.stack(labels, axis=1), tf.float32)  # [B, T]
+            batch["mask"] = tf.cast(tf.stack(masks, axis=1), tf.float32)  # [B, T]
+        else:  # no survey tasks: behaviour tasks (model/behaviour.py) add the columns
+            size = tf.shape(parsed["user_id"])[0]
+            batch["labels"] = tf.zeros([size, 0], tf.float32)
+            batch["mask"] = tf.zeros([size, 0], tf.float32)
         return batch
 
     return parse

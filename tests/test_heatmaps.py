@@ -313,3 +313,17 @@ def test_side_inputs_are_pseudonymised_with_the_snapshot_key(spark, tmp_path, mo
     genders = config.demographics.categorical[0].vocabulary
     assert u1["demo/gender"] == genders.index("female") + 1  # joined through the pseudonym
     assert u1["mask"][[t.name for t in config.source_tasks].index("married")] == 1.0
+
+
+def test_a_config_with_behaviour_tasks_only_writes_heatmaps_without_label_columns(spark,
+                                                                                  tmp_path):
+    """A retailer without survey labels: no source task, behaviour tasks from the logs.
+    Every label row is then an unknown task, accounted for, and the input pipeline yields
+    ``[B, 0]`` labels for model/behaviour.py to extend."""
+    from jobs import heatmaps
+    config = tiny_config(tmp_path, "tasks.source=[]", "tasks.behaviour.horizon_days=1")
+    write_inputs(config)
+    report = heatmaps.run(spark, config, DS, partitions=1)
+    assert report["labels"]["rows_by_problem"] == {"unknown_task": len(LABEL_ROWS)}
+    batches = all_batches(f"{config.storage.uri('heatmaps')}/ds={DS}", config)
+    assert batches and all(b["labels"].shape == (0,) for b in batches.values())
