@@ -480,8 +480,9 @@ def _restore(manager: tf.train.CheckpointManager, checkpoint: tf.train.Checkpoin
     latest = manager.latest_checkpoint
     with open(state_path(manager.directory, checkpoint_step(latest)), encoding="utf-8") as fh:
         state = json.load(fh)
-    problems = _config_differences(state["model_config"], identity["model_config"],
-                                   "model_config")
+    # A field added to ModelConfig after the checkpoint was written has its default there.
+    saved_model = {**ModelConfig().to_dict(), **state["model_config"]}
+    problems = _config_differences(saved_model, identity["model_config"], "model_config")
     saved_train = {k: v for k, v in state["train_config"].items() if k not in CHANGEABLE}
     current_train = {k: identity["train_config"][k] for k in saved_train}
     problems += _config_differences(saved_train, current_train, "train_config")
