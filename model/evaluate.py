@@ -84,6 +84,7 @@ import numpy as np
 from metaprofile import storage
 from model.baselines import (CLASSIC_METHODS, COSINE, HGB, LOGREG, aggregate_feature_names,
                              aggregate_features, classic_scores, probe_scores)
+from model.metrics import auroc
 from model.spec import InputSpec
 from schemas.config import PipelineConfig
 
@@ -232,7 +233,7 @@ class EvalConfig:
 # --------------------------------------------------------------------------- metrics
 
 
-def _finite_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+def _as_arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels).astype(bool).reshape(-1)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if labels.shape != scores.shape:
@@ -240,20 +241,11 @@ def _finite_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     return labels, scores
 
 
-def auroc(labels, scores) -> float:
-    """scikit-learn's ROC AUC; NaN when a class is absent."""
-    from sklearn.metrics import roc_auc_score
-    labels, scores = _finite_scores(labels, scores)
-    if labels.all() or not labels.any():
-        return float("nan")
-    return float(roc_auc_score(labels, scores))
-
-
 def average_precision(labels, scores) -> float:
     """AUPR as scikit-learn's average precision (tied scores form one threshold); NaN when
     there is no positive."""
     from sklearn.metrics import average_precision_score
-    labels, scores = _finite_scores(labels, scores)
+    labels, scores = _as_arrays(labels, scores)
     if not labels.any():
         return float("nan")
     return float(average_precision_score(labels, scores))
@@ -262,7 +254,7 @@ def average_precision(labels, scores) -> float:
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) from (0, 0) to (1, 1)."""
     from sklearn.metrics import roc_curve as sk_roc_curve
-    labels, scores = _finite_scores(labels, scores)
+    labels, scores = _as_arrays(labels, scores)
     fpr, tpr, _ = sk_roc_curve(labels, scores, drop_intermediate=False)
     return fpr, tpr
 
@@ -270,7 +262,7 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) at each distinct score, highest score first."""
     from sklearn.metrics import precision_recall_curve as sk_pr_curve
-    labels, scores = _finite_scores(labels, scores)
+    labels, scores = _as_arrays(labels, scores)
     precision, recall, _ = sk_pr_curve(labels, scores, drop_intermediate=False)
     return recall[:-1][::-1], precision[:-1][::-1]
 
@@ -1185,7 +1177,8 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                 for method in trial.methods:
                     key = (method, adapt_seed, support.rows.tobytes(), support.labels.tobytes())
                     began = time.perf_counter()
-                    if key not in cache:
+                    fresh = key not in cache
+                    if fresh:
                         extra: dict = {}
                         try:
                             scores, extra = adapters.scores(method, support, q_rows, adapt_seed)
@@ -1219,7 +1212,7 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                         "test_users": int(len(q_ids)), "test_positives": int(q_labels.sum()),
                         "seconds": round(seconds, 3), "status": status}
                     outcome.rows.append(row)
-                    if extra and seconds:
+                    if extra and fresh:
                         outcome.learning_curves.append(
                             {k: row[k] for k in ("task", "experiment", "level", "method",
                                                  "repeat", "seconds")} | extra)
@@ -1416,8 +1409,7 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
         "rows": outcome.rows, "summary": summary,
         "table3": table3(summary, tasks),
         "table3_fine_tuned": table3(summary, tasks, primary=FINE_TUNED),
-        "curves": {e: over_tasks(outcome.rows, e) for e in (MASKING, IMBALANCE, SEEDS, SEEDS_PU)
-                   if e in cfg.experiments},
+        "curves": {e: over_tasks(outcome.rows, e) for e in cfg.experiments if e != TABLE3},
         "notes": outcome.notes, "learning_curves": outcome.learning_curves,
         "scratch_cache": cache_stats,
         "published": None if published_result is None else {

@@ -1,32 +1,20 @@
-"""Ranking metrics on numpy arrays, for validation during training (no scikit-learn here)."""
+"""Ranking metrics on numpy arrays: scikit-learn's, with NaN where a class is absent (a
+validation batch or a small task can lack one), for training validation and evaluation."""
 from __future__ import annotations
 
 import numpy as np
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``values``, ties sharing their mean rank."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(values)]])
-    for start, end in zip(starts, ends):
-        ranks[order[start:end]] = (start + end + 1) / 2.0
-    return ranks
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (Mann–Whitney U); NaN when one class is absent."""
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+def auroc(labels, scores) -> float:
+    """scikit-learn's ROC AUC (ties count half); NaN when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if labels.shape != scores.shape:
+        raise ValueError(f"{labels.size} labels but {scores.size} scores")
+    if labels.all() or not labels.any():
         return float("nan")
-    ranks = average_ranks(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, scores))
 
 
 def per_task_auroc(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
