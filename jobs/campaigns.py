@@ -8,9 +8,18 @@ For every selected campaign (default: every *active* one) it writes
 ``supports/ds=<ds>/campaign=<id>/``, staged and renamed into place:
 
 - ``support.json``: the verdict (``ok`` or ``failed`` with the reasons), the seed accounting,
-  and the support prototypes: the mean embedding of the usable positive seeds and, when the
-  campaign lists explicit negatives, of those (the relation module's K-shot rule,
-  ``model/relation.py``).
+  the support prototypes (the mean embedding of the usable positive seeds and, when the
+  campaign lists explicit negatives, of those: the relation module's K-shot rule,
+  ``model/relation.py``), and the scoring ``head``.
+
+**The head** (``lookalike.head``). ``probe`` (default): a logistic regression on each user's
+embedding beside its aggregate features, fitted on the campaign's support seeds (label 1)
+against its explicit negatives and ``lookalike.background_users`` unlabelled users drawn by
+a fixed hash (label 0; the campaign's own seeds never count as background), its strength
+chosen by cross-validation. It is folded into one weight vector, so scoring stays one matrix
+product per user. It is the evaluation's ``meta_profile_probe``, which uses more seeds than
+the prototypes do (``docs/evaluation.md``). ``prototype``: the relation module f_θ scores
+each user against the prototypes (zero-training).
 - ``members/``: every seed with its role, so scoring and export can exclude them:
   ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the
   prototype to estimate the segment's precision), ``negative``, ``unknown`` (not in the
@@ -46,6 +55,8 @@ from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATU
 log = logging.getLogger("metaprofile.campaigns")
 
 HOLDOUT_BUCKETS = 1_000_000
+BACKGROUND_SALT = "metaprofile-background"
+PROBE_MAX_SEEDS = 20_000  # support (and negative) seeds a probe head is fitted on, at most
 ROLES = ("support", "holdout", "negative", "unknown", "opted_out", "conflicting")
 EXIT_CAMPAIGN_FAILED = 3
 
@@ -149,6 +160,63 @@ def prototypes(roles, embeddings) -> dict[tuple[str, str], list[float]]:
     return {key: [v[i] for i in range(len(v))] for key, v in out.items()}
 
 
+def probe_rows(frame):
+    """``[n, E + F]`` float64: each collected row's embedding beside its aggregate features."""
+    import numpy as np
+    rows = [list(r["embedding"]) + list(r["features"]) for r in frame]
+    return np.asarray(rows, np.float64).reshape(len(rows), -1)
+
+
+def background_users(embeddings, size: int):
+    """``size`` users drawn by a fixed hash of their id (the same users every night for the
+    same snapshot), with their embedding and features: the probe's unlabelled negatives and
+    the reference for its standardisation."""
+    from pyspark.sql import functions as F
+    order = F.xxhash64(F.lit(BACKGROUND_SALT), F.col("user_id"))
+    return (embeddings.select("user_id", "embedding", "features")
+            .orderBy(order, "user_id").limit(size).collect())
+
+
+def probe_members(roles, embeddings) -> dict[tuple[str, str], list]:
+    """The support and negative seeds' vectors per (campaign, role), at most
+    ``PROBE_MAX_SEEDS`` of each, drawn by a fixed hash when a list is longer."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    rank = F.row_number().over(Window.partitionBy("campaign_id", "role").orderBy(
+        F.xxhash64(F.lit(BACKGROUND_SALT), F.col("user_id")), "user_id"))
+    members = (roles.where(F.col("role").isin("support", "negative"))
+               .join(embeddings.select("user_id", "embedding", "features"), "user_id")
+               .withColumn("rank", rank).where(F.col("rank") <= PROBE_MAX_SEEDS))
+    out: dict[tuple[str, str], list] = {}
+    for r in members.collect():
+        out.setdefault((r["campaign_id"], r["role"]), []).append(r)
+    return out
+
+
+def fit_probe(positives: list, negatives: list, background: list, seeds: set[str]
+              ) -> tuple[dict | None, str | None]:
+    """The campaign's probe head, or ``(None, why)`` when it cannot be fitted.
+
+    The labels are the PU rule of the evaluation's ``seeds_pu`` setting: the support seeds
+    are 1; the explicit negative seeds and the background users that are none of the
+    campaign's seeds are 0. Columns are standardised with the background's statistics, and
+    the logistic regression's strength is chosen by cross-validation
+    (``model.baselines.fit_linear_head``, the evaluation's ``meta_profile_probe``)."""
+    import numpy as np
+
+    from model.baselines import fit_linear_head
+    unlabelled = [r for r in background if r["user_id"] not in seeds]
+    if not positives:
+        return None, "no support seed has an embedding"
+    if not negatives and not unlabelled:
+        return None, "no negative seed and no background user outside the seed list"
+    support = probe_rows(positives + negatives + unlabelled)
+    labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives) + len(unlabelled))]
+    head = fit_linear_head(support, labels.astype(np.int8), probe_rows(background))
+    return {"kind": "probe", **head.to_dict(), "positives": len(positives),
+            "negatives": len(negatives), "background": len(unlabelled)}, None
+
+
 def read_seeds(spark, config: PipelineConfig):
     """The seed lists, ids pseudonymised like the snapshot's."""
     uri = config.storage.uri("campaign_seeds")
@@ -208,6 +276,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
     roles = seed_roles(valid_seeds, embeddings, opt_outs, shares).cache()
     counts = seed_accounting(seeds, roles, campaigns)
     means = prototypes(roles, embeddings)
+    heads = campaign_heads(config, roles, embeddings, embedded, seeds, campaigns)
     for c in campaigns:
         problems = registry_problems(entries[c], set(entries)) + seed_problems(
             counts[c], config.lookalike.min_seeds)
@@ -223,15 +292,56 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
             "seeds": counts[c], "holdout_share": shares[c],
             "prototype": means.get((c, "support")),
             "negative_prototype": means.get((c, "negative")),
+            "head": heads.get(c, {"kind": "prototype"}),
         }
         log.info("campaign %s: %s%s", c, verdicts[c]["status"],
                  "" if not problems else " (" + "; ".join(problems) + ")")
     publish_supports(spark, config, ds, roles, verdicts, campaigns, publisher)
     roles.unpersist()
     return {"ds": ds.isoformat(), "campaigns": {c: {k: v for k, v in verdict.items()
-                                                    if "prototype" not in k}
+                                                    if "prototype" not in k and k != "head"}
+                                                | ({"head": _head_summary(verdict["head"])}
+                                                   if "head" in verdict else {})
                                                 for c, verdict in verdicts.items()},
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: dict, seeds,
+                   campaigns: list[str]) -> dict[str, dict]:
+    """Each campaign's scoring head (``lookalike.head``): ``{"kind": "prototype"}``, or a
+    fitted probe. A campaign whose probe cannot be fitted is scored with its prototype, and
+    the head says why."""
+    if config.lookalike.head != "probe" or not campaigns:
+        return {}
+    if "features" not in embeddings.columns:
+        raise CampaignError(
+            f"the embeddings of {embedded['ds']} have no features column (written by an "
+            f"older embed job): rerun `metaprofile embed --ds {embedded['ds']}`, or set "
+            f"lookalike.head=prototype")
+    started = time.perf_counter()
+    background = background_users(embeddings, config.lookalike.background_users)
+    members = probe_members(roles, embeddings)
+    listed: dict[str, set[str]] = {}
+    for r in seeds.select("campaign_id", "user_id").distinct().collect():
+        listed.setdefault(r["campaign_id"], set()).add(r["user_id"])
+    heads = {}
+    for i, c in enumerate(campaigns, 1):
+        head, why = fit_probe(members.get((c, "support"), []), members.get((c, "negative"), []),
+                              background, listed.get(c, set()))
+        heads[c] = head or {"kind": "prototype", "note": f"probe not fitted: {why}"}
+        log.info("campaign %s (%d/%d): %s head%s", c, i, len(campaigns), heads[c]["kind"],
+                 "" if head is None else f", C={head['strength']:.3g}, cross-validated AUPR "
+                 f"{head['cv_aupr'] if head['cv_aupr'] is None else round(head['cv_aupr'], 3)}, "
+                 f"{head['positives']} positives / {head['negatives'] + head['background']} "
+                 f"negatives")
+    log.info("fitted %d probe head(s) in %.1f s", sum(h["kind"] == "probe"
+                                                      for h in heads.values()),
+             time.perf_counter() - started)
+    return heads
+
+
+def _head_summary(head: dict) -> dict:
+    return {k: v for k, v in head.items() if k != "weights"}
 
 
 def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts: dict,

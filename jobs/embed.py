@@ -12,8 +12,11 @@ the worker (``model/embedding.py``: same transforms as the input pipeline) and r
 **TF engine.** Reads the heatmap TFRecords of the same ``ds`` through ``model/inputs.py``
 (every split) and embeds with the same model, for a GPU host; the output is the same table.
 
-**Output.** ``embeddings/ds=<ds>/``: Parquet with ``user_id``, ``embedding`` (float32 list)
-and ``model_version``, plus ``_manifest.json`` (model path and version, users, dimension).
+**Output.** ``embeddings/ds=<ds>/``: Parquet with ``user_id``, ``embedding`` (float32 list),
+``features`` (the user's aggregate features, float32, in the order of the manifest's
+``features`` names: ``model/baselines.py``; the campaigns' probe heads read them beside the
+embedding) and ``model_version``, plus ``_manifest.json`` (model path and version, users,
+dimension, feature names).
 Staged and renamed into place with ``_SUCCESS``; a rerun replaces it.
 
 The model is the one ``--model`` names, else the published one (``models/published.json``,
@@ -43,7 +46,8 @@ from schemas.contracts import demographics_schema, spark_ddl
 
 log = logging.getLogger("metaprofile.embed")
 
-EMBEDDINGS_DDL = "user_id STRING, embedding ARRAY<FLOAT>, model_version STRING"
+EMBEDDINGS_DDL = ("user_id STRING, embedding ARRAY<FLOAT>, features ARRAY<FLOAT>, "
+                  "model_version STRING")
 MANIFEST = "_manifest.json"
 
 
@@ -65,7 +69,8 @@ def embedding_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publ
 
 def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
                   batch_rows: int):
-    """The ``mapInArrow`` function: Arrow rows → (user_id, embedding, model_version).
+    """The ``mapInArrow`` function: Arrow rows → (user_id, embedding, features,
+    model_version).
 
     The model is loaded by ``model.embedding.load_worker``, which keeps it for the life of
     the Python worker, so each worker loads it once, not once per task or batch.
@@ -88,12 +93,13 @@ def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
         for batch in batches:
             for start in range(0, batch.num_rows, batch_rows):
                 chunk = batch.slice(start, batch_rows)
-                vectors = worker.embed(chunk)  # [b, E]
+                vectors, features = worker.embed(chunk)  # [b, E], [b, F]
                 yield pa.RecordBatch.from_arrays(
                     [chunk.column(chunk.schema.get_field_index("user_id")),
                      pa.array(list(vectors), pa.list_(pa.float32())),
+                     pa.array(list(features), pa.list_(pa.float32())),
                      pa.array([worker.version] * chunk.num_rows, pa.string())],
-                    names=["user_id", "embedding", "model_version"])
+                    names=["user_id", "embedding", "features", "model_version"])
 
     return apply
 
@@ -112,6 +118,9 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     """Write ``embeddings/ds=<ds>`` with the Spark engine; return the report."""
     from pyspark.sql import functions as F
 
+    from model.baselines import aggregate_feature_names
+    from model.spec import InputSpec
+
     started = time.perf_counter()
     publisher = Publisher(spark)
     model_path = resolve_model(config, model)
@@ -129,7 +138,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         users = spark.read.parquet(staging).select(F.count(F.lit(1)).alias("n")).first()["n"]
         manifest = {"ds": ds.isoformat(), "engine": "spark", "model": model_path,
                     "model_version": info["version"], "users": users,
-                    "embedding_dim": info["embedding_dim"]}
+                    "embedding_dim": info["embedding_dim"],
+                    "features": aggregate_feature_names(InputSpec.from_config(config))}
         publisher.write_text(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2))
         publisher.publish(staging, final)
     finally:
@@ -142,10 +152,12 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
 def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
            batch_size: int = 256) -> dict:
     """Write the same table from the heatmap TFRecords with the TF input pipeline."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from model.artifact import load_artifact
+    from model.baselines import aggregate_feature_names, aggregate_features
     from model.inputs import check_manifest, make_dataset, read_manifest
     from model.network import select_inputs
     from model.spec import InputSpec
@@ -164,17 +176,22 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
         if not manifest["splits"][split]["shards"]:
             continue
         for batch in make_dataset(heatmaps, split, spec, batch_size, shuffle=False,
-                                  repeat=False, manifest=manifest):
+                                  repeat=False, manifest=manifest,
+                                  value_transform=config.value_transform):
             vectors = artifact.model.profile(select_inputs(batch, spec), training=False).numpy()
+            features = aggregate_features({k: v.numpy() for k, v in batch.items()}, spec)
             tables.append(pa.table({
                 "user_id": pa.array([u.decode() for u in batch["user_id"].numpy()]),
                 "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
+                "features": pa.array(list(features.astype(np.float32)),
+                                     pa.list_(pa.float32())),
                 "model_version": pa.array([artifact.version] * len(vectors))}))
     table = pa.concat_tables(tables).sort_by("user_id")
     final = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
     document = {"ds": ds.isoformat(), "engine": "tf", "model": model_path,
                 "model_version": artifact.version, "users": table.num_rows,
-                "embedding_dim": artifact.model_config.embedding_dim}
+                "embedding_dim": artifact.model_config.embedding_dim,
+                "features": aggregate_feature_names(spec)}
     with storage.atomic_directory(final) as directory:
         fs, path = storage.resolve(storage.join(directory, "part-00000.parquet"))
         pq.write_table(table, path, filesystem=fs)

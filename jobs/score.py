@@ -11,7 +11,9 @@ model's relation module f_θ.
 user half of f_θ's first layer once (``[B, H]``), add every campaign's support half
 (``[N, H]``, computed once on the driver), and run only the small head per pair
 (``model/scoring.py``, numpy; no TensorFlow on the executors). Adding a campaign adds one
-row to the support half and one column to the head's output.
+row to the support half and one column to the head's output. A campaign with a probe head
+(``lookalike.head``, fitted by ``jobs/campaigns.py``) is one column of a single matrix
+product of each user's ``[embedding, features]`` row with every probe's weights.
 
 **Selection, exact and bounded.** For a top-K campaign each task keeps its best
 ``K + excluded`` users, where ``excluded`` counts the users the campaign may never export
@@ -73,15 +75,14 @@ def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ())
     return supports
 
 
-def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np.ndarray",
-           has_negatives: "np.ndarray", holdout: dict[str, list[int]], chunk_rows: int):
-    """The ``mapInArrow`` function: embeddings → candidates, held-out scores, histograms."""
+def scorer(heads, campaigns: list[dict], holdout: dict[str, list[int]], chunk_rows: int):
+    """The ``mapInArrow`` function: embeddings → candidates, held-out scores, histograms.
+    ``heads`` is a ``model.scoring.CampaignHeads`` with a column per campaign."""
 
     def apply(batches: Iterator) -> Iterator:
         import numpy as np
         import pyarrow as pa
 
-        from model.scoring import sigmoid
         n = len(campaigns)
         keep = [c["keep"] for c in campaigns]  # top-K campaigns: K + excluded; else None
         # A user enters campaign j's candidates only when its score beats floor[j]: the
@@ -98,11 +99,14 @@ def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np
             users = np.asarray(batch.column(0).to_pylist(), dtype=object)
             vectors = batch.column(1).flatten().to_numpy(zero_copy_only=False)
             vectors = vectors.reshape(len(users), -1).astype(np.float32)  # [B, E]
+            features = None
+            if heads.needs_features:
+                features = batch.column(2).flatten().to_numpy(zero_copy_only=False)
+                features = features.reshape(len(users), -1).astype(np.float32)  # [B, F]
             for start in range(0, len(users), chunk_rows):
                 ids = users[start:start + chunk_rows]
-                user_part = weights.user_part(vectors[start:start + chunk_rows])  # [b, H]
-                scores = sigmoid(weights.logits(user_part, positive, negative,
-                                                has_negatives)).astype(np.float64)  # [b, N]
+                scores = heads.scores(vectors[start:start + chunk_rows], None if features is None
+                                      else features[start:start + chunk_rows])  # [b, N]
                 bins = np.minimum((scores * BINS).astype(np.int64), BINS - 1)  # [b, N]
                 histograms += np.bincount((bins + offsets).ravel(), minlength=n * BINS)
                 hits = scores >= floor  # [b, N]
@@ -146,12 +150,10 @@ def scorer(weights, campaigns: list[dict], positive: "np.ndarray", negative: "np
 def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         only: Sequence[str] = (), chunk_rows: int = 512) -> dict:
     """Write ``scores/ds=<ds>`` for every campaign whose support passed; return the report."""
-    import numpy as np
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from jobs.embed import resolve_model
-    from metaprofile import registry
     started = time.perf_counter()
     publisher = Publisher(spark)
     supports = read_supports(config, ds, only)
@@ -167,7 +169,6 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         raise ScoreError(f"embeddings and supports come from different models {sorted(versions)}; "
                          f"rerun jobs/campaigns.py after jobs/embed.py")
     model_path = resolve_model(config, model or embedded["model"])
-    weights = relation_weights(model_path, config)
 
     supports_root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
     members = _union([spark.read.parquet(f"{supports_root}/campaign={c}/members")
@@ -182,19 +183,20 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         keep = None if s["segment_size"] is None else s["segment_size"] + excluded_counts.get(c, 0)
         campaigns.append({"campaign_id": c, "keep": keep, "score_threshold": s["score_threshold"]})
     index = {c["campaign_id"]: j for j, c in enumerate(campaigns)}
-    positive = weights.support_part(np.array([ready[c]["prototype"] for c in index], np.float32))
-    has_negatives = np.array([ready[c]["negative_prototype"] is not None for c in index])
-    negative = weights.support_part(np.array(
-        [ready[c]["negative_prototype"] or ready[c]["prototype"] for c in index], np.float32))
+    heads = campaign_heads(ready, index, model_path, config)
     holdout: dict[str, list[int]] = {}
     for r in members.where(F.col("role") == "holdout").where(
             F.col("campaign_id").isin(list(index))).collect():  # held-out seeds only
         holdout.setdefault(r["user_id"], []).append(index[r["campaign_id"]])
 
-    embeddings = spark.read.parquet(embeddings_uri).select("user_id", "embedding")
-    scored = embeddings.mapInArrow(
-        scorer(weights, campaigns, positive, negative if has_negatives.any() else None,
-               has_negatives, holdout, chunk_rows), SCORED_DDL).cache()
+    embeddings = spark.read.parquet(embeddings_uri)
+    if heads.needs_features and "features" not in embeddings.columns:
+        raise ScoreError(f"{embeddings_uri} has no features column, which the probe heads "
+                         f"need: rerun `metaprofile embed --ds {ds}`, then jobs/campaigns.py")
+    embeddings = embeddings.select("user_id", "embedding", *(
+        ["features"] if heads.needs_features else []))
+    scored = embeddings.mapInArrow(scorer(heads, campaigns, holdout, chunk_rows),
+                                   SCORED_DDL).cache()
     candidates = (scored.where(F.col("kind") == "candidate")
                   .join(excluded, ["campaign_id", "user_id"], "left_anti"))
     ranked = candidates.withColumn("rank", F.row_number().over(
@@ -230,6 +232,43 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
             "failed_campaigns": skipped, "users": embedded["users"],
             "selected": {c: s["selected"] for c, s in stats.items()},
             "seconds": round(seconds, 2)}
+
+
+def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
+                   config: PipelineConfig):
+    """The ``CampaignHeads`` of the campaigns in ``index`` order, from their supports: probe
+    weights as they are, prototypes through f_θ (TensorFlow is loaded only when a campaign
+    has a prototype head)."""
+    import numpy as np
+
+    from model.scoring import CampaignHeads
+    kinds = {c: ready[c].get("head", {"kind": "prototype"})["kind"] for c in index}
+    unknown = sorted({k for k in kinds.values() if k not in ("probe", "prototype")})
+    if unknown:
+        raise ScoreError(f"supports with unknown head kind(s) {unknown}; rerun "
+                         f"jobs/campaigns.py with this version")
+    prototypes = [c for c in index if kinds[c] == "prototype"]
+    probes = [c for c in index if kinds[c] == "probe"]
+    parts = {}
+    if prototypes:
+        weights = relation_weights(model_path, config)
+        has_negatives = np.array([ready[c]["negative_prototype"] is not None
+                                  for c in prototypes])
+        parts = {"relation": weights,
+                 "prototype_columns": np.array([index[c] for c in prototypes], np.int64),
+                 "positive_part": weights.support_part(np.array(
+                     [ready[c]["prototype"] for c in prototypes], np.float32)),
+                 "negative_part": weights.support_part(np.array(
+                     [ready[c]["negative_prototype"] or ready[c]["prototype"]
+                      for c in prototypes], np.float32)) if has_negatives.any() else None,
+                 "has_negatives": has_negatives}
+    if probes:
+        parts |= {"probe_columns": np.array([index[c] for c in probes], np.int64),
+                  "probe_weights": np.array([ready[c]["head"]["weights"] for c in probes],
+                                            np.float64).T,
+                  "probe_bias": np.array([ready[c]["head"]["bias"] for c in probes],
+                                         np.float64)}
+    return CampaignHeads(columns=len(index), **parts)
 
 
 def relation_weights(model_path: str, config: PipelineConfig):

@@ -21,6 +21,7 @@ feature values only (the evaluation passes every adaptation-side user, labelled 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,14 +95,44 @@ def _need_negatives(labels: np.ndarray, method: str) -> None:
         raise ValueError(f"{method} needs at least one negative user")
 
 
-def logistic_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 0
-                    ) -> np.ndarray:
-    """Decision values of an L2 logistic regression whose strength is chosen by CV."""
+@dataclass(frozen=True)
+class LinearHead:
+    """A fitted logistic regression folded back onto the raw feature columns:
+    ``decision(x) = x · weights + bias`` on unstandardised rows, so a scorer needs one
+    matrix product and no scikit-learn (the nightly ``score`` job runs it in numpy)."""
+
+    weights: np.ndarray  # [D]
+    bias: float
+    strength: float  # the inverse L2 strength C that cross-validation chose
+    cv_aupr: float | None  # its mean cross-validated AUPR (None: too few to cross-validate)
+
+    def decision(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(rows, np.float64) @ self.weights + self.bias  # [B]
+
+    def to_dict(self) -> dict:
+        return {"weights": [float(w) for w in self.weights], "bias": float(self.bias),
+                "strength": self.strength, "cv_aupr": self.cv_aupr}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "LinearHead":
+        return cls(np.asarray(doc["weights"], np.float64), float(doc["bias"]),
+                   float(doc["strength"]), doc.get("cv_aupr"))
+
+
+def fit_linear_head(support: np.ndarray, labels, reference: np.ndarray | None = None,
+                    seed: int = 0) -> LinearHead:
+    """An L2 logistic regression on ``support`` standardised with ``reference``'s column
+    statistics (``None``: rows used as they are), its strength chosen by stratified cross-validation on AUPR (as many folds as
+    the rarer class allows, at most 5; ``C = 1`` below 3 users of a class)."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
     labels = _labels(labels)
     _need_negatives(labels, LOGREG)
+    support = np.asarray(support, np.float64)
+    mean, std = (standardiser(reference) if reference is not None
+                 else (np.zeros(support.shape[1]), np.ones(support.shape[1])))
+    support = (support - mean) / std
     folds = min(5, int(np.bincount(labels, minlength=2).min()))
     with warnings.catch_warnings():
         # A separable support set makes lbfgs warn at the weakest penalties of the grid;
@@ -114,8 +145,25 @@ def logistic_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 
                 use_legacy_attributes=False)
         else:
             model = LogisticRegression(C=1.0, max_iter=2000)
-        model.fit(np.asarray(support, np.float64), labels)
-    return model.decision_function(np.asarray(query, np.float64))
+        model.fit(support, labels)
+    coef = np.asarray(model.coef_, np.float64).reshape(-1)  # on standardised columns
+    if folds >= 3:
+        strength = float(np.ravel(model.C_)[0])
+        fold_scores = np.asarray(model.scores_[1] if isinstance(model.scores_, dict)
+                                 else model.scores_, np.float64)
+        cv_aupr = float(fold_scores.reshape(folds, -1).mean(axis=0).max())
+    else:
+        strength, cv_aupr = 1.0, None
+    weights = coef / std
+    bias = float(np.ravel(model.intercept_)[0] - (coef * mean / std).sum())
+    return LinearHead(weights, bias, strength, cv_aupr)
+
+
+def logistic_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 0
+                    ) -> np.ndarray:
+    """Decision values of an L2 logistic regression whose strength is chosen by CV (rows
+    already standardised; see :func:`fit_linear_head`)."""
+    return fit_linear_head(support, labels, None, seed).decision(query)
 
 
 def boosting_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 0
@@ -137,11 +185,11 @@ def classic_scores(method: str, support: np.ndarray, labels, query: np.ndarray,
                    reference: np.ndarray, seed: int = 0) -> np.ndarray:
     """``method``'s scores of the queries, features standardised with ``reference``'s
     column statistics (feature values only, no labels)."""
+    if method == LOGREG:
+        return fit_linear_head(support, labels, reference, seed).decision(query)
     mean, std = standardiser(reference)
     support = (np.asarray(support, np.float64) - mean) / std
     query = (np.asarray(query, np.float64) - mean) / std
-    if method == LOGREG:
-        return logistic_scores(support, labels, query, seed)
     if method == HGB:
         return boosting_scores(support, labels, query, seed)
     if method == COSINE:

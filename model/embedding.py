@@ -95,12 +95,16 @@ class EmbeddingWorker:
         self.vocabularies = vocabularies
         self.normalisation = normalisation
 
-    def embed(self, batch: pa.RecordBatch) -> np.ndarray:
+    def embed(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        """g_θ's embeddings ``[B, E]`` and the aggregate features ``[B, F]`` of the rows
+        (``model.baselines.aggregate_features``, which the probe head reads beside them)."""
+        from model.baselines import aggregate_features
         from model.network import select_inputs
-        features = dense_batch(batch, self.spec, self.transform, self.normalisation,
-                               self.vocabularies)
-        inputs = select_inputs(features, self.spec)
-        return np.asarray(self.artifact.model.profile(inputs, training=False))  # [B, E]
+        dense = dense_batch(batch, self.spec, self.transform, self.normalisation,
+                            self.vocabularies)
+        vectors = np.asarray(self.artifact.model.profile(select_inputs(dense, self.spec),
+                                                         training=False))  # [B, E]
+        return vectors, aggregate_features(dense, self.spec).astype(np.float32)  # [B, F]
 
 
 def load_worker(model_path: str, spec: dict, transform: str,

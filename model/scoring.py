@@ -5,10 +5,13 @@
 support half once per campaign, then only the head (ReLU, the hidden layers, the logit) runs
 per (user, campaign) pair. Keeping this in numpy lets Spark executors score without
 TensorFlow; a test holds it equal to the Keras module.
+
+``CampaignHeads`` scores a block of users against every campaign at once, whichever head
+each campaign has (the prototypes through f_θ, or a fitted probe: one matrix product).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,3 +67,42 @@ class RelationWeights:
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass(frozen=True)
+class CampaignHeads:
+    """Every campaign's head, as the columns of one ``[B, N]`` score block.
+
+    Prototype campaigns (``prototype_columns``) go through f_θ: the user half once per user,
+    the support halves once per campaign (``RelationWeights``). Probe campaigns
+    (``probe_columns``) are one matrix product of the user's ``[embedding, features]`` row
+    with their folded logistic-regression weights. Both give a probability in (0, 1).
+    """
+
+    columns: int
+    relation: RelationWeights | None = None
+    prototype_columns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    positive_part: np.ndarray | None = None  # [P, H]
+    negative_part: np.ndarray | None = None  # [P, H]
+    has_negatives: np.ndarray | None = None  # [P]
+    probe_columns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    probe_weights: np.ndarray | None = None  # [E + F, Q]
+    probe_bias: np.ndarray | None = None  # [Q]
+
+    @property
+    def needs_features(self) -> bool:
+        return len(self.probe_columns) > 0
+
+    def scores(self, embeddings: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """``[B, N]`` float64 scores of the users ``embeddings`` ``[B, E]`` (and their
+        aggregate ``features`` ``[B, F]`` when a probe campaign is scored)."""
+        out = np.empty((len(embeddings), self.columns), np.float64)
+        if len(self.prototype_columns):
+            user = self.relation.user_part(embeddings)  # [B, H]
+            logits = self.relation.logits(user, self.positive_part, self.negative_part,
+                                          self.has_negatives)  # [B, P]
+            out[:, self.prototype_columns] = sigmoid(logits)
+        if len(self.probe_columns):
+            rows = np.hstack([embeddings, features]).astype(np.float64)  # [B, E + F]
+            out[:, self.probe_columns] = sigmoid(rows @ self.probe_weights + self.probe_bias)
+        return out

@@ -235,6 +235,14 @@ class LookalikeConfig:
     holdout: float = 0.2        # share of positive seeds kept out of the support set to
                                 # estimate the segment's precision
     formats: tuple[str, ...] = ("csv", "parquet")
+    head: str = "probe"         # how a campaign scores users: probe (a logistic regression on
+                                # the embedding and the aggregate features, fitted on its
+                                # seeds) or prototype (the relation module f_θ, zero-training)
+    background_users: int = 2000  # unlabelled users drawn as the probe's negatives (beside
+                                  # any explicit negative seeds) and for its standardisation
+
+
+LOOKALIKE_HEADS = ("probe", "prototype")
 
 
 @dataclass(frozen=True)
@@ -519,14 +527,24 @@ class _Reader:
         )
 
     def lookalike(self, value: Any) -> LookalikeConfig:
-        m = self.mapping(value, "lookalike", ("min_seeds", "holdout", "formats"))
+        m = self.mapping(value, "lookalike", ("min_seeds", "holdout", "formats", "head",
+                                              "background_users"))
         d = LookalikeConfig()
         formats = self.get(m, "formats", "lookalike", list, list(d.formats))
         cfg = LookalikeConfig(
             min_seeds=self.get(m, "min_seeds", "lookalike", int, d.min_seeds),
             holdout=self.get(m, "holdout", "lookalike", float, d.holdout),
             formats=tuple(formats),
+            head=self.get(m, "head", "lookalike", str, d.head),
+            background_users=self.get(m, "background_users", "lookalike", int,
+                                      d.background_users),
         )
+        if cfg.head not in LOOKALIKE_HEADS:
+            self.problem("lookalike.head", f"{cfg.head!r}: choose one of "
+                                           f"{', '.join(LOOKALIKE_HEADS)}")
+        if cfg.background_users < 10:
+            self.problem("lookalike.background_users",
+                         f"{cfg.background_users} must be at least 10")
         if cfg.min_seeds < 1:
             self.problem("lookalike.min_seeds", f"{cfg.min_seeds} must be at least 1")
         if not 0.0 <= cfg.holdout < 1.0:

@@ -94,6 +94,9 @@ def test_genre_routing_is_prefix_based_and_additive(tmp_path):
      "tasks.behaviour.channels", "use modality/channel"),
     (lambda r: r["tasks"].update(source=[]), "tasks.source", "or behaviour tasks"),
     (lambda r: r["storage"].update(root="s3://bucket/x"), "storage.root", "use s3a://"),
+    (lambda r: r["lookalike"].update(head="centroid"), "lookalike.head", "choose one of probe"),
+    (lambda r: r["lookalike"].update(background_users=3), "lookalike.background_users",
+     "at least 10"),
     (lambda r: r.update(windows={}), "windows", "unknown field"),
     (lambda r: r["window"].update(lenght=30), "window.lenght", "unknown field"),
 ])

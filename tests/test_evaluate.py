@@ -596,3 +596,43 @@ def test_quick_preset_is_small():
     assert len(quick.masking_levels) == 3 and len(quick.imbalance_ratios) == 3
     with pytest.raises(ValueError, match="methods"):
         ev.EvalConfig(methods=("magic",))
+
+
+def test_linear_head_folds_the_standardisation_into_its_weights():
+    from sklearn.linear_model import LogisticRegression
+    from model import baselines as bl
+    rng = np.random.default_rng(4)
+    x = rng.normal(loc=3.0, scale=[1.0, 10.0, 0.1], size=(120, 3))
+    y = (x[:, 0] + x[:, 1] / 10 + rng.normal(size=120) > 3).astype(np.int8)
+    reference = rng.normal(loc=3.0, scale=[1.0, 10.0, 0.1], size=(500, 3))
+    head = bl.fit_linear_head(x, y, reference)
+    mean, std = bl.standardiser(reference)
+    direct = LogisticRegression(C=head.strength, max_iter=2000).fit((x - mean) / std, y)
+    # Equal up to the solver's tolerance (the CV refit starts from the folds' coefficients).
+    np.testing.assert_allclose(head.decision(x), direct.decision_function((x - mean) / std),
+                               atol=1e-2)
+    assert head.cv_aupr is not None and 0.0 <= head.cv_aupr <= 1.0
+    assert bl.LinearHead.from_dict(head.to_dict()).decision(x[:3]) == pytest.approx(
+        head.decision(x[:3]))
+
+
+def test_campaign_heads_score_each_column_with_its_own_head():
+    import keras
+    from model.relation import RelationModule
+    from model.scoring import CampaignHeads, RelationWeights, sigmoid
+    keras.utils.set_random_seed(2)
+    relation = RelationModule((6, 3))
+    relation.build((None, 4))
+    weights = RelationWeights.from_module(relation)
+    rng = np.random.default_rng(1)
+    emb, feat = rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 2))
+    prototype = rng.normal(size=(1, 4)).astype(np.float32)
+    w, b = rng.normal(size=(6, 1)), np.array([0.3])
+    heads = CampaignHeads(columns=2, relation=weights, prototype_columns=np.array([1]),
+                          positive_part=weights.support_part(prototype),
+                          probe_columns=np.array([0]), probe_weights=w, probe_bias=b)
+    scores = heads.scores(emb, feat)
+    np.testing.assert_allclose(scores[:, 0], sigmoid(np.hstack([emb, feat]) @ w[:, 0] + b[0]))
+    np.testing.assert_allclose(scores[:, 1], sigmoid(weights.logits(weights.user_part(emb),
+                                                                    weights.support_part(prototype)))[:, 0], rtol=1e-6)
+    assert heads.needs_features

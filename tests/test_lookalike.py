@@ -143,6 +143,9 @@ def test_spark_and_tensorflow_engines_give_the_same_embeddings(world, spark, tmp
     np.testing.assert_allclose(np.stack(tf_table.column("embedding").to_numpy(zero_copy_only=False)),
                                np.stack(spark_table.column("embedding").to_numpy(zero_copy_only=False)),
                                rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.stack(tf_table.column("features").to_numpy(zero_copy_only=False)),
+                               np.stack(spark_table.column("features").to_numpy(zero_copy_only=False)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_campaign_checks_isolate_bad_campaigns_and_account_for_seeds(world):
@@ -174,21 +177,66 @@ def test_segments_respect_every_exclusion_and_size(world):
         assert failed in reports["export"]["failed"]
 
 
+def embedding_table(config):
+    table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
+    column = lambda name: np.stack(table.column(name).to_numpy(zero_copy_only=False))
+    return table.column("user_id").to_pylist(), column("embedding"), column("features")
+
+
+def support(config, campaign):
+    return json.load(open(f"{config.storage.uri('supports')}/ds={DS}/campaign={campaign}/"
+                          f"support.json"))
+
+
+def top_k(config, ids, scores, campaign, k):
+    never = {u for c, u, _ in SEEDS if c in (campaign, "cmp_paused")} | set(OPTED_OUT)
+    return [u for _, u in sorted((-s, u) for s, u in zip(scores, ids) if u not in never)[:k]]
+
+
+def test_probe_head_is_fitted_on_the_seeds_against_the_background(world):
+    from model.baselines import aggregate_feature_names
+    from model.spec import InputSpec
+    config, _, reports = world
+    ids, vectors, features = embedding_table(config)
+    names = aggregate_feature_names(InputSpec.from_config(config))
+    assert features.shape == (40, len(names)) and reports["embed"]["features"] == names
+    head = support(config, "cmp_top")["head"]
+    listed = {u for c, u, _ in SEEDS if c == "cmp_top"} & set(USERS)
+    assert head["kind"] == "probe"
+    assert (head["positives"], head["negatives"], head["background"]) == (4, 1, 40 - len(listed))
+    assert len(head["weights"]) == vectors.shape[1] + features.shape[1]
+
+
 def test_top_k_equals_scoring_everyone_and_sorting(world):
+    from model.baselines import LinearHead
+    config, _, _ = world
+    ids, vectors, features = embedding_table(config)
+    head = LinearHead.from_dict(support(config, "cmp_top")["head"])
+    scores = head.decision(np.hstack([vectors, features]))
+    top, _ = segment(config, "cmp_top")
+    assert top.column("user_id").to_pylist() == top_k(config, ids, scores, "cmp_top", 5)
+
+
+def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
+    from jobs import campaigns, export, score
     from model.artifact import load_artifact
     from model.spec import InputSpec
     config, model, _ = world
-    table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
-    ids = table.column("user_id").to_pylist()
-    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
-    artifact = load_artifact(model, InputSpec.from_config(config))
-    support = json.load(open(f"{config.storage.uri('supports')}/ds={DS}/campaign=cmp_top/support.json"))
-    logits = np.asarray(artifact.model.score(vectors, np.array([support["prototype"]]),
-                                             np.array([support["negative_prototype"]])))[:, 0]
-    never = {u for c, u, _ in SEEDS if c in ("cmp_top", "cmp_paused")} | set(OPTED_OUT)
-    ranked = sorted((-s, u) for s, u in zip(logits, ids) if u not in never)
-    top, _ = segment(config, "cmp_top")
-    assert top.column("user_id").to_pylist() == [u for _, u in ranked[:5]]
+    shutil.copytree(config.storage.root, tmp_path / "data")
+    copy = load_config(SYNTHETIC_CONFIG, overrides=[
+        f"storage.root={tmp_path / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
+        "lookalike.holdout=0.0", "lookalike.head=prototype"])
+    campaigns.run(spark, copy, DS)
+    score.run(spark, copy, DS)
+    export.run(copy, DS)
+    ids, vectors, _ = embedding_table(copy)
+    chosen = support(copy, "cmp_top")
+    assert chosen["head"] == {"kind": "prototype"}
+    artifact = load_artifact(model, InputSpec.from_config(copy))
+    logits = np.asarray(artifact.model.score(vectors, np.array([chosen["prototype"]]),
+                                             np.array([chosen["negative_prototype"]])))[:, 0]
+    top, _ = segment(copy, "cmp_top")
+    assert top.column("user_id").to_pylist() == top_k(copy, ids, logits, "cmp_top", 5)
 
 
 def test_rerun_gives_identical_segments(world, spark):
