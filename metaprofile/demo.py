@@ -103,32 +103,42 @@ def format_run(dag_id: str, run: dict) -> list[str]:
 
 def segment_quality(config) -> list[str]:
     """Per exported campaign: the held-out seeds' recall at the segment's reach and the lift
-    over a random segment of the same size (from each segment's manifest), then the median
-    lift. Held-out seeds are positive seeds kept out of the support set
-    (``lookalike.holdout``), so this is the segment's only out-of-sample check."""
+    over a random segment of the same size (from each segment's manifest), beside the lift
+    of the segment a DMP would have exported from the same seeds
+    (``metaprofile.segment_check``), then the medians. Held-out seeds are positive seeds
+    kept out of the support set (``lookalike.holdout``), so this is the segment's only
+    out-of-sample check."""
     import glob
     import statistics
 
     from metaprofile import storage
-    root = f"{config.storage.uri('segments')}/ds={config.window.end.isoformat()}"
-    lines, lifts = [], []
+    from metaprofile.segment_check import dmp_lifts
+    ds = config.window.end
+    root = f"{config.storage.uri('segments')}/ds={ds.isoformat()}"
+    dmp = dmp_lifts(config, ds)
+    lines, lifts, dmp_values = [], [], []
     for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
         manifest = storage.read_json(path)
         quality = manifest.get("precision", {})
         recall, reach = quality.get("holdout_recall"), quality.get("reach")
-        lift = quality.get("lift_over_random")
+        lift, other = quality.get("lift_over_random"), dmp.get(manifest["campaign_id"])
         if lift is not None:
             lifts.append(lift)
+        if other is not None:
+            dmp_values.append(other)
         lines.append(f"    {manifest['campaign_id']:<28} held-out seeds "
                      f"{quality.get('holdout_seeds', 0):>4}  recall "
                      f"{'n/a' if recall is None else f'{recall:6.1%}'} at reach "
                      f"{'n/a' if reach is None else f'{reach:6.1%}'}  lift "
-                     f"{'n/a' if lift is None else f'{lift:5.2f}x'}")
+                     f"{'n/a' if lift is None else f'{lift:5.2f}x'}  (DMP "
+                     f"{'n/a' if other is None else f'{other:5.2f}x'})")
     if not lines:
         return [f"  {config.name}: no exported segment under {root}"]
     median = f"{statistics.median(lifts):.2f}x" if lifts else "n/a"
-    return [f"  {config.name}: segment quality on held-out seeds (median lift {median} over "
-            f"{len(lifts)} campaigns)", *lines]
+    dmp_median = f"{statistics.median(dmp_values):.2f}x" if dmp_values else "n/a"
+    return [f"  {config.name}: segment quality on held-out seeds: median lift {median} over "
+            f"{len(lifts)} campaigns; a DMP's segments (logistic regression on the aggregates, "
+            f"same seeds): {dmp_median}", *lines]
 
 
 def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_ARGS,

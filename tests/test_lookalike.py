@@ -294,3 +294,21 @@ def test_quantiles_and_checks_are_pure():
         "status 'gone' is not one of active, paused, archived",
         "set exactly one of segment_size and score_threshold",
         "exclude_campaigns names unknown campaign(s) ['x']"]
+
+
+def test_holdout_lift_is_recall_at_the_cutoff_over_reach():
+    from metaprofile.segment_check import holdout_lift
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.95, 0.1])
+    eligible = np.array([True] * 6 + [False, False])  # the last two are held-out seeds
+    held = np.array([False] * 6 + [True, True])
+    # Segment of 2 of 6 eligible users: cut-off 0.8; one of two held-out seeds is above it.
+    assert holdout_lift(scores, eligible, held, 2) == pytest.approx(0.5 / (2 / 6))
+    assert holdout_lift(scores, eligible, np.zeros(8, bool), 2) is None
+
+
+def test_dmp_side_by_side_reads_the_night_without_spark(world):
+    from metaprofile.segment_check import dmp_lifts
+    config, _, _ = world
+    lifts = dmp_lifts(config, DS)
+    assert set(lifts) == {"cmp_top", "cmp_thr"}  # exported campaigns only
+    assert all(v is None for v in lifts.values())  # lookalike.holdout=0: nothing held out

@@ -1,0 +1,86 @@
+"""What a DMP would have exported from the same seeds, for the main job's side-by-side.
+
+For every exported campaign of a night, :func:`dmp_lifts` rebuilds the segment the way a DMP
+builds a lookalike from a few dozen aggregates: the evaluation's ``logreg`` baseline (a
+cross-validated logistic regression on the aggregate features alone,
+``model.baselines.fit_linear_head``), fitted on the same support seeds against the same
+kind of negatives as the campaign's probe head (its explicit negatives and
+``lookalike.background_users`` unlabelled users that are none of its seeds; drawn here with
+a fixed numpy seed, where ``jobs/campaigns.py`` draws by a hash in Spark). The segment has
+the exported one's size over the same eligible users, and its lift is measured on the same
+held-out seeds: the recall of the held-out seeds at the segment's cut-off over its reach.
+
+It reads the night's outputs with pyarrow only (embeddings with their features, the
+supports' members, the segments' manifests); no Spark, no model.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import glob
+
+import numpy as np
+import pyarrow.dataset as pads
+
+from metaprofile import storage
+
+
+def _table(uri: str, columns: list[str]):
+    fs, path = storage.resolve(uri)
+    return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
+def holdout_lift(scores: np.ndarray, eligible: np.ndarray, held: np.ndarray, size: int
+                 ) -> float | None:
+    """Recall of the held-out rows at the cut-off of the ``size`` best eligible rows, over
+    the segment's reach (``size`` / eligible rows); ``None`` without held-out rows."""
+    pool = scores[eligible]
+    if not held.any() or size < 1 or pool.size == 0:
+        return None
+    size = min(size, pool.size)
+    cutoff = np.partition(pool, pool.size - size)[pool.size - size]
+    recall = float((scores[held] >= cutoff).mean())
+    return recall / (size / pool.size)
+
+
+def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
+    """Per exported campaign of ``ds``: the held-out lift of the DMP's segment."""
+    from jobs.export import forbidden_users
+    from model.baselines import fit_linear_head
+    embeddings = _table(f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}",
+                        ["user_id", "features"])
+    if "features" not in embeddings.column_names:
+        return {}
+    ids = np.asarray(embeddings.column("user_id").to_pylist(), dtype=object)
+    features = np.stack(embeddings.column("features").to_numpy(zero_copy_only=False)
+                        ).astype(np.float64)  # [U, F]
+    row_of = {u: i for i, u in enumerate(ids)}
+    root = f"{config.storage.uri('segments')}/ds={ds.isoformat()}"
+    supports = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    lifts: dict[str, float | None] = {}
+    for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
+        manifest = storage.read_json(path)
+        campaign = manifest["campaign_id"]
+        support = storage.read_json(f"{supports}/campaign={campaign}/support.json")
+        members = _table(f"{supports}/campaign={campaign}/members", ["user_id", "role"])
+        rows = {role: np.array([row_of[u] for u, r in zip(
+            members.column("user_id").to_pylist(), members.column("role").to_pylist())
+            if r == role and u in row_of], np.int64) for role in ("support", "negative",
+                                                                   "holdout")}
+        forbidden = forbidden_users(config, campaign, support.get("exclude_campaigns", []))
+        listed = np.array([u in forbidden for u in ids])  # seeds and opted-out users
+        rng = np.random.default_rng(seed)
+        unlabelled = np.flatnonzero(~listed)
+        background = rng.choice(unlabelled, min(config.lookalike.background_users,
+                                                unlabelled.size), replace=False)
+        if rows["support"].size == 0 or background.size + rows["negative"].size == 0:
+            lifts[campaign] = None
+            continue
+        train = np.concatenate([rows["support"], rows["negative"], background])
+        labels = np.r_[np.ones(rows["support"].size),
+                       np.zeros(rows["negative"].size + background.size)].astype(np.int8)
+        head = fit_linear_head(features[train], labels, features[background], seed)
+        held = np.zeros(len(ids), bool)
+        held[rows["holdout"]] = True
+        lifts[campaign] = holdout_lift(head.decision(features), ~listed, held,
+                                       int(manifest["counts"]["selected"]))
+    return lifts
