@@ -29,7 +29,7 @@ setup(
         # The Airflow environment. It must stay separate from the job environment: the
         # Spark provider pulls pyspark-client, which overwrites pyspark's Python files.
         "airflow": ["apache-airflow==3.3.2", "apache-airflow-providers-apache-spark==6.3.4"],
-        "dev": ["pytest>=8"],
+        "dev": ["pytest>=8", "pytest-randomly>=3.15"],
     },
     entry_points={"console_scripts": ["metaprofile=metaprofile.cli:main"]},
 )

@@ -56,8 +56,10 @@ def add_subparsers(subparsers) -> None:
                    help="output directory (default: storage reports/evaluation/<version>)")
     p.add_argument("--compare-published", action="store_true",
                    help="also evaluate the published model (same protocol and seeds); the "
-                        "candidate is better when its mean zero-training AUPR is higher "
-                        "(without a published model: when it beats training from scratch)")
+                        "candidate is better when the mean Table 3 AUPR of the head the "
+                        "nightly job scores with is higher (meta_profile_probe for "
+                        "lookalike.head=probe, meta_profile for prototype; without a "
+                        "published model: when it beats training from scratch)")
     from model.evaluate import EXPERIMENTS, METHODS, EvalConfig
     d, q = EvalConfig(), EvalConfig.quick_preset()
 

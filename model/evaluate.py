@@ -923,33 +923,43 @@ def model_summary(rows: Sequence[dict], tasks: Sequence[str]) -> dict:
     return out
 
 
+def deployed_method(config: PipelineConfig) -> str:
+    """The evaluation method that measures what the nightly job deploys: the probe for
+    ``lookalike.head: probe``, zero-training for ``prototype``."""
+    return PROBE if config.lookalike.head == "probe" else ZERO
+
+
 def decide(candidate: dict, published: dict | None, published_error: str | None = None,
-           compared: bool = True) -> dict:
+           compared: bool = True, method: str = ZERO) -> dict:
     """decision.json: is the candidate model better than what is published?
 
-    With a published model (evaluated with the same protocol and seeds), better means a
-    higher mean zero-training AUPR over the target tasks. Without one (none published, or it
-    cannot be evaluated: ``published_error``), or when no comparison was asked for, better
-    means the candidate's zero-training AUPR beats training from scratch.
+    ``method`` is the Meta-Profile method the nightly job scores with
+    (:func:`deployed_method`). With a published model (evaluated with the same protocol and
+    seeds), better means a higher mean Table 3 AUPR of that method over the target tasks.
+    Without one (none published, or it cannot be evaluated: ``published_error``), or when no
+    comparison was asked for, better means that AUPR beats training from scratch.
     """
-    key, scratch_key = f"mean_{ZERO}_aupr", f"mean_{SCRATCH}_aupr"
+    key, scratch_key = f"mean_{method}_aupr", f"mean_{SCRATCH}_aupr"
+    label = METHOD_LABELS.get(method, method)
     mine = candidate.get(key)
     if mine is None or not np.isfinite(mine):
-        return {"better": False, "reason": "the candidate has no Table 3 zero-training AUPR "
-                                           "(run the table3 experiment with meta_profile)",
+        return {"better": False, "method": method,
+                "reason": f"the candidate has no Table 3 AUPR of {label} (run the table3 "
+                          f"experiment with {method})",
                 "candidate": candidate, "published": published}
     if published is not None:
         theirs = published.get(key)
         if candidate.get("path") and candidate.get("path") == published.get("path"):
-            return {"better": False, "reason": "the candidate is the published model",
+            return {"better": False, "method": method,
+                    "reason": "the candidate is the published model",
                     "candidate": candidate, "published": published}
         if theirs is None or not np.isfinite(theirs):
-            return {"better": True, "reason": "the published model has no zero-training AUPR "
-                                              "to compare with", "candidate": candidate,
-                    "published": published}
+            return {"better": True, "method": method,
+                    "reason": f"the published model has no AUPR of {label} to compare with",
+                    "candidate": candidate, "published": published}
         better = bool(mine > theirs)
-        return {"better": better,
-                "reason": f"mean zero-training AUPR {mine:.4f} vs published "
+        return {"better": better, "method": method,
+                "reason": f"mean AUPR of {label} {mine:.4f} vs published "
                           f"{published.get('version', '?')} {theirs:.4f} "
                           f"({'higher' if better else 'not higher'})",
                 "candidate": candidate, "published": published}
@@ -958,12 +968,13 @@ def decide(candidate: dict, published: dict | None, published_error: str | None 
               else "" if compared else "not compared with a published model "
                                        "(--compare-published not given); ")
     if scratch is None or not np.isfinite(scratch):
-        return {"better": False, "reason": prefix + "no Table 3 from-scratch result to compare "
-                                                    "with either (run table3 with scratch)",
+        return {"better": False, "method": method,
+                "reason": prefix + "no Table 3 from-scratch result to compare with either "
+                                   "(run table3 with scratch)",
                 "candidate": candidate, "published": None}
     better = bool(mine > scratch)
-    return {"better": better,
-            "reason": prefix + f"mean zero-training AUPR {mine:.4f} vs training from scratch "
+    return {"better": better, "method": method,
+            "reason": prefix + f"mean AUPR of {label} {mine:.4f} vs training from scratch "
                                f"{scratch:.4f} ({'higher' if better else 'not higher'})",
             "candidate": candidate, "published": None}
 
@@ -1377,7 +1388,7 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
             try:
                 published_result = _evaluate_published(published_pointer, spec, manifest,
                                                        store, features, data, cfg, progress,
-                                                       start)
+                                                       start, deployed_method(config))
                 published_summary = {"path": published_pointer["path"],
                                      "version": published_pointer.get("version"),
                                      **model_summary(published_result.rows, tasks)}
@@ -1391,7 +1402,7 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
                          **model_summary(outcome.rows, tasks)}
     decision = decide(candidate_summary, published_summary,
                       published_error if compare_published else None,
-                      compared=compare_published)
+                      compared=compare_published, method=deployed_method(config))
     timing["total"] = time.perf_counter() - start
     summary = summarise(outcome.rows)
     result = {
@@ -1428,9 +1439,10 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
 
 def _evaluate_published(pointer: dict, spec: InputSpec, manifest: dict, store: UserStore,
                         features: np.ndarray, data: Sequence[TaskData], cfg: EvalConfig,
-                        progress: Callable[[str], None], start: float) -> Outcome:
+                        progress: Callable[[str], None], start: float, method: str = ZERO
+                        ) -> Outcome:
     """The published model under the same protocol and seeds, for the decision's metric:
-    Table 3 with zero-training (and scratch, whose result does not depend on the model)."""
+    Table 3 with ``method``, the deployed head (:func:`deployed_method`)."""
     from model.artifact import load_artifact
 
     artifact = load_artifact(pointer["path"], spec, manifest["spec"])
@@ -1440,7 +1452,7 @@ def _evaluate_published(pointer: dict, spec: InputSpec, manifest: dict, store: U
     embeddings = embed_rows(artifact.model, store, np.arange(len(store)), cfg.embed_batch_size)
     published = ModelUnderTest("published", artifact.path, artifact.version, artifact.model,
                                artifact.model_config, embeddings)
-    same_protocol = dataclasses.replace(cfg, experiments=(TABLE3,), methods=(ZERO,))
+    same_protocol = dataclasses.replace(cfg, experiments=(TABLE3,), methods=(method,))
     return run_protocol(published, store, features, data, same_protocol, progress, start)
 
 

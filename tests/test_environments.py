@@ -39,6 +39,18 @@ def test_job_environment_matches_its_lock():
     assert "pyspark-client" not in installed and "apache-airflow" not in installed
 
 
+def test_the_suite_runs_in_a_random_order(pytestconfig):
+    # pytest-randomly shuffles the modules, and the tests in each, on every run. The seed is
+    # in the header, and `./run test --randomly-seed=N` reruns that order. A test that
+    # depends on another's side effects then fails in CI instead of passing by luck of the
+    # file order.
+    if pytestconfig.pluginmanager.is_blocked("randomly"):
+        pytest.skip("random order switched off with -p no:randomly")
+    assert pytestconfig.pluginmanager.hasplugin("randomly"), (
+        "pytest-randomly is not installed: `./run setup` installs requirements/jobs.lock")
+    assert pytestconfig.getoption("randomly_reorganize")
+
+
 def test_airflow_environment_is_separate_and_pinned():
     assert Path(AIRFLOW_PYTHON).exists(), (
         f"no Airflow environment at {AIRFLOW_PYTHON}; `make setup` creates it")

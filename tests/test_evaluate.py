@@ -256,6 +256,14 @@ def test_decision_against_the_published_model_and_the_scratch_fallback():
     assert ev.decide({**cand, f"mean_{ev.SCRATCH}_aupr": 0.5}, None, "none")["better"] is False
     assert ev.decide(cand, {**pub, "path": "m/new"})["better"] is False
     assert ev.decide({"path": "m/new"}, pub)["better"] is False
+    # The nightly head decides: with the probe deployed, its AUPR is what must improve.
+    probe = {**cand, f"mean_{ev.PROBE}_aupr": 0.50}
+    assert ev.decide(probe, {**pub, f"mean_{ev.PROBE}_aupr": 0.55}, method=ev.PROBE)[
+        "better"] is False
+    assert ev.decide({**probe, f"mean_{ev.ZERO}_aupr": 0.2}, None, "none",
+                     method=ev.PROBE)["better"] is True
+    missing = ev.decide(cand, None, "none", method=ev.PROBE)
+    assert missing["better"] is False and ev.PROBE in missing["reason"]
 
 
 def test_table3_reports_the_difference_and_growth_rate_as_the_paper():
@@ -540,18 +548,19 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
     assert {m for m, _ in trained} == set(ev.TRAINED_METHODS)
     assert all(c["curve"][0][0] == 0 for c in result["learning_curves"])
     decision = json.loads((out / "decision.json").read_text())
-    assert set(decision) == {"better", "reason", "candidate", "published"}
+    assert set(decision) == {"better", "method", "reason", "candidate", "published"}
     assert decision["published"]["version"] == "v-old"
-    assert decision["better"] == (decision["candidate"][f"mean_{ev.ZERO}_aupr"]
-                                  > decision["published"][f"mean_{ev.ZERO}_aupr"])
+    assert decision["method"] == ev.PROBE  # the config's lookalike.head is the probe
+    assert decision["better"] == (decision["candidate"][f"mean_{ev.PROBE}_aupr"]
+                                  > decision["published"][f"mean_{ev.PROBE}_aupr"])
     assert result["published"]["rows"] and {r["method"] for r in result["published"]["rows"]} \
-        == {ev.ZERO}
+        == {ev.PROBE}
 
 
 def test_a_rerun_with_the_same_seeds_reproduces_the_metrics(tiny_world, tmp_path):
     config, candidate, _ = tiny_world
     cfg = ev.EvalConfig(tasks=TASKS[:1], repeats=1, experiments=(ev.TABLE3, ev.SEEDS),
-                        methods=(ev.ZERO, ev.LOGREG, ev.COSINE), seed_counts=(3,))
+                        methods=(ev.ZERO, ev.PROBE, ev.LOGREG, ev.COSINE), seed_counts=(3,))
     first = ev.evaluate(config, candidate, eval_cfg=cfg, out=str(tmp_path / "a"),
                         progress=lambda line: None)
     second = ev.evaluate(config, candidate, eval_cfg=cfg, out=str(tmp_path / "b"),
