@@ -10,10 +10,11 @@ synthetic demo snapshot, in users per second, next to bare ``model.predict`` on 
 users' dense tensors already in memory (target: the job reaches at least 80% of it).
 
 **Score**: ``--users`` random user embeddings (default 1,000,000, dimension 512 as the full
-model's) and 1 or 100 campaigns with random prototypes, scored with ``jobs/score.py``'s
-executor function and selection on Spark ``local[2]``: seconds for 1 campaign and for 100
-(target: 100 cost at most 1.5× one), and the peak resident memory of the Python workers and
-of the JVM while it runs.
+model's, with 78 aggregate features) and 1 or 100 campaigns, scored with ``jobs/score.py``'s
+executor function and selection on Spark ``local[2]``, once with prototype heads (random
+prototypes through f_θ) and once with probe heads (random folded logistic-regression
+weights; ``--heads`` picks): seconds for 1 campaign and for 100 (target: 100 cost at most
+1.5× one), and the peak resident memory of the Python workers and of the JVM while it runs.
 """
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def fresh_full_size_model(config) -> str:
                          normalisation={})
 
 
-def bench_score(users: int, dim: int, campaign_counts: list[int]) -> None:
+def bench_score(users: int, dim: int, campaign_counts: list[int],
+                heads: tuple[str, ...] = ("prototype", "probe"), features_dim: int = 78
+                ) -> None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -140,8 +143,8 @@ def bench_score(users: int, dim: int, campaign_counts: list[int]) -> None:
 
     from jobs.score import SCORED_DDL, scorer
     from jobs.spark import build_session
-    from model.scoring import RelationWeights
-    data = BENCH / f"embeddings-{users}-{dim}"
+    from model.scoring import CampaignHeads, RelationWeights
+    data = BENCH / f"embeddings-{users}-{dim}-f{features_dim}"
     if not (data / "_SUCCESS").exists():
         data.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
@@ -149,9 +152,12 @@ def bench_score(users: int, dim: int, campaign_counts: list[int]) -> None:
         for i, start in enumerate(range(0, users, per_file)):
             n = min(per_file, users - start)
             vectors = rng.normal(size=(n, dim)).astype(np.float32)
+            features = rng.normal(size=(n, features_dim)).astype(np.float32)
             table = pa.table({
                 "user_id": [f"user-{start + j:08d}" for j in range(n)],
                 "embedding": pa.FixedSizeListArray.from_arrays(vectors.ravel(), dim)
+                .cast(pa.list_(pa.float32())),
+                "features": pa.FixedSizeListArray.from_arrays(features.ravel(), features_dim)
                 .cast(pa.list_(pa.float32()))})
             pq.write_table(table, data / f"part-{i:03d}.parquet")
         (data / "_SUCCESS").touch()
@@ -165,28 +171,40 @@ def bench_score(users: int, dim: int, campaign_counts: list[int]) -> None:
     kernel, bias = dense(2 * dim, units[0])
     hidden = tuple(dense(a, b) for a, b in zip(units, units[1:]))
     weights = RelationWeights(kernel[:dim], kernel[dim:], bias, hidden, dense(units[-1], 1))
-    spark = build_session("metaprofile-bench-score", master="local[2]")
-    embeddings = spark.read.parquet(str(data)).select("user_id", "embedding")
-    # Warm-up: JVM, file listing, page cache, and Python workers with numpy imported.
-    warm = scorer(weights, [{"campaign_id": "warm", "keep": 10, "score_threshold": None}],
-                  weights.support_part(rng.normal(size=(1, dim)).astype(np.float32)), None,
-                  np.zeros(1, bool), {}, 512)
-    embeddings.mapInArrow(warm, SCORED_DDL).count()
-    for n in campaign_counts:
+
+    def campaign_heads(kind: str, n: int) -> CampaignHeads:
+        columns = np.arange(n, dtype=np.int64)
+        if kind == "probe":  # random folded logistic-regression weights over [E + F]
+            return CampaignHeads(n, probe_columns=columns,
+                                 probe_weights=rng.normal(size=(dim + features_dim, n)) * 0.05,
+                                 probe_bias=np.zeros(n))
         prototypes = rng.normal(size=(n, dim)).astype(np.float32)
-        campaigns = [{"campaign_id": f"c{i:03d}", "keep": 1000, "score_threshold": None}
-                     for i in range(n)]
-        fn = scorer(weights, campaigns, weights.support_part(prototypes), None,
-                    np.zeros(n, bool), {}, 512)
-        with PeakMemory() as peak:
-            started = time.perf_counter()
-            rows = (embeddings.mapInArrow(fn, SCORED_DDL).where(F.col("kind") == "candidate")
-                    .groupBy("campaign_id").count().collect())
-            seconds = time.perf_counter() - started
-        print(f"[score] {users:,} users x {n} campaign(s): {seconds:.1f} s "
-              f"({users * n / seconds / 1e6:,.2f} M user-campaign scores/s; "
-              f"{len(rows)} campaigns with candidates); peak RSS Python worker "
-              f"{peak.python_mib:,.0f} MiB, JVM {peak.jvm_mib:,.0f} MiB")
+        return CampaignHeads(n, relation=weights, prototype_columns=columns,
+                             positive_part=weights.support_part(prototypes))
+
+    spark = build_session("metaprofile-bench-score", master="local[2]")
+    frame = spark.read.parquet(str(data))
+    # Warm-up: JVM, file listing, page cache, and Python workers with numpy imported.
+    warm = scorer(campaign_heads("prototype", 1),
+                  [{"campaign_id": "warm", "keep": 10, "score_threshold": None}], {}, 512)
+    frame.select("user_id", "embedding").mapInArrow(warm, SCORED_DDL).count()
+    for kind in heads:
+        embeddings = frame.select("user_id", "embedding",
+                                  *(["features"] if kind == "probe" else []))
+        for n in campaign_counts:
+            campaigns = [{"campaign_id": f"c{i:03d}", "keep": 1000, "score_threshold": None}
+                         for i in range(n)]
+            fn = scorer(campaign_heads(kind, n), campaigns, {}, 512)
+            with PeakMemory() as peak:
+                started = time.perf_counter()
+                rows = (embeddings.mapInArrow(fn, SCORED_DDL)
+                        .where(F.col("kind") == "candidate")
+                        .groupBy("campaign_id").count().collect())
+                seconds = time.perf_counter() - started
+            print(f"[score] {kind} heads, {users:,} users x {n} campaign(s): {seconds:.1f} s "
+                  f"({users * n / seconds / 1e6:,.2f} M user-campaign scores/s; "
+                  f"{len(rows)} campaigns with candidates); peak RSS Python worker "
+                  f"{peak.python_mib:,.0f} MiB, JVM {peak.jvm_mib:,.0f} MiB")
 
 
 def main(argv=None) -> int:
@@ -199,12 +217,15 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=1_000_000, help="embeddings to score")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension")
     parser.add_argument("--campaigns", type=int, nargs="+", default=[1, 100])
+    parser.add_argument("--heads", nargs="+", choices=("prototype", "probe"),
+                        default=["prototype", "probe"],
+                        help="campaign heads to score with (default: both)")
     args = parser.parse_args(argv)
     configure_environment()
     if args.part in ("embed", "all"):
         bench_embed(args.model, args.predict_users)
     if args.part in ("score", "all"):
-        bench_score(args.users, args.dim, args.campaigns)
+        bench_score(args.users, args.dim, args.campaigns, tuple(args.heads))
     return 0
 
 

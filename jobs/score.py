@@ -183,7 +183,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         keep = None if s["segment_size"] is None else s["segment_size"] + excluded_counts.get(c, 0)
         campaigns.append({"campaign_id": c, "keep": keep, "score_threshold": s["score_threshold"]})
     index = {c["campaign_id"]: j for j, c in enumerate(campaigns)}
-    heads = campaign_heads(ready, index, model_path, config)
+    heads = campaign_heads(ready, index, model_path, config,
+                           embedded["embedding_dim"] + len(embedded.get("features", [])))
     holdout: dict[str, list[int]] = {}
     for r in members.where(F.col("role") == "holdout").where(
             F.col("campaign_id").isin(list(index))).collect():  # held-out seeds only
@@ -235,9 +236,10 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
 
 
 def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
-                   config: PipelineConfig):
+                   config: PipelineConfig, row_width: int):
     """The ``CampaignHeads`` of the campaigns in ``index`` order, from their supports: probe
-    weights as they are, prototypes through f_θ (TensorFlow is loaded only when a campaign
+    weights as they are (``row_width`` = embedding dimension + feature count of the
+    embedding table), prototypes through f_θ (TensorFlow is loaded only when a campaign
     has a prototype head)."""
     import numpy as np
 
@@ -262,6 +264,11 @@ def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
                      [ready[c]["negative_prototype"] or ready[c]["prototype"]
                       for c in prototypes], np.float32)) if has_negatives.any() else None,
                  "has_negatives": has_negatives}
+    for c in probes:
+        if len(ready[c]["head"]["weights"]) != row_width:
+            raise ScoreError(f"campaign {c}: its probe has {len(ready[c]['head']['weights'])} "
+                             f"weights but the embedding table's rows have {row_width} "
+                             f"values; rerun jobs/campaigns.py on these embeddings")
     if probes:
         parts |= {"probe_columns": np.array([index[c] for c in probes], np.int64),
                   "probe_weights": np.array([ready[c]["head"]["weights"] for c in probes],
