@@ -78,7 +78,11 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
         train = np.concatenate([rows["support"], rows["negative"], background])
         labels = np.r_[np.ones(rows["support"].size),
                        np.zeros(rows["negative"].size + background.size)].astype(np.int8)
-        head = fit_linear_head(features[train], labels, features[background], seed)
+        try:
+            head = fit_linear_head(features[train], labels, features[background], seed)
+        except ValueError:  # e.g. a single class left: no DMP segment to compare with
+            lifts[campaign] = None
+            continue
         held = np.zeros(len(ids), bool)
         held[rows["holdout"]] = True
         lifts[campaign] = holdout_lift(head.decision(features), ~listed, held,

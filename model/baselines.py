@@ -123,8 +123,9 @@ class LinearHead:
 def fit_linear_head(support: np.ndarray, labels, reference: np.ndarray | None = None,
                     seed: int = 0) -> LinearHead:
     """An L2 logistic regression on ``support`` standardised with ``reference``'s column
-    statistics (``None``: rows used as they are), its strength chosen by stratified cross-validation on AUPR (as many folds as
-    the rarer class allows, at most 5; ``C = 1`` below 3 users of a class)."""
+    statistics (``None``: rows used as they are), its strength chosen by stratified
+    cross-validation on AUPR (as many folds as the rarer class allows, at most 5; ``C = 1``
+    below 3 users of a class)."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
