@@ -41,7 +41,7 @@ import logging
 import os
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 if __package__ in (None, ""):  # spark-submit jobs/campaigns.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,6 +51,9 @@ from metaprofile import storage
 from schemas.config import PipelineConfig, load_config
 from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES, OPT_OUTS,
                                spark_ddl)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("metaprofile.campaigns")
 
@@ -160,25 +163,39 @@ def prototypes(roles, embeddings) -> dict[tuple[str, str], list[float]]:
     return {key: [v[i] for i in range(len(v))] for key, v in out.items()}
 
 
-def probe_rows(frame):
+def probe_rows(rows) -> "np.ndarray":
     """``[n, E + F]`` float64: each collected row's embedding beside its aggregate features."""
     import numpy as np
-    rows = [list(r["embedding"]) + list(r["features"]) for r in frame]
-    return np.asarray(rows, np.float64).reshape(len(rows), -1)
+    values = [list(r["embedding"]) + list(r["features"]) for r in rows]
+    return np.asarray(values, np.float64).reshape(len(values), -1 if values else 0)
 
 
-def background_users(embeddings, size: int):
+def background_users(embeddings, size: int) -> tuple["np.ndarray", "np.ndarray"]:
     """``size`` users drawn by a fixed hash of their id (the same users every night for the
-    same snapshot), with their embedding and features: the probe's unlabelled negatives and
+    same snapshot): their ids and ``[n, E + F]`` rows, the probe's unlabelled negatives and
     the reference for its standardisation."""
+    import numpy as np
     from pyspark.sql import functions as F
     order = F.xxhash64(F.lit(BACKGROUND_SALT), F.col("user_id"))
-    return (embeddings.select("user_id", "embedding", "features")
+    rows = (embeddings.select("user_id", "embedding", "features")
             .orderBy(order, "user_id").limit(size).collect())
+    return np.array([r["user_id"] for r in rows], dtype=object), probe_rows(rows)
 
 
-def probe_members(roles, embeddings) -> dict[tuple[str, str], list]:
-    """The support and negative seeds' vectors per (campaign, role), at most
+def listed_background(seeds, ids) -> dict[str, set[str]]:
+    """Per campaign, the background users its seed list names (any label): joined in Spark,
+    so only those pairs reach the driver, not the seed lists."""
+    from pyspark.sql import functions as F
+    background = seeds.sparkSession.createDataFrame([(str(u),) for u in ids], "user_id STRING")
+    listed: dict[str, set[str]] = {}
+    for r in (seeds.select("campaign_id", "user_id").join(F.broadcast(background), "user_id")
+              .distinct().collect()):
+        listed.setdefault(r["campaign_id"], set()).add(r["user_id"])
+    return listed
+
+
+def probe_members(roles, embeddings) -> dict[tuple[str, str], "np.ndarray"]:
+    """The support and negative seeds' ``[n, E + F]`` rows per (campaign, role), at most
     ``PROBE_MAX_SEEDS`` of each, drawn by a fixed hash when a list is longer."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -187,32 +204,33 @@ def probe_members(roles, embeddings) -> dict[tuple[str, str], list]:
     members = (roles.where(F.col("role").isin("support", "negative"))
                .join(embeddings.select("user_id", "embedding", "features"), "user_id")
                .withColumn("rank", rank).where(F.col("rank") <= PROBE_MAX_SEEDS))
-    out: dict[tuple[str, str], list] = {}
+    grouped: dict[tuple[str, str], list] = {}
     for r in members.collect():
-        out.setdefault((r["campaign_id"], r["role"]), []).append(r)
-    return out
+        grouped.setdefault((r["campaign_id"], r["role"]), []).append(r)
+    return {key: probe_rows(rows) for key, rows in grouped.items()}
 
 
-def fit_probe(positives: list, negatives: list, background: list, seeds: set[str]
-              ) -> tuple[dict | None, str | None]:
+def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.ndarray",
+              listed: "np.ndarray") -> tuple[dict | None, str | None]:
     """The campaign's probe head, or ``(None, why)`` when it cannot be fitted.
 
     The labels are the PU rule of the evaluation's ``seeds_pu`` setting: the support seeds
     are 1; the explicit negative seeds and the background users that are none of the
-    campaign's seeds are 0. Columns are standardised with the background's statistics, and
-    the logistic regression's strength is chosen by cross-validation
-    (``model.baselines.fit_linear_head``, the evaluation's ``meta_profile_probe``)."""
+    campaign's seeds (``listed`` marks those that are) are 0. Columns are standardised with
+    the background's statistics, and the logistic regression's strength is chosen by
+    cross-validation (``model.baselines.fit_linear_head``, the evaluation's
+    ``meta_profile_probe``)."""
     import numpy as np
 
     from model.baselines import fit_linear_head
-    unlabelled = [r for r in background if r["user_id"] not in seeds]
-    if not positives:
+    unlabelled = background[~listed]
+    if not len(positives):
         return None, "no support seed has an embedding"
-    if not negatives and not unlabelled:
+    if not len(negatives) and not len(unlabelled):
         return None, "no negative seed and no background user outside the seed list"
-    support = probe_rows(positives + negatives + unlabelled)
+    support = np.vstack([positives, negatives, unlabelled])
     labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives) + len(unlabelled))]
-    head = fit_linear_head(support, labels.astype(np.int8), probe_rows(background))
+    head = fit_linear_head(support, labels.astype(np.int8), background)
     return {"kind": "probe", **head.to_dict(), "positives": len(positives),
             "negatives": len(negatives), "background": len(unlabelled)}, None
 
@@ -298,11 +316,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
                  "" if not problems else " (" + "; ".join(problems) + ")")
     publish_supports(spark, config, ds, roles, verdicts, campaigns, publisher)
     roles.unpersist()
-    return {"ds": ds.isoformat(), "campaigns": {c: {k: v for k, v in verdict.items()
-                                                    if "prototype" not in k and k != "head"}
-                                                | ({"head": _head_summary(verdict["head"])}
-                                                   if "head" in verdict else {})
-                                                for c, verdict in verdicts.items()},
+    return {"ds": ds.isoformat(),
+            "campaigns": {c: _report(verdict) for c, verdict in verdicts.items()},
             "seconds": round(time.perf_counter() - started, 2)}
 
 
@@ -318,16 +333,17 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: dict, se
             f"the embeddings of {embedded['ds']} have no features column (written by an "
             f"older embed job): rerun `metaprofile embed --ds {embedded['ds']}`, or set "
             f"lookalike.head=prototype")
+    import numpy as np
     started = time.perf_counter()
-    background = background_users(embeddings, config.lookalike.background_users)
+    ids, background = background_users(embeddings, config.lookalike.background_users)
     members = probe_members(roles, embeddings)
-    listed: dict[str, set[str]] = {}
-    for r in seeds.select("campaign_id", "user_id").distinct().collect():
-        listed.setdefault(r["campaign_id"], set()).add(r["user_id"])
+    listed = listed_background(seeds, ids)
+    empty = np.zeros((0, background.shape[1]), np.float64)
     heads = {}
     for i, c in enumerate(campaigns, 1):
-        head, why = fit_probe(members.get((c, "support"), []), members.get((c, "negative"), []),
-                              background, listed.get(c, set()))
+        head, why = fit_probe(members.get((c, "support"), empty),
+                              members.get((c, "negative"), empty), background,
+                              np.isin(ids, list(listed.get(c, ()))))
         heads[c] = head or {"kind": "prototype", "note": f"probe not fitted: {why}"}
         log.info("campaign %s (%d/%d): %s head%s", c, i, len(campaigns), heads[c]["kind"],
                  "" if head is None else f", C={head['strength']:.3g}, cross-validated AUPR "
@@ -340,8 +356,12 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: dict, se
     return heads
 
 
-def _head_summary(head: dict) -> dict:
-    return {k: v for k, v in head.items() if k != "weights"}
+def _report(verdict: dict) -> dict:
+    """A verdict for the job's printed report: no prototypes, no head weights."""
+    out = {k: v for k, v in verdict.items() if "prototype" not in k}
+    if "head" in out:
+        out["head"] = {k: v for k, v in out["head"].items() if k != "weights"}
+    return out
 
 
 def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts: dict,

@@ -10,10 +10,11 @@ Scorers (higher = more likely positive) take the support users' feature rows, th
 labels and the query rows. Features are standardised with a *reference* set's statistics,
 feature values only (the evaluation passes every adaptation-side user, labelled or not):
 
-* :func:`logistic_scores` — ``LogisticRegressionCV``: the L2 strength is chosen by
+* :func:`fit_linear_head` — ``LogisticRegressionCV``: the L2 strength is chosen by
   stratified cross-validation on the support set (AUPR), with as many folds as the rarer
   class allows (at most 5). With fewer than 3 users of a class there is nothing to
-  cross-validate, and ``C = 1`` is used.
+  cross-validate, and ``C = 1`` is used. The fit is folded onto the raw columns
+  (:class:`LinearHead`), which the nightly probe heads store.
 * :func:`boosting_scores` — ``HistGradientBoostingClassifier`` with a leaf size that
   shrinks with the support set, so 10 seeds still get splits.
 * :func:`centroid_cosine_scores` — the cosine similarity to the positive seeds' centroid.
@@ -160,13 +161,6 @@ def fit_linear_head(support: np.ndarray, labels, reference: np.ndarray | None = 
     weights = coef / std
     bias = float(np.ravel(model.intercept_)[0] - (coef * mean / std).sum())
     return LinearHead(weights, bias, strength, cv_aupr)
-
-
-def logistic_scores(support: np.ndarray, labels, query: np.ndarray, seed: int = 0
-                    ) -> np.ndarray:
-    """Decision values of an L2 logistic regression whose strength is chosen by CV (rows
-    already standardised; see :func:`fit_linear_head`)."""
-    return fit_linear_head(support, labels, None, seed).decision(query)
 
 
 def small_fit_threads(rows: int):

@@ -84,7 +84,7 @@ import numpy as np
 from metaprofile import storage
 from model.baselines import (CLASSIC_METHODS, COSINE, HGB, LOGREG, aggregate_feature_names,
                              aggregate_features, classic_scores, probe_scores)
-from model.metrics import auroc
+from model.metrics import as_arrays, auroc
 from model.spec import InputSpec
 from schemas.config import PipelineConfig
 
@@ -233,19 +233,11 @@ class EvalConfig:
 # --------------------------------------------------------------------------- metrics
 
 
-def _as_arrays(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels).astype(bool).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if labels.shape != scores.shape:
-        raise ValueError(f"{labels.size} labels but {scores.size} scores")
-    return labels, scores
-
-
 def average_precision(labels, scores) -> float:
     """AUPR as scikit-learn's average precision (tied scores form one threshold); NaN when
     there is no positive."""
     from sklearn.metrics import average_precision_score
-    labels, scores = _as_arrays(labels, scores)
+    labels, scores = as_arrays(labels, scores)
     if not labels.any():
         return float("nan")
     return float(average_precision_score(labels, scores))
@@ -254,7 +246,7 @@ def average_precision(labels, scores) -> float:
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rate, true positive rate) from (0, 0) to (1, 1)."""
     from sklearn.metrics import roc_curve as sk_roc_curve
-    labels, scores = _as_arrays(labels, scores)
+    labels, scores = as_arrays(labels, scores)
     fpr, tpr, _ = sk_roc_curve(labels, scores, drop_intermediate=False)
     return fpr, tpr
 
@@ -262,7 +254,7 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     """(recall, precision) at each distinct score, highest score first."""
     from sklearn.metrics import precision_recall_curve as sk_pr_curve
-    labels, scores = _as_arrays(labels, scores)
+    labels, scores = as_arrays(labels, scores)
     precision, recall, _ = sk_pr_curve(labels, scores, drop_intermediate=False)
     return recall[:-1][::-1], precision[:-1][::-1]
 

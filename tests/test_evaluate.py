@@ -72,14 +72,14 @@ def test_logistic_regression_learns_a_separable_toy_with_its_strength_chosen_by_
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4))
     y = (x[:, 0] - 2 * x[:, 1] > 0).astype(np.int8)
-    scores = bl.logistic_scores(x, y, x)
+    scores = bl.fit_linear_head(x, y).decision(x)
     assert auroc(y, scores) > 0.99
     assert ((scores > 0) == (y == 1)).mean() > 0.95
 
 
 def test_logistic_regression_with_two_users_and_many_features():
     x = np.array([[1.0] * 30, [-1.0] * 30])
-    scores = bl.logistic_scores(x, [1, 0], x)  # too few to cross-validate: C = 1
+    scores = bl.fit_linear_head(x, [1, 0]).decision(x)  # too few to cross-validate: C = 1
     assert np.all(np.isfinite(scores)) and scores[0] > scores[1]
 
 
