@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # spark-submit jobs/campaigns.py: make the projec
 
 from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
 from metaprofile import storage
-from schemas.config import PipelineConfig, load_config
+from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES, OPT_OUTS,
                                spark_ddl)
 
@@ -413,8 +413,7 @@ def build_parser(prog: str = "spark-submit jobs/campaigns.py") -> argparse.Argum
                         help="print the active campaign ids as a JSON list and exit (no Spark)")
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
     return parser
 
 

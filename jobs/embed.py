@@ -41,7 +41,7 @@ from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise
 from jobs.heatmaps import (HeatmapsError, assemble_examples, clean_demographics,
                            modality_frames, read_snapshot, read_table)
 from metaprofile import registry, storage
-from schemas.config import PipelineConfig, load_config
+from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import demographics_schema, spark_ddl
 
 log = logging.getLogger("metaprofile.embed")
@@ -221,8 +221,7 @@ def build_parser(prog: str = "spark-submit jobs/embed.py") -> argparse.ArgumentP
                         help="Spark tasks (default: spark.sql.shuffle.partitions)")
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
     return parser
 
 

@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project i
 
 from metaprofile import storage
 from schemas.config import (ModalityConfig, PipelineConfig, PseudonymisationConfig,
-                            WindowConfig, load_config)
+                            WindowConfig, add_override_argument, load_config)
 from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS, SNAPSHOT,
                                SPARSE_EVENTS, spark_ddl)
 
@@ -941,8 +941,7 @@ def build_parser(prog: str = "spark-submit jobs/encode.py") -> argparse.Argument
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077 (default: "
                              "spark-submit's, else local[*])")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
     return parser
 
 

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from jobs.encode import load_pseudonym_key, pseudonym
 from metaprofile import storage
-from schemas.config import PipelineConfig, load_config
+from schemas.config import PipelineConfig, add_override_argument, load_config
 
 log = logging.getLogger("metaprofile.export")
 
@@ -181,8 +181,7 @@ def build_parser(prog: str = "spark-submit jobs/export.py") -> argparse.Argument
                         help="snapshot date YYYY-MM-DD (default: the config's window.end)")
     parser.add_argument("--campaign", action="append", default=[],
                         help="only these campaigns (repeatable; default: every scored one)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
     return parser
 
 

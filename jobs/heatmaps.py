@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # spark-submit jobs/heatmaps.py: make the project
 
 from jobs.encode import Publisher, load_pseudonym_key, pseudonymise_batches
 from metaprofile import storage
-from schemas.config import PipelineConfig, load_config
+from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import LABELS, SNAPSHOT, demographics_schema, spark_ddl
 from schemas.tfrecord_spec import HOURS, spec_document, spec_fingerprint
 
@@ -531,8 +531,7 @@ def build_parser(prog: str = "spark-submit jobs/heatmaps.py") -> argparse.Argume
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077 (default: "
                              "spark-submit's, else local[*])")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
     return parser
 
 

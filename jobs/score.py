@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # spark-submit jobs/score.py: make the project im
 from jobs.campaigns import CampaignError, read_opt_outs, read_seeds
 from jobs.encode import EncodeError, Publisher
 from metaprofile import storage
-from schemas.config import PipelineConfig, load_config
+from schemas.config import PipelineConfig, add_override_argument, load_config
 
 log = logging.getLogger("metaprofile.score")
 
@@ -365,8 +365,7 @@ def build_parser(prog: str = "spark-submit jobs/score.py") -> argparse.ArgumentP
                         help="users per numpy block in an executor (default: %(default)s)")
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
     return parser
 
 

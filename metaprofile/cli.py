@@ -13,6 +13,7 @@ from typing import Sequence
 
 from metaprofile import __version__
 from metaprofile.workdir import PROJECT_ROOT, configure_environment
+from schemas.config import add_override_argument
 
 log = logging.getLogger("metaprofile")
 
@@ -23,10 +24,7 @@ DEFAULT_CJ_CONFIG = str(PROJECT_ROOT / "conf" / "completejourney.yaml")
 def _add_config_args(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--config", default=default,
                         help="pipeline config YAML (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set storage.root=s3a://b/mp "
-                             "(repeatable; VALUE is parsed as YAML)")
+    add_override_argument(parser)
 
 
 def _load(args: argparse.Namespace):
@@ -99,10 +97,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.evaluation:
         with open(args.evaluation, encoding="utf-8") as fh:
             evaluation = json.load(fh)
-        if args.only_if_better and not evaluation.get("better", False):
-            print(f"not published: {args.evaluation} says the model is not better "
-                  f"({evaluation.get('reason', 'no reason given')})")
-            return 0
+        if not evaluation.get("better", False):
+            verdict = (f"{args.evaluation} says the model is not better "
+                       f"({evaluation.get('reason', 'no reason given')})")
+            if args.only_if_better:
+                print(f"not published: {verdict}")
+                return 0
+            if not args.force:
+                print(f"metaprofile publish: error: {verdict}. Pass --force to publish it "
+                      f"anyway, or --only-if-better to skip it without an error.",
+                      file=sys.stderr)
+                return 1
+            print(f"warning: publishing although {verdict} (--force)", file=sys.stderr)
     try:
         document = registry.publish(config, args.model, evaluation)
     except registry.RegistryError as exc:
@@ -254,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluation", default=None,
                    help="evaluation decision JSON to record with the publication")
     p.add_argument("--only-if-better", action="store_true",
-                   help="publish only when --evaluation says {\"better\": true}")
+                   help="when --evaluation says {\"better\": false}, skip and exit 0")
+    p.add_argument("--force", action="store_true",
+                   help="publish even when --evaluation says {\"better\": false} (without "
+                        "--force or --only-if-better that is an error, exit 1)")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("config", help="validate or print a pipeline config")

@@ -15,6 +15,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
+from schemas.config import add_override_argument
+
 DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml")
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 
@@ -77,8 +79,7 @@ def add_subparsers(subparsers) -> None:
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="pipeline config YAML (default: %(default)s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(parser)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,8 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
+from schemas.config import add_override_argument
+
 DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml")
 
 
@@ -44,8 +46,7 @@ def add_subparsers(subparsers) -> None:
                     "--out and prints that directory as the last line.")
     p.add_argument("--config", default=DEFAULT_CONFIG,
                    help="pipeline config YAML (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="KEY=VALUE", help="override a config field (repeatable)")
+    add_override_argument(p)
     p.add_argument("--ds", type=dt.date.fromisoformat, default=None,
                    help="snapshot date YYYY-MM-DD (default: the config's window.end)")
     p.add_argument("--model", default=None,

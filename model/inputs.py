@@ -218,7 +218,7 @@ def make_dataset(heatmaps_uri: str, split: str, spec: InputSpec, batch_size: int
     ds = ds.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
         cycle_length=min(4, len(paths)), block_length=16,
-        num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+        num_parallel_calls=AUTOTUNE, deterministic=True)  # same seed, same order
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:

@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -40,6 +40,7 @@ STORAGE_KEYS = (
     "ground_truth",
 )
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_OVERRIDE_PART_RE = re.compile(r"^([^\[\]]+)((?:\[\d+\])*)$")  # name, then [i][j]...
 _GENRE_RE = re.compile(r"^(\*|[^/\s][^/]*(/[^/]+)*)$")
 
 
@@ -347,7 +348,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=_ConfigLoader)
     except FileNotFoundError:
         raise ConfigError(path, ["file not found"]) from None
     except yaml.YAMLError as exc:
@@ -356,8 +357,47 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (),
     return parse_config(raw, source=path, base_dir=base_dir)
 
 
+OVERRIDE_HELP = ("override a config field, e.g. storage.root=s3a://bucket/mp or "
+                 "tasks.target[0].label_period_start=2017-10-01 (repeatable; VALUE is read as "
+                 "YAML; [i] picks a list element, from 0)")
+
+
+def add_override_argument(parser) -> None:
+    """The ``--set KEY=VALUE`` option every command and job takes (``argparse`` parser)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help=OVERRIDE_HELP)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML that leaves dates as strings. PyYAML turns ``2011-09-31`` into a date
+    itself and fails with a bare ``ValueError``; kept as text, the field reader reports it
+    with the field's path (``window.end: expected a date YYYY-MM-DD, got '2011-09-31'``)."""
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _override_steps(key: str, item: str, source: str) -> list[str | int]:
+    """``tasks.target[0].label_period_start`` -> ``['tasks', 'target', 0, 'label_period_start']``."""
+    steps: list[str | int] = []
+    for part in key.split("."):
+        match = _OVERRIDE_PART_RE.match(part.strip())
+        if not match:
+            raise ConfigError(source, [f"override {item!r}: {part!r} is not a field name, "
+                                       "optionally followed by list indexes such as [0]"])
+        steps.append(match.group(1))
+        steps += [int(i) for i in re.findall(r"\[(\d+)\]", match.group(2))]
+    return steps
+
+
 def apply_overrides(raw: Any, overrides: Iterable[str], source: str = "<overrides>") -> Any:
-    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested mapping, in order."""
+    """Apply ``a.b.c=value`` strings (value parsed as YAML) to a nested mapping, in order.
+
+    A list element is addressed by its index: ``tasks.target[0].label_period_start=...``.
+    A missing mapping on the way is created; a missing list element is an error that says
+    how long the list is."""
     if not isinstance(raw, dict):
         return raw
     result = _deep_copy(raw)
@@ -365,16 +405,50 @@ def apply_overrides(raw: Any, overrides: Iterable[str], source: str = "<override
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(source, [f"override {item!r}: expected key.path=value"])
-        node = result
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
+        steps = _override_steps(key.strip(), item, source)
+        node: Any = result
+        for done, (step, following) in enumerate(zip(steps, steps[1:])):
+            path = _steps_path(steps[:done + 1])
+            if isinstance(step, int):
+                if not isinstance(node, list) or step >= len(node):
+                    raise ConfigError(source, [_missing_element(item, steps[:done], node, step)])
+                child = node[step]
+            else:
+                if not isinstance(node, dict):
+                    raise ConfigError(source, [f"override {item!r}: {_steps_path(steps[:done])} "
+                                               "is not a mapping"])
+                child = node.get(step)
+            if isinstance(following, int) and not isinstance(child, list):
+                raise ConfigError(source, [f"override {item!r}: {path} is not a list"])
+            if isinstance(following, str) and isinstance(child, list):
+                raise ConfigError(source, [f"override {item!r}: {path} is a list; address one "
+                                           f"element, e.g. {path}[0].{following}"])
+            if isinstance(following, str) and not isinstance(child, dict):
                 child = {}
-                node[part] = child
+                node[step] = child
             node = child
-        node[parts[-1]] = yaml.safe_load(value)
+        last = steps[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise ConfigError(source, [_missing_element(item, steps[:-1], node, last)])
+        elif not isinstance(node, dict):
+            raise ConfigError(source, [f"override {item!r}: {_steps_path(steps[:-1])} is not "
+                                       "a mapping"])
+        node[last] = yaml.load(value, Loader=_ConfigLoader)
     return result
+
+
+def _steps_path(steps: Sequence[str | int]) -> str:
+    return "".join(f"[{s}]" if isinstance(s, int) else (f".{s}" if i else s)
+                   for i, s in enumerate(steps))
+
+
+def _missing_element(item: str, steps: Sequence[str | int], node: Any, index: int) -> str:
+    where = _steps_path(steps)
+    if not isinstance(node, list):
+        return f"override {item!r}: {where} is not a list"
+    return (f"override {item!r}: {where} has {len(node)} element(s), so [{index}] does not "
+            f"exist (indexes start at 0)")
 
 
 def _deep_copy(value: Any) -> Any:
@@ -750,10 +824,9 @@ class _Reader:
                           label_period_start=self.date(m, "label_period_start", where),
                           label_period_end=self.date(m, "label_period_end", where))
         if target:
-            if task.label_period_start is None:
-                self.problem(f"{where}.label_period_start", "is required for a target task")
-            if task.label_period_end is None:
-                self.problem(f"{where}.label_period_end", "is required for a target task")
+            for key in ("label_period_start", "label_period_end"):
+                if m.get(key) is None:  # a value that is not a date is reported by date()
+                    self.problem(f"{where}.{key}", "is required for a target task")
             if (task.label_period_start and task.label_period_end
                     and task.label_period_end < task.label_period_start):
                 self.problem(f"{where}.label_period_end", "is before label_period_start")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 
 import pytest
 import yaml
@@ -158,3 +159,33 @@ def test_overrides_apply_in_order_and_parse_yaml_values():
     assert raw["new"] == {"key": "x"}
     with pytest.raises(ConfigError, match="expected key.path=value"):
         apply_overrides(raw_synthetic(), ["window.days"])
+
+
+def test_overrides_address_list_elements_and_say_when_one_is_missing():
+    raw = apply_overrides(raw_synthetic(), ["tasks.target[1].label_period_start=2026-07-02",
+                                            "modalities[0].channels[2].measure=quantity"])
+    assert raw["tasks"]["target"][1]["label_period_start"] == "2026-07-02"
+    assert raw["modalities"][0]["channels"][2]["measure"] == "quantity"
+    targets = len(raw["tasks"]["target"])
+    for override, words in [
+            (f"tasks.target[{targets}].name=x", f"tasks.target has {targets} element(s)"),
+            ("tasks.target.name=x", "tasks.target is a list; address one element"),
+            ("window[0]=1", "window is not a list"),
+            ("tasks.target[x]=1", "is not a field name")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            apply_overrides(raw_synthetic(), [override])
+
+
+@pytest.mark.parametrize("override, field", [
+    ("window.end=2011-09-31", "window.end"),
+    ("tasks.target[0].label_period_start=2026-06-31", "tasks.target[0].label_period_start")])
+def test_an_impossible_date_names_its_field_from_the_file_and_from_set(tmp_path, override, field):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as raised:
+        load_config(SYNTHETIC_CONFIG, overrides=[override], base_dir=tmp_path)
+    assert raised.value.problems == [f"{field}: expected a date YYYY-MM-DD, got {value!r}"]
+    written = tmp_path / "bad.yaml"
+    written.write_text(SYNTHETIC_CONFIG.read_text().replace("end: 2026-06-30", "end: 2011-09-31"))
+    with pytest.raises(ConfigError, match=re.escape("window.end: expected a date YYYY-MM-DD, "
+                                                    "got '2011-09-31'")):
+        load_config(written, base_dir=tmp_path)

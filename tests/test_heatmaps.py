@@ -237,6 +237,18 @@ def test_shards_roll_over_at_the_size_bound(spark, tmp_path):
     assert report["splits"]["train"] == 4
     assert len(shards) == 4 and all(s["examples"] == 1 for s in shards)
     assert sorted(all_batches(uri, config)) == ["u1", "u2", "u3", "u4"]
+    # The same seed gives the same shuffled stream (training's support pool is drawn from
+    # it), although four shards are read in parallel.
+    from model.inputs import make_dataset
+    from model.spec import InputSpec
+    spec = InputSpec.from_config(config)
+
+    def stream(seed):
+        data = make_dataset(uri, "train", spec, 1, shuffle=True, repeat=True, seed=seed)
+        return [b["user_id"].numpy()[0].decode() for b in data.take(40)]
+
+    first = stream(3)
+    assert stream(3) == first and sorted(set(first)) == ["u1", "u2", "u3", "u4"]
 
 
 def test_a_truncated_or_corrupt_shard_fails_naming_the_file(written, tmp_path):

@@ -312,3 +312,21 @@ def test_dmp_side_by_side_reads_the_night_without_spark(world):
     lifts = dmp_lifts(config, DS)
     assert set(lifts) == {"cmp_top", "cmp_thr"}  # exported campaigns only
     assert all(v is None for v in lifts.values())  # lookalike.holdout=0: nothing held out
+
+
+def test_publish_refuses_a_model_its_decision_says_is_not_better(tmp_path, capsys):
+    from metaprofile.cli import main
+    config = load_config(SYNTHETIC_CONFIG, overrides=[f"storage.root={tmp_path / 'data'}"])
+    model = tiny_model(config, config.storage.uri("models"))
+    decision = tmp_path / "decision.json"
+    decision.write_text(json.dumps({"better": False, "reason": "0.20 < 0.25 of scratch"}))
+    args = ["publish", "--config", str(SYNTHETIC_CONFIG), "--set",
+            f"storage.root={tmp_path / 'data'}", "--model", model, "--evaluation", str(decision)]
+    published = tmp_path / "data" / "models" / "published.json"
+
+    assert main(args) == 1 and not published.exists()
+    err = capsys.readouterr().err
+    assert "says the model is not better (0.20 < 0.25 of scratch)" in err and "--force" in err
+    assert main(args + ["--only-if-better"]) == 0 and not published.exists()
+    assert main(args + ["--force"]) == 0 and published.exists()
+    assert "publishing although" in capsys.readouterr().err
