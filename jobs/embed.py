@@ -42,7 +42,7 @@ from jobs.heatmaps import (HeatmapsError, assemble_examples, clean_demographics,
                            modality_frames, read_snapshot, read_table)
 from metaprofile import registry, storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
-from schemas.contracts import demographics_schema, spark_ddl
+from schemas.contracts import demographics_schema
 
 log = logging.getLogger("metaprofile.embed")
 
@@ -60,7 +60,7 @@ def embedding_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publ
     key = load_pseudonym_key(config.pseudonymisation)
     snapshot, _, _ = read_snapshot(spark, config, ds, publisher)
     demographics = read_table(spark, config.storage.uri("demographics"),
-                              spark_ddl(demographics_schema(config)), "demographics")
+                              demographics_schema(config), "demographics")
     if key is not None:
         demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
     demographics = clean_demographics(demographics, config).drop("_rows")

@@ -47,6 +47,7 @@ from typing import Iterable, Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jobs.typed_read import InputTypeError, check_local_inputs, read_parquet
 from metaprofile import storage
 from schemas.config import (ModalityConfig, PipelineConfig, PseudonymisationConfig,
                             WindowConfig, add_override_argument, load_config)
@@ -131,7 +132,8 @@ def landing_partitions(raw_uri: str, dts: Iterable[dt.date]) -> list[str]:
 
 
 def read_raw(spark, config: PipelineConfig, source: str, paths: Sequence[str]):
-    """The raw rows of the given landing partitions, every column a string as landed.
+    """The raw rows of the given landing partitions, every column a string as landed
+    (typed Parquet columns converted to text, :mod:`jobs.typed_read`).
 
     Text formats keep malformed lines in ``_corrupt_record`` (PERMISSIVE mode), so they can
     be quarantined instead of vanishing. ``input_file`` and ``dt`` are added.
@@ -142,8 +144,14 @@ def read_raw(spark, config: PipelineConfig, source: str, paths: Sequence[str]):
     base = paths[0].rsplit("/dt=", 1)[0]
     fmt = config.raw.format
     if fmt == "parquet":
-        frame = spark.read.schema(ddl).option("basePath", base).parquet(*paths)
-        frame = frame.withColumn(CORRUPT, F.lit(None).cast("string"))
+        # Typed columns (a timestamp event_time, a double amount) are converted to the text
+        # that validation checks; a column of an unusable type stops here, naming the file.
+        try:
+            frame = read_parquet(spark, paths, RAW_SOURCES[source], f"raw {source}", base=base,
+                                 keep=("dt", "input_file"))
+        except InputTypeError as exc:
+            raise EncodeError(str(exc)) from None
+        return frame.withColumn(CORRUPT, F.lit(None).cast("string"))
     else:
         reader = (spark.read.schema(f"{ddl}, `{CORRUPT}` STRING").option("basePath", base)
                   .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT))
@@ -415,7 +423,10 @@ def _cell_text(cells):
     from pyspark.sql import functions as F
 
     def one(c):
-        value = (F.when(c["value"] == F.floor(c["value"]), c["value"].cast("bigint").cast("string"))
+        # round, not floor: floor returns a bigint, which overflows (an ANSI error that
+        # failed the whole snapshot) on an amount of 1e20.
+        whole = (F.abs(c["value"]) < 1e15) & (c["value"] == F.round(c["value"]))
+        value = (F.when(whole, c["value"].cast("bigint").cast("string"))
                  .otherwise(c["value"].cast("string")))
         return F.concat(c["day"].cast("string"), F.lit(","), c["hour"].cast("string"), F.lit(","),
                         c["channel"].cast("string"), F.lit(":"), value)
@@ -708,10 +719,18 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
     events_uri, rejects_uri = config.storage.uri("events"), config.storage.uri("rejects")
     per_date: dict[str, dict] = {d.isoformat(): {} for d in dates}
     cell_frames, reject_frames, cached = [], [], []
+    landed = {source: existing_paths(publisher, landing_partitions(
+        config.storage.uri(f"raw_{source}"), dates)) for source in RAW_SOURCES}
+    if config.raw.format == "parquet":
+        # Every local file's column types, checked before any Spark job starts.
+        try:
+            check_local_inputs({f"raw {s}": (p, RAW_SOURCES[s]) for s, p in landed.items()})
+        except InputTypeError as exc:
+            raise EncodeError(str(exc)) from None
     try:
         for source in RAW_SOURCES:
             raw_uri = config.storage.uri(f"raw_{source}")
-            paths = existing_paths(publisher, landing_partitions(raw_uri, dates))
+            paths = landed[source]
             if not paths:
                 if full:
                     continue

@@ -46,6 +46,7 @@ if __package__ in (None, ""):  # spark-submit jobs/heatmaps.py: make the project
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs.encode import Publisher, load_pseudonym_key, pseudonymise_batches
+from jobs.typed_read import InputTypeError, read_parquet
 from metaprofile import storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import LABELS, SNAPSHOT, demographics_schema, spark_ddl
@@ -431,10 +432,17 @@ def read_snapshot(spark, config: PipelineConfig, ds: dt.date, publisher: Publish
     return frame, uri, manifest
 
 
-def read_table(spark, uri: str, ddl: str, what: str):
+def read_table(spark, uri: str, contract, what: str):
+    """A side input (Parquet) in ``contract``'s columns and types, whatever types its files
+    hold (an int64 label, integer ids; :mod:`jobs.typed_read`)."""
     if not storage.exists(uri):
         raise HeatmapsError(f"{what}: nothing at {uri} (storage.{what} in the config)")
-    return spark.read.schema(ddl).parquet(uri)
+    try:
+        folder = storage.is_local(uri) and os.path.isdir(storage.local_path(uri))
+        return read_parquet(spark, [uri], contract, f"storage.{what}",
+                            base=uri if folder else None)
+    except InputTypeError as exc:
+        raise HeatmapsError(str(exc)) from None
 
 
 def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = None) -> dict:
@@ -447,9 +455,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
     key = load_pseudonym_key(config.pseudonymisation)
     snapshot, snapshot_uri, snapshot_manifest = read_snapshot(spark, config, ds, publisher)
     demographics = read_table(spark, config.storage.uri("demographics"),
-                              spark_ddl(demographics_schema(config)), "demographics")
-    labels = read_table(spark, config.storage.uri("source_labels"), spark_ddl(LABELS),
-                        "source_labels")
+                              demographics_schema(config), "demographics")
+    labels = read_table(spark, config.storage.uri("source_labels"), LABELS, "source_labels")
     if key is not None:  # the snapshot is pseudonymised; bring the side inputs along
         demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
         labels = labels.mapInArrow(pseudonymise_batches(key), labels.schema)

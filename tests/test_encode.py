@@ -212,6 +212,85 @@ def test_too_many_rejects_fail_the_run_naming_the_reason(spark, tmp_path):
     assert Path(config.storage.uri("rejects"), "dt=2026-06-30", "_SUCCESS").exists()
 
 
+TYPED_PURCHASES = pa.schema([("user_id", pa.int64()), ("event_time", pa.timestamp("us", "UTC")),
+                             ("genre", pa.string()), ("amount", pa.float64()),
+                             ("quantity", pa.int32()), ("status", pa.string())])
+
+
+def test_typed_parquet_encodes_like_text_with_the_same_quarantine(spark, tmp_path):
+    """A retailer's typed Parquet (int ids, a zoned timestamp, a double amount, an int
+    quantity; a second file with a zoneless timestamp) lands the same events and rejects as
+    the same rows written as text, beside a file of text rows in the same partition."""
+    at = dt.datetime(2026, 6, 30, 8, tzinfo=dt.timezone.utc)
+    typed = [(1, at, "beauty/lip", 30.5, 2, "purchase"),
+             (2, at, "fashion/basics", float("nan"), 1, "purchase"),  # non_numeric_value
+             (3, at, "fashion/basics", -5.0, 1, "purchase"),  # negative_value
+             (None, at, "fashion/basics", 10.0, 1, "purchase"),  # null_user_id
+             (4, dt.datetime(1999, 1, 1, tzinfo=dt.timezone.utc), "fashion/basics", 1.0, 1,
+              "purchase"),  # out_of_range_timestamp
+             (5, None, "fashion/basics", 1.0, 1, "purchase"),  # unparseable_timestamp
+             (7, at, "fashion/basics", 1e20, None, "cancel")]  # a huge amount; quantity 1
+    as_text = [purchase(None if u is None else str(u),
+                        None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ"), g,
+                        "NaN" if a != a else repr(a), None if q is None else str(q), st)
+               for u, t, g, a, q, st in typed]
+    naive = pa.table({"user_id": [6], "event_time": pa.array([dt.datetime(2026, 6, 30, 9)],
+                                                            pa.timestamp("ms")),
+                      "amount": pa.array([12], pa.int64()), "genre": ["beauty/lip"],
+                      "status": ["purchase"]})  # no quantity column: 1, as an empty one
+    text_rows = [purchase("u9", "2026-06-30T10:00:00Z")]
+    reports, events = {}, {}
+    for kind in ("typed", "text"):
+        config = config_for(tmp_path / kind, window__end="2026-06-30", window__days=10,
+                            raw__max_reject_ratio=0.9)
+        write_raw(config, "purchases", "2026-06-30", text_rows)
+        folder = Path(config.storage.uri("raw_purchases")) / "dt=2026-06-30"
+        if kind == "typed":
+            columns = list(zip(*typed))
+            pq.write_table(pa.table([pa.array(c, f.type) for c, f in zip(columns, TYPED_PURCHASES)],
+                                    schema=TYPED_PURCHASES), folder / "part-00001.parquet")
+            pq.write_table(naive, folder / "part-00002.parquet")
+        else:
+            write_raw(config, "purchases", "2026-06-30", as_text, part=1)
+            write_raw(config, "purchases", "2026-06-30",
+                      [purchase("6", "2026-06-30T09:00:00", "beauty/lip", "12", None)], part=2)
+        write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
+        reports[kind] = encode.run(spark, config, dt.date(2026, 6, 30))
+        events[kind] = events_of(spark, config)
+    assert reports["typed"]["sources"] == reports["text"]["sources"]
+    assert reports["typed"]["sources"]["purchases"] == {
+        "rows_read": 9, "rows_encoded": 4, "rows_rejected": {
+            "non_numeric_value": 1, "negative_value": 1, "null_user_id": 1,
+            "out_of_range_timestamp": 1, "unparseable_timestamp": 1}}
+    assert events["typed"] == events["text"]
+    beauty = config.modality("purchases").channel_index("beauty_purchase_amount")
+    cells = {(u, h, c): v for u, m, _, h, c, v in events["typed"] if m == "purchases"}
+    assert cells[("1", 10, beauty)] == 30.5 and cells[("6", 11, beauty)] == 12.0  # CEST
+
+
+def test_a_column_of_an_unusable_type_fails_before_spark_naming_file_and_types(spark, tmp_path):
+    config = config_for(tmp_path, window__end="2026-06-30", window__days=5)
+    folder = Path(config.storage.uri("raw_purchases")) / "dt=2026-06-30"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": ["u1"], "event_time": ["2026-06-30T08:00:00Z"],
+                             "genre": ["beauty/lip"], "amount": [True], "quantity": ["1"],
+                             "status": ["purchase"]}), folder / "part-00000.parquet")
+    pq.write_table(pa.table({"user_id": ["u1"], "event_time": pa.array(
+        [dt.datetime(2026, 6, 30, 8)], pa.timestamp("ns", "UTC")), "point_type": ["used"],
+        "points": ["1"], "service": ["market"]}),
+        Path(config.storage.uri("raw_points")) / "dt=2026-06-30" / "p.parquet"
+        if (Path(config.storage.uri("raw_points")) / "dt=2026-06-30").mkdir(parents=True)
+        is None else None)
+    with pytest.raises(encode.EncodeError) as raised:
+        encode.run(spark, config, dt.date(2026, 6, 30))
+    message = str(raised.value)
+    assert (f"raw purchases: {folder / 'part-00000.parquet'}: column 'amount' has type bool; "
+            "expected string or integer or floating or decimal") in message
+    assert "column 'event_time' has type timestamp[ns, tz=UTC]" in message
+    assert "coerce_timestamps='us'" in message
+    assert not Path(config.storage.uri("rejects")).exists()  # stopped before any Spark work
+
+
 # --------------------------------------------------------------------------- incremental
 
 

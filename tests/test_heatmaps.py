@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -339,3 +340,39 @@ def test_a_config_with_behaviour_tasks_only_writes_heatmaps_without_label_column
     assert report["labels"]["rows_by_problem"] == {"unknown_task": len(LABEL_ROWS)}
     batches = all_batches(f"{config.storage.uri('heatmaps')}/ds={DS}", config)
     assert batches and all(b["labels"].shape == (0,) for b in batches.values())
+
+
+def test_typed_side_inputs_read_like_the_contract_types(spark, written, tmp_path):
+    """An int64 label, an integer household size and a label file split into two files of
+    different types give the heatmaps of the contract-typed inputs; a list column fails
+    before Spark reads a row, naming the file and the types."""
+    from jobs import heatmaps
+    config = tiny_config(tmp_path)
+    write_inputs(config)
+    labels_dir, demo_dir = config.storage.uri("source_labels"), config.storage.uri("demographics")
+    typed = pa.table({"user_id": [r[0] for r in LABEL_ROWS], "task": [r[1] for r in LABEL_ROWS],
+                      "label": pa.array([r[2] for r in LABEL_ROWS], pa.int64())})
+    os.remove(f"{labels_dir}/part-0.parquet")
+    pq.write_table(typed.slice(0, 4), f"{labels_dir}/part-0.parquet")
+    pq.write_table(typed.slice(4).set_column(2, "label", pa.array(
+        [float(r[2]) for r in LABEL_ROWS[4:]])), f"{labels_dir}/part-1.parquet")  # 1.0, 0.0
+    demo = pq.read_table(f"{demo_dir}/part-0.parquet")
+    demo = demo.set_column(demo.schema.get_field_index("household_size"), "household_size",
+                           pa.array([2, 1, 4, 4], pa.int64()))
+    pq.write_table(demo, f"{demo_dir}/part-0.parquet")
+    heatmaps.run(spark, config, DS, partitions=2)
+    uri = f"{config.storage.uri('heatmaps')}/ds={DS}"
+    original, typed_back = all_batches(written[1], written[0]), all_batches(uri, config)
+    assert sorted(original) == sorted(typed_back)
+    for user, batch in original.items():
+        for key, value in batch.items():
+            np.testing.assert_array_equal(typed_back[user][key], value, err_msg=f"{user} {key}")
+
+    pq.write_table(pa.table({"user_id": ["u1"], "task": ["married"],
+                             "label": pa.array([[1]], pa.list_(pa.int64()))}),
+                   f"{labels_dir}/part-2.parquet")
+    with pytest.raises(heatmaps.HeatmapsError) as raised:
+        heatmaps.run(spark, config, DS, partitions=2)
+    assert re.search(re.escape(f"storage.source_labels: {labels_dir}/part-2.parquet: column "
+                               "'label' has type list<") + r".*int64>; expected integer or "
+                     r"boolean or floating$", str(raised.value)), str(raised.value)
