@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # spark-submit jobs/campaigns.py: make the projec
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
+from jobs.typed_read import InputTypeError, read_folder
 from metaprofile import storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES, OPT_OUTS,
@@ -235,12 +236,20 @@ def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.
             "negatives": len(negatives), "background": len(unlabelled)}, None
 
 
+def _read(spark, uri: str, contract, what: str):
+    """A campaign input in its contract's types, whatever types its Parquet holds."""
+    try:
+        return read_folder(spark, uri, contract, f"storage.{what}")
+    except InputTypeError as exc:
+        raise CampaignError(str(exc)) from None
+
+
 def read_seeds(spark, config: PipelineConfig):
     """The seed lists, ids pseudonymised like the snapshot's."""
     uri = config.storage.uri("campaign_seeds")
     if not storage.exists(uri):
         raise CampaignError(f"campaign_seeds: nothing at {uri}")
-    seeds = spark.read.schema(spark_ddl(CAMPAIGN_SEEDS)).parquet(uri)
+    seeds = _read(spark, uri, CAMPAIGN_SEEDS, "campaign_seeds")
     key = load_pseudonym_key(config.pseudonymisation)
     return seeds if key is None else seeds.mapInArrow(pseudonymise_batches(key), seeds.schema)
 
@@ -251,7 +260,7 @@ def read_opt_outs(spark, config: PipelineConfig):
     if not storage.exists(uri):
         log.warning("no opt-out list at %s; no user is excluded for opting out", uri)
         return spark.createDataFrame([], spark_ddl(OPT_OUTS))
-    frame = spark.read.schema(spark_ddl(OPT_OUTS)).parquet(uri)
+    frame = _read(spark, uri, OPT_OUTS, "opt_outs")
     key = load_pseudonym_key(config.pseudonymisation)
     return frame if key is None else frame.mapInArrow(pseudonymise_batches(key), frame.schema)
 
@@ -265,8 +274,8 @@ def read_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher
     if not storage.exists(config.storage.uri("campaign_registry")):
         raise CampaignError(f"campaign_registry: nothing at "
                             f"{config.storage.uri('campaign_registry')}")
-    registry = spark.read.schema(spark_ddl(CAMPAIGN_REGISTRY)).parquet(
-        config.storage.uri("campaign_registry"))
+    registry = _read(spark, config.storage.uri("campaign_registry"), CAMPAIGN_REGISTRY,
+                     "campaign_registry")
     manifest = storage.read_json(f"{embeddings_uri}/_manifest.json")
     return (embeddings, registry, read_seeds(spark, config), read_opt_outs(spark, config),
             manifest)

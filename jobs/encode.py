@@ -680,6 +680,33 @@ def partition_dates(config: PipelineConfig, ds: dt.date, full: bool) -> list[dt.
     return [start + dt.timedelta(days=i) for i in range(config.window.days + 2)]
 
 
+def window_dates(config: PipelineConfig, ds: dt.date) -> list[dt.date]:
+    """The local dates of the window ending at ``ds``."""
+    start = config.window.start(ds)
+    return [start + dt.timedelta(days=i) for i in range(config.window.days)]
+
+
+def missing_dates(expected: Sequence[dt.date], present: Iterable[str]) -> dict:
+    """``{"count", "dates"}`` of the ``expected`` dates absent from ``present`` (ISO dates);
+    the first 10 dates are listed."""
+    absent = [d.isoformat() for d in expected if d.isoformat() not in set(present)]
+    return {"count": len(absent), "dates": absent[:10]}
+
+
+def check_missing(missing: dict, what: str, policy: str) -> None:
+    """Log each gap; with ``raw.missing_partitions: fail`` stop the run, naming them."""
+    gaps = {name: m for name, m in missing.items() if m["count"]}
+    if not gaps:
+        return
+    lines = [f"{name}: {m['count']} {what} missing ({', '.join(m['dates'])}"
+             f"{', …' if m['count'] > len(m['dates']) else ''})" for name, m in gaps.items()]
+    if policy == "fail":
+        raise EncodeError("; ".join(lines) + ". A missed delivery would look like a quiet day; "
+                          "land the partitions, or set raw.missing_partitions: warn")
+    for line in lines:
+        log.warning("%s (raw.missing_partitions: warn; 'fail' stops the run instead)", line)
+
+
 def check_reject_ratio(accounting: dict, limit: float) -> None:
     """Fail when the rejected share of any source exceeds ``limit``, naming the top reason."""
     for source, counts in accounting.items():
@@ -721,6 +748,12 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
     cell_frames, reject_frames, cached = [], [], []
     landed = {source: existing_paths(publisher, landing_partitions(
         config.storage.uri(f"raw_{source}"), dates)) for source in RAW_SOURCES}
+    missing = {}
+    if full:  # a source with no partition at all is absent (no points programme), not late
+        missing = {source: missing_dates(window_dates(config, ds),
+                                         [p.rsplit("/dt=", 1)[1] for p in paths])
+                   for source, paths in landed.items() if paths}
+        check_missing(missing, "landing partition(s) of the window", config.raw.missing_partitions)
     if config.raw.format == "parquet":
         # Every local file's column types, checked before any Spark job starts.
         try:
@@ -772,8 +805,11 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
         (cells.repartition("dt")
          .sortWithinPartitions("user_id", "modality", "date", "hour", "channel")
          .write.partitionBy("dt").mode("overwrite").parquet(events_staging))
+        landed_dates = {s: {p.rsplit("/dt=", 1)[1] for p in paths} for s, paths in landed.items()}
         manifests = {d: {"dt": d, "ds": ds.isoformat(), "config": config.name,
-                         "pseudonymised": key is not None, "sources": per_date[d]}
+                         "pseudonymised": key is not None, "sources": per_date[d],
+                         "missing_sources": [s for s in RAW_SOURCES if landed[s]
+                                             and d not in landed_dates[s]]}
                      for d in per_date}
         _publish_partitions(publisher, events_staging, events_uri, per_date, "dt", manifests)
     finally:
@@ -781,7 +817,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
             frame.unpersist()
         publisher.cleanup()
     report = {"ds": ds.isoformat(), "mode": "full" if full else "daily",
-              "partitions": len(dates), "sources": totals,
+              "partitions": len(dates), "missing_landing_partitions": missing, "sources": totals,
               "encode_seconds": round(time.perf_counter() - started, 2)}
     if snapshot:
         report["snapshot"] = build_snapshot(spark, config, ds, publisher,
@@ -844,6 +880,9 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
     if not fingerprints:
         raise EncodeError(f"no event partitions under {events_uri} for the window "
                           f"{start} .. {ds}; encode first")
+    missing = missing_dates(window_dates(config, ds), fingerprints)
+    check_missing({"events": missing}, "daily event partition(s) of the window",
+                  config.raw.missing_partitions)
     ddl = spark_ddl(SPARSE_EVENTS)
 
     def events_of(dts: Sequence[str]):
@@ -883,6 +922,7 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
         manifest = {"format": FINGERPRINTED_SINCE, "ds": ds.isoformat(),
                     "window_start": start.isoformat(), "window_days": config.window.days,
                     "event_partitions": len(fingerprints),
+                    "missing_event_partitions": missing,
                     "modalities": {r["modality"]: {"users": r["users"], "cells": int(r["cells"])}
                                    for r in summary},
                     "assembly": assembly, "event_fingerprints": fingerprints}

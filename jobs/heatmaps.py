@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # spark-submit jobs/heatmaps.py: make the project
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jobs.encode import Publisher, load_pseudonym_key, pseudonymise_batches
-from jobs.typed_read import InputTypeError, read_parquet
+from jobs.typed_read import InputTypeError, read_folder
 from metaprofile import storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import LABELS, SNAPSHOT, demographics_schema, spark_ddl
@@ -438,9 +438,7 @@ def read_table(spark, uri: str, contract, what: str):
     if not storage.exists(uri):
         raise HeatmapsError(f"{what}: nothing at {uri} (storage.{what} in the config)")
     try:
-        folder = storage.is_local(uri) and os.path.isdir(storage.local_path(uri))
-        return read_parquet(spark, [uri], contract, f"storage.{what}",
-                            base=uri if folder else None)
+        return read_folder(spark, uri, contract, f"storage.{what}")
     except InputTypeError as exc:
         raise HeatmapsError(str(exc)) from None
 

@@ -164,3 +164,10 @@ def read_parquet(spark, folders: Sequence[str], contract, what: str, base: str |
         _raise(spark_schema_problems(frame.schema, contract, f"{what} ({folders[0]} …)"))
         frames = [as_contract(frame, contract, keep)]
     return reduce(lambda a, b: a.unionByName(b), frames)
+
+
+def read_folder(spark, uri: str, contract, what: str):
+    """A side input (a Parquet file or folder, partition folders included) in ``contract``'s
+    columns and types; raises :class:`InputTypeError` for an unusable column."""
+    folder = storage.is_local(uri) and os.path.isdir(storage.local_path(uri))
+    return read_parquet(spark, [uri], contract, what, base=uri if folder else None)

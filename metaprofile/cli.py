@@ -118,6 +118,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from metaprofile.check import ERROR, check_inputs, format_findings
+    config = _load(args)
+    findings = check_inputs(config, dt.date.fromisoformat(args.ds) if args.ds else None)
+    print(format_findings(findings, args.config))
+    return 1 if any(f.level == ERROR for f in findings) else 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = _load(args)
     if args.action == "show":
@@ -265,6 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish even when --evaluation says {\"better\": false} (without "
                         "--force or --only-if-better that is an error, exit 1)")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("check", help="check a config and every input it names, before any "
+                                     "Spark work",
+                       description="Validate the config, then every input it names: presence, "
+                                   "the column types of every local Parquet file (footers "
+                                   "only), the required columns, and the window's landing "
+                                   "dates without a partition. Prints one line per finding "
+                                   "(ok, warn, error); exits 1 when there is an error, 2 when "
+                                   "the config itself is invalid.")
+    _add_config_args(p, DEFAULT_SYNTHETIC_CONFIG)
+    p.add_argument("--ds", default=None,
+                   help="window end YYYY-MM-DD (default: the config's window.end)")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("config", help="validate or print a pipeline config")
     p.add_argument("action", choices=("validate", "show"),

@@ -32,6 +32,7 @@ SOURCES = tuple(MEASURES)
 CANCELLATION_MODES = ("separate", "net")
 VALUE_TRANSFORMS = ("none", "log1p")
 RAW_FORMATS = ("parquet", "csv", "jsonl")
+MISSING_PARTITIONS = ("warn", "fail")
 URI_SCHEMES = ("file", "s3a", "hdfs", "gs", "abfs", "abfss", "wasbs")
 STORAGE_KEYS = (
     "raw_purchases", "raw_points", "demographics", "source_labels", "target_labels",
@@ -79,6 +80,8 @@ class RawConfig:
     valid_from: dt.date = dt.date(2000, 1, 1)  # earlier timestamps are rejected as out of range
     valid_until: dt.date = dt.date(2100, 1, 1)  # later timestamps are rejected as out of range
     max_reject_ratio: float = 0.05
+    # Landing dates of the window without a partition: warn (log, report, manifest) or fail.
+    missing_partitions: str = "warn"
 
 
 @dataclass(frozen=True)
@@ -662,7 +665,8 @@ class _Reader:
 
     def raw(self, value: Any) -> RawConfig:
         m = self.mapping(value, "raw", ("format", "timestamp_timezone", "valid_from",
-                                        "valid_until", "max_reject_ratio"))
+                                        "valid_until", "max_reject_ratio",
+                                        "missing_partitions"))
         d = RawConfig()
         cfg = RawConfig(
             format=self.choice(m, "format", "raw", RAW_FORMATS, d.format),
@@ -671,6 +675,8 @@ class _Reader:
             valid_from=self.date(m, "valid_from", "raw", d.valid_from),
             valid_until=self.date(m, "valid_until", "raw", d.valid_until),
             max_reject_ratio=self.get(m, "max_reject_ratio", "raw", float, d.max_reject_ratio),
+            missing_partitions=self.choice(m, "missing_partitions", "raw", MISSING_PARTITIONS,
+                                           d.missing_partitions),
         )
         if cfg.valid_from >= cfg.valid_until:
             self.problem("raw.valid_from", f"{cfg.valid_from} is not before raw.valid_until "

@@ -36,6 +36,8 @@ RAW_TYPED_COLUMNS = {"user_id": (INTEGER,), "event_time": (TIMESTAMP, DATE),
 def kind(arrow_type: pa.DataType) -> str:
     """The family of an Arrow type, or its own name when it belongs to none of them."""
     t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list of {kind(t.value_type)}"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return STRING
     if pa.types.is_integer(t):

@@ -15,7 +15,7 @@ def test_help_lists_the_subcommands(capsys):
     out = capsys.readouterr().out
     commands = {"demo", "generate", "completejourney", "encode", "heatmaps", "train",
                 "model-summary", "evaluate", "embed", "campaigns", "score", "export", "publish",
-                "config"}
+                "check", "config"}
     for command in commands:
         assert command in out
     choices = build_parser()._subparsers._group_actions[0].choices
@@ -66,3 +66,36 @@ def test_completejourney_slice_prints_accounting(tmp_path, capsys):
     flow = report["flows"]["transactions.parquet->raw_purchases"]
     assert f"in {flow['rows_in']:>10,}  mapped {flow['rows_mapped']:>10,}" in out
     assert "target task new_buyer_turkey" in out
+
+
+def test_check_reports_every_input_and_fails_on_errors(tmp_path, capsys):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    base = ["--set", "window.days=5", "--set", f"storage.root={tmp_path}"]
+    assert main(["generate", "--users", "30", "--seed", "3", *base]) == 0
+    capsys.readouterr()
+    assert main(["check", *base]) == 0
+    out = capsys.readouterr().out
+    assert "0 error(s), 0 warning(s); the inputs can be encoded" in out
+    for name in ("raw_purchases", "raw_points", "demographics", "source_labels", "opt_outs"):
+        assert f"ok     {name}" in out
+
+    shutil.rmtree(tmp_path / "raw_points" / "dt=2026-06-28")
+    labels = next((tmp_path / "source_labels").glob("*.parquet"))
+    table = pq.read_table(labels)
+    pq.write_table(table.set_column(2, "label", pa.array([[v] for v in table["label"].to_pylist()])),
+                   labels)
+    shutil.rmtree(tmp_path / "target_labels")
+    assert main(["check", *base]) == 1
+    out = capsys.readouterr().out
+    assert ("warn   raw_points         1 date(s) of the window have no partition (2026-06-28); "
+            "raw.missing_partitions is warn") in out
+    assert f"error  source_labels      {labels}: column 'label' has type list<" in out
+    assert "warn   target_labels" in out and "not found (needed by evaluate)" in out
+    assert "1 error(s), 2 warning(s)" in out
+    assert main(["check", *base, "--set", "raw.missing_partitions=fail"]) == 1
+    assert "error  raw_points         1 date(s) of the window" in capsys.readouterr().out
+    assert main(["check", *base, "--set", "window.end=2026-02-30"]) == 2
+    assert "window.end: expected a date" in capsys.readouterr().err

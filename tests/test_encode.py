@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -289,6 +290,48 @@ def test_a_column_of_an_unusable_type_fails_before_spark_naming_file_and_types(s
     assert "column 'event_time' has type timestamp[ns, tz=UTC]" in message
     assert "coerce_timestamps='us'" in message
     assert not Path(config.storage.uri("rejects")).exists()  # stopped before any Spark work
+
+
+def test_missing_landing_partitions_are_counted_and_can_fail_the_run(spark, tmp_path, caplog):
+    days = ["2026-06-26", "2026-06-27", "2026-06-29", "2026-06-30"]  # 06-28 never landed
+    for policy in ("warn", "fail"):
+        config = config_for(tmp_path / policy, window__end="2026-06-30", window__days=5,
+                            raw__missing_partitions=policy)
+        for day in days:
+            write_raw(config, "purchases", day, [purchase("u1", f"{day}T08:00:00Z")])
+        write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
+        if policy == "fail":
+            with pytest.raises(encode.EncodeError, match=re.escape(
+                    "purchases: 1 landing partition(s) of the window missing (2026-06-28); "
+                    "points: 4 landing partition(s) of the window missing (2026-06-26, "
+                    "2026-06-27, 2026-06-28, 2026-06-29)")):
+                encode.run(spark, config, dt.date(2026, 6, 30), full=True)
+            assert not Path(config.storage.uri("events")).exists()
+            continue
+        with caplog.at_level("WARNING", logger="metaprofile.encode"):
+            report = encode.run(spark, config, dt.date(2026, 6, 30), full=True)
+        assert report["missing_landing_partitions"]["purchases"] == {
+            "count": 1, "dates": ["2026-06-28"]}
+        assert report["missing_landing_partitions"]["points"]["count"] == 4
+        assert any("missing (2026-06-28)" in r.getMessage() for r in caplog.records)
+        # A full run writes an event partition for every date; its manifest names the gaps.
+        assert manifest(config, "events", "2026-06-28")["missing_sources"] == [
+            "purchases", "points"]
+        assert manifest(config, "events", "2026-06-30")["missing_sources"] == []
+        assert report["snapshot"]["missing_event_partitions"] == {"count": 0, "dates": []}
+
+    # Daily runs: a date whose run never happened has no event partition; the snapshot counts it.
+    config = config_for(tmp_path / "daily", window__end="2026-06-30", window__days=5)
+    for day in ("2026-06-29", "2026-06-30"):
+        write_raw(config, "purchases", day, [purchase("u1", f"{day}T08:00:00Z")])
+        write_raw(config, "points", day, [point("u1", f"{day}T08:00:00Z")])
+    encode.run(spark, config, dt.date(2026, 6, 29), snapshot=False)
+    report = encode.run(spark, config, dt.date(2026, 6, 30))
+    assert report["snapshot"]["missing_event_partitions"] == {
+        "count": 3, "dates": ["2026-06-26", "2026-06-27", "2026-06-28"]}
+    snapshot = json.loads((Path(config.storage.uri("snapshots")) / "ds=2026-06-30"
+                           / "_manifest.json").read_text())
+    assert snapshot["missing_event_partitions"]["count"] == 3
 
 
 # --------------------------------------------------------------------------- incremental

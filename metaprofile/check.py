@@ -1,0 +1,133 @@
+"""``metaprofile check``: a config and every input it names, checked before any Spark work.
+
+For each input of the config's storage section the check reports whether it is there, and
+for Parquet files whether every column's type can be read (``schemas/typed_inputs.py``; the
+footers only, with pyarrow). For the raw logs it also counts the window's landing dates
+that have no partition. Each finding is ``ok``, ``warn`` or ``error``; the command exits 1
+when there is an error. Inputs on remote storage (``s3a://``, ``hdfs://`` …) are listed as
+not checked: the jobs check them when they read them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+from metaprofile import storage
+from schemas.config import PipelineConfig
+
+OK, WARN, ERROR = "ok", "warn", "error"
+# Raw columns without which every row would be rejected.
+RAW_REQUIRED = {"purchases": ("user_id", "event_time", "genre", "amount", "status"),
+                "points": ("user_id", "event_time", "point_type", "points")}
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok | warn | error
+    input: str  # the storage key, e.g. raw_purchases
+    message: str
+
+
+def _folder_findings(name: str, uri: str, contract, required: tuple[str, ...],
+                     folders: list[str]) -> list[Finding]:
+    """Types and required columns of the Parquet files in local ``folders``."""
+    import pyarrow.parquet as pq
+
+    from jobs.typed_read import data_files
+    from schemas import typed_inputs
+
+    files = [path for folder in folders for path in data_files(folder)]
+    if not files:
+        return [Finding(ERROR, name, f"{uri}: no data files")]
+    out = []
+    for path in files:
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # noqa: BLE001 - report the file, whatever pyarrow says
+            out.append(Finding(ERROR, name, f"{path}: not a readable Parquet file ({exc})"))
+            continue
+        out += [Finding(ERROR, name, line) for line in typed_inputs.problems(schema, contract,
+                                                                            path)]
+        absent = [c for c in required if c not in schema.names]
+        if absent:
+            out.append(Finding(ERROR, name, f"{path}: no column {', '.join(map(repr, absent))} "
+                                            f"(has {', '.join(schema.names)})"))
+    if not out:
+        out.append(Finding(OK, name, f"{len(files)} file(s), column types readable"))
+    return out
+
+
+def check_raw(config: PipelineConfig, source: str, ds: dt.date) -> list[Finding]:
+    from jobs.encode import landing_partitions, missing_dates, partition_dates, window_dates
+    from schemas.contracts import RAW_SOURCES
+
+    name = f"raw_{source}"
+    uri = config.storage.uri(name)
+    if not storage.is_local(uri):
+        return [Finding(WARN, name, f"{uri}: remote, not checked here (encode checks it)")]
+    dates = partition_dates(config, ds, full=True)
+    folders = [p for p in landing_partitions(uri, dates) if os.path.isdir(storage.local_path(p))]
+    if not folders:
+        level = ERROR if source == "purchases" else WARN
+        return [Finding(level, name, f"{uri}: no landing partition dt=… for the window ending "
+                                     f"{ds}" + ("" if level == ERROR else
+                                                "; its channels will be empty"))]
+    missing = missing_dates(window_dates(config, ds), [p.rsplit("/dt=", 1)[1] for p in folders])
+    out = [Finding(OK, name, f"{len(folders)} landing partition(s) for the window ending {ds}")]
+    if missing["count"]:
+        level = ERROR if config.raw.missing_partitions == "fail" else WARN
+        more = ", …" if missing["count"] > len(missing["dates"]) else ""
+        out.append(Finding(level, name, f"{missing['count']} date(s) of the window have no "
+                                        f"partition ({', '.join(missing['dates'])}{more}); "
+                                        f"raw.missing_partitions is "
+                                        f"{config.raw.missing_partitions}"))
+    if config.raw.format == "parquet":
+        out += [f for f in _folder_findings(name, uri, RAW_SOURCES[source],
+                                            RAW_REQUIRED[source], folders) if f.level != OK]
+    return out
+
+
+def check_side_input(config: PipelineConfig, name: str, contract, required: tuple[str, ...],
+                     needed_by: str, missing_level: str) -> list[Finding]:
+    uri = config.storage.uri(name)
+    if not storage.is_local(uri):
+        return [Finding(WARN, name, f"{uri}: remote, not checked here")]
+    if not os.path.exists(storage.local_path(uri)):
+        return [Finding(missing_level, name, f"{uri}: not found (needed by {needed_by})")]
+    return _folder_findings(name, uri, contract, required, [uri])
+
+
+def check_inputs(config: PipelineConfig, ds: dt.date | None = None) -> list[Finding]:
+    """Every finding for the inputs that ``config`` names, for the window ending ``ds``."""
+    from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, OPT_OUTS,
+                                   RAW_SOURCES, demographics_schema)
+
+    ds = ds or config.window.end
+    out = []
+    for source in RAW_SOURCES:
+        out += check_raw(config, source, ds)
+    labelled = bool(config.source_tasks)  # behaviour tasks need no label file
+    out += check_side_input(config, "demographics", demographics_schema(config), ("user_id",),
+                            "heatmaps, embed", ERROR)
+    out += check_side_input(config, "source_labels", LABELS, ("user_id", "task", "label"),
+                            "heatmaps", ERROR if labelled else WARN)
+    out += check_side_input(config, "target_labels", LABELS, ("user_id", "task", "label"),
+                            "evaluate", WARN)
+    out += check_side_input(config, "campaign_registry", CAMPAIGN_REGISTRY,
+                            ("campaign_id", "status"), "campaigns", WARN)
+    out += check_side_input(config, "campaign_seeds", CAMPAIGN_SEEDS,
+                            ("campaign_id", "user_id"), "campaigns", WARN)
+    out += check_side_input(config, "opt_outs", OPT_OUTS, ("user_id",),
+                            "campaigns (without it no user is excluded)", WARN)
+    return out
+
+
+def format_findings(findings: list[Finding], config_path: str) -> str:
+    width = max(len(f.input) for f in findings)
+    lines = [f"{f.level:5}  {f.input:{width}}  {f.message}" for f in findings]
+    errors = sum(f.level == ERROR for f in findings)
+    warnings = sum(f.level == WARN for f in findings)
+    lines.append(f"{config_path}: {errors} error(s), {warnings} warning(s)"
+                 + ("" if errors else "; the inputs can be encoded"))
+    return "\n".join(lines)
