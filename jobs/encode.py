@@ -61,6 +61,7 @@ CORRUPT = "_corrupt_record"
 TIMESTAMP_PATTERN = (r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
                      r"(Z|[+-]\d{2}(:?\d{2})?)?$")
 OFFSET_PATTERN = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"  # taken with raw.event_time_precision: day
 VALUE_COLUMN = {"purchases": "amount", "points": "points"}
 PSEUDONYM_HEX_CHARS = 32  # HMAC-SHA256 truncated to 128 bits
 
@@ -185,6 +186,9 @@ def parse_and_validate(frame, config: PipelineConfig, source: str):
     from pyspark.sql import functions as F
 
     text_time = F.trim(F.col("event_time"))
+    if config.raw.event_time_precision == "day":  # a daily export: the date at day_hour
+        text_time = F.when(text_time.rlike(DATE_PATTERN), F.concat(
+            text_time, F.lit(f"T{config.raw.day_hour:02d}:00:00"))).otherwise(text_time)
     well_formed = text_time.rlike(TIMESTAMP_PATTERN)
     parsed = F.try_to_timestamp(F.regexp_replace(text_time, " ", "T"))
     naive_zone = config.raw.timestamp_timezone

@@ -33,6 +33,7 @@ CANCELLATION_MODES = ("separate", "net")
 VALUE_TRANSFORMS = ("none", "log1p")
 RAW_FORMATS = ("parquet", "csv", "jsonl")
 MISSING_PARTITIONS = ("warn", "fail")
+EVENT_TIME_PRECISIONS = ("second", "day")
 URI_SCHEMES = ("file", "s3a", "hdfs", "gs", "abfs", "abfss", "wasbs")
 STORAGE_KEYS = (
     "raw_purchases", "raw_points", "demographics", "source_labels", "target_labels",
@@ -82,6 +83,10 @@ class RawConfig:
     max_reject_ratio: float = 0.05
     # Landing dates of the window without a partition: warn (log, report, manifest) or fail.
     missing_partitions: str = "warn"
+    # 'second': event_time must be a date-time. 'day': a date alone (a daily export) is also
+    # taken, as that date at day_hour o'clock in timestamp_timezone.
+    event_time_precision: str = "second"
+    day_hour: int = 12
 
 
 @dataclass(frozen=True)
@@ -666,7 +671,8 @@ class _Reader:
     def raw(self, value: Any) -> RawConfig:
         m = self.mapping(value, "raw", ("format", "timestamp_timezone", "valid_from",
                                         "valid_until", "max_reject_ratio",
-                                        "missing_partitions"))
+                                        "missing_partitions", "event_time_precision",
+                                        "day_hour"))
         d = RawConfig()
         cfg = RawConfig(
             format=self.choice(m, "format", "raw", RAW_FORMATS, d.format),
@@ -677,7 +683,12 @@ class _Reader:
             max_reject_ratio=self.get(m, "max_reject_ratio", "raw", float, d.max_reject_ratio),
             missing_partitions=self.choice(m, "missing_partitions", "raw", MISSING_PARTITIONS,
                                            d.missing_partitions),
+            event_time_precision=self.choice(m, "event_time_precision", "raw",
+                                             EVENT_TIME_PRECISIONS, d.event_time_precision),
+            day_hour=self.get(m, "day_hour", "raw", int, d.day_hour),
         )
+        if not 0 <= cfg.day_hour <= 23:
+            self.problem("raw.day_hour", f"{cfg.day_hour} is outside 0..23")
         if cfg.valid_from >= cfg.valid_until:
             self.problem("raw.valid_from", f"{cfg.valid_from} is not before raw.valid_until "
                                            f"{cfg.valid_until}")

@@ -292,6 +292,34 @@ def test_a_column_of_an_unusable_type_fails_before_spark_naming_file_and_types(s
     assert not Path(config.storage.uri("rejects")).exists()  # stopped before any Spark work
 
 
+def test_date_only_event_times_land_at_the_configured_hour_with_day_precision(spark, tmp_path):
+    """A daily export: '2026-06-30' (text) or a Parquet date is that date at raw.day_hour in
+    raw.timestamp_timezone; without raw.event_time_precision: day it is unparseable."""
+    rows = [purchase("u1", "2026-06-30"), purchase("u2", "2026-06-30T08:00:00Z"),
+            purchase("u3", "2026-06-31")]  # not a date
+    typed = pa.table({"user_id": ["u4"], "event_time": pa.array([dt.date(2026, 6, 29)]),
+                      "genre": ["fashion/basics"], "amount": ["10"], "quantity": ["1"],
+                      "status": ["purchase"]})
+    results = {}
+    for precision in ("day", "second"):
+        config = config_for(tmp_path / precision, window__end="2026-06-30", window__days=5,
+                            window__timezone="Europe/Berlin", raw__max_reject_ratio=0.9,
+                            raw__event_time_precision=precision, raw__day_hour=9,
+                            raw__timestamp_timezone="Europe/Berlin")
+        write_raw(config, "purchases", "2026-06-30", rows)
+        pq.write_table(typed, Path(config.storage.uri("raw_purchases")) / "dt=2026-06-30"
+                       / "part-00001.parquet")
+        write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
+        results[precision] = encode.run(spark, config, dt.date(2026, 6, 30))["sources"]
+        if precision == "day":
+            hours = {(u, str(d), h) for u, m, d, h, _, _ in events_of(spark, config)
+                     if m == "purchases"}
+            assert hours == {("u1", "2026-06-30", 9), ("u2", "2026-06-30", 10),
+                             ("u4", "2026-06-29", 9)}
+    assert results["day"]["purchases"]["rows_rejected"] == {"unparseable_timestamp": 1}
+    assert results["second"]["purchases"]["rows_rejected"] == {"unparseable_timestamp": 3}
+
+
 def test_missing_landing_partitions_are_counted_and_can_fail_the_run(spark, tmp_path, caplog):
     days = ["2026-06-26", "2026-06-27", "2026-06-29", "2026-06-30"]  # 06-28 never landed
     for policy in ("warn", "fail"):
