@@ -65,19 +65,22 @@ def cmd_heatmaps(args: argparse.Namespace) -> int:
     return heatmaps_main(args.job_args, prog="metaprofile heatmaps")
 
 
-def _job(module: str):
+def _job(module: str, command: str | None = None):
     def run(args: argparse.Namespace) -> int:
         import importlib
         job = importlib.import_module(f"jobs.{module}")
-        return job.main(args.job_args, prog=f"metaprofile {module}")
+        return job.main(args.job_args, prog=f"metaprofile {command or module}")
     return run
 
 
 # Jobs that parse their own arguments (--help included), so that `metaprofile <job> …` and
 # `spark-submit jobs/<job>.py …` take the same options.
-SPARK_JOBS = {"encode": cmd_encode, "heatmaps": cmd_heatmaps, "embed": _job("embed"),
+SPARK_JOBS = {"import": _job("ingest", "import"), "encode": cmd_encode,
+              "heatmaps": cmd_heatmaps, "embed": _job("embed"),
               "campaigns": _job("campaigns"), "score": _job("score"), "export": _job("export")}
 JOB_HELP = {
+    "import": "a retailer's own tables -> the raw contracts, by the config's import section "
+              "(Spark; also spark-submit jobs/ingest.py)",
     "embed": "every user of the snapshot -> embeddings with the model's profile network "
              "(Spark, or --engine tf; also spark-submit jobs/embed.py)",
     "campaigns": "check campaign registry and seeds, embed each support set "

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from schemas import SCHEMA_VERSION
+from schemas.import_config import ImportConfig, import_to_dict, parse_import
 
 # Measures a channel can aggregate, per raw source. Amount/points measures sum values,
 # count measures count rows, quantity sums item counts.
@@ -270,6 +271,7 @@ class PipelineConfig:
     heatmaps: HeatmapsConfig = field(default_factory=HeatmapsConfig)
     lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
     behaviour: BehaviourTasksConfig = field(default_factory=BehaviourTasksConfig)
+    imports: ImportConfig = field(default_factory=ImportConfig)  # the `import` section
 
     def modality(self, name: str) -> ModalityConfig:
         for m in self.modalities:
@@ -322,6 +324,7 @@ class PipelineConfig:
                 "lookalike": {**dataclasses.asdict(self.lookalike),
                               "formats": list(self.lookalike.formats)},
                 "storage": {"root": self.storage.root, **dict(self.storage.paths)},
+                **({"import": import_to_dict(self.imports)} if self.imports.enabled else {}),
             }
         )
 
@@ -581,7 +584,7 @@ class _Reader:
     def build(self, raw: Any, base_dir: str) -> PipelineConfig:
         top = self.mapping(raw, "", ("version", "name", "window", "raw", "pseudonymisation",
                                      "modalities", "value_transform", "demographics", "tasks",
-                                     "heatmaps", "lookalike", "storage"))
+                                     "heatmaps", "lookalike", "storage", "import"))
         if not isinstance(raw, dict):
             top = {}
         version = self.get(top, "version", "", int, required=True)
@@ -600,12 +603,14 @@ class _Reader:
         heatmaps = self.heatmaps(top.get("heatmaps"))
         lookalike = self.lookalike(top.get("lookalike"))
         storage = self.storage(top.get("storage"), base_dir)
+        imports = parse_import(self, top.get("import"), demographics.field_names,
+                               lambda value, where: self.uri(value, where, base_dir))
         return PipelineConfig(
             name=name, window=window, raw=raw_cfg, pseudonymisation=pseudo,
             modalities=modalities, value_transform=transform, demographics=demographics,
             source_tasks=source_tasks, target_tasks=target_tasks, storage=storage,
             version=version or SCHEMA_VERSION, heatmaps=heatmaps, lookalike=lookalike,
-            behaviour=behaviour,
+            behaviour=behaviour, imports=imports,
         )
 
     def lookalike(self, value: Any) -> LookalikeConfig:

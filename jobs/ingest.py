@@ -1,0 +1,329 @@
+"""Import a retailer's own tables into the raw contracts, by the config's ``import`` section.
+
+    metaprofile import --config conf/my_retailer.yaml
+    spark-submit jobs/ingest.py --config conf/my_retailer.yaml --only purchases
+
+Each configured log (``purchases``, ``points``) is read from its input table (CSV with a
+header, Parquet or JSON lines; any column names and types), and every contract column is
+computed by its expression (``schemas/import_config.py``). Then, per row, in this order:
+
+1. the ``drop`` conditions, first match wins, each its own reason (e.g. a null customer);
+2. ``unparseable_event_time``: the event time gives no instant;
+3. ``no_genre`` (purchases): no genre rule matched and there is no fallback.
+
+The rows left are merged when ``merge_line_items`` is set (one row per user, second,
+genre and status, or per user, second, point type and service, with the measures summed:
+identical lines would otherwise be quarantined as ``duplicate_row`` by the encoder), and
+written as ``<raw uri>/dt=<UTC date>/part-*.parquet`` with the contract's string columns
+and ``event_time`` as ``YYYY-MM-DDTHH:MM:SSZ``. Values the encoder validates (a negative or
+non-numeric amount, an unknown status) are landed as they are, so that the encoder
+quarantines them with its reasons. The whole raw folder is replaced atomically.
+
+Accounting: ``rows_in = rows_out + rows_merged + sum(rows_dropped)``, per log, printed,
+and written to ``<raw uri>/_import.json``. The dropped rows themselves, with their reason
+and the input row as JSON, go to ``<storage.root>/import_dropped/<log>/``.
+``demographics`` is imported the same way (one row per user; a null id is dropped).
+
+Expressions are checked against the input's columns before any row is read: an unknown
+column fails with the config field, the expression and the columns the input has. Spark
+runs this job with ANSI mode off, so an expression over a malformed value (``'abc' * 2``)
+gives null, which the encoder then quarantines, instead of failing the run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/ingest.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jobs.encode import DATE_PATTERN, OFFSET_PATTERN, TIMESTAMP_PATTERN, Publisher
+from metaprofile import storage
+from schemas.config import PipelineConfig, add_override_argument, load_config
+from schemas.contracts import RAW_SOURCES, demographics_schema
+from schemas.import_config import GenreMapping, InputTable, LogImport
+
+log = logging.getLogger("metaprofile.import")
+MERGE_KEYS = {"purchases": ("user_id", "event_time", "genre", "status"),
+              "points": ("user_id", "event_time", "point_type", "service")}
+MEASURES = {"purchases": ("amount", "quantity"), "points": ("points",)}
+UNPARSEABLE, NO_GENRE = "unparseable_event_time", "no_genre"
+
+
+class IngestError(ValueError):
+    """A mapping that cannot run: names the config field and what to change."""
+
+
+def read_table(spark, table: InputTable, what: str):
+    if not storage.exists(table.uri):
+        raise IngestError(f"{what}.uri: nothing at {table.uri}")
+    reader = spark.read.options(**dict(table.options))
+    if table.format == "csv":
+        return reader.option("header", "true").csv(table.uri)
+    if table.format == "jsonl":
+        return reader.json(table.uri)
+    return reader.parquet(table.uri)
+
+
+def expression(frame, text: str, field: str):
+    """``text`` as a Column of ``frame``, or an IngestError naming ``field``."""
+    from pyspark.errors import AnalysisException, ParseException
+    from pyspark.sql import functions as F
+
+    try:
+        column = F.expr(text)
+        frame.select(column)  # analysed now, before any row is read
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise IngestError(f"{field}: cannot use {text!r}: {first}. The input has the columns "
+                          f"{', '.join(frame.columns)} (quote odd names in backticks)") from None
+    return column
+
+
+def instant(column, data_type, text_format: str | None, zone: str, day_hour: int | None):
+    """An event-time column -> a UTC instant (TimestampType; the session computes in UTC).
+    Naive values are in ``zone``. A date alone is taken at ``day_hour`` o'clock when that is
+    set (``raw.event_time_precision: day``), and is unparseable otherwise."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if isinstance(data_type, T.TimestampType):
+        return column
+    if isinstance(data_type, T.DateType):
+        return (F.to_utc_timestamp(F.concat(column.cast("string"), F.lit(f" {day_hour:02d}:00:00")),
+                                   zone) if day_hour is not None else F.lit(None).cast("timestamp"))
+    text = F.trim(column.cast("string"))
+    if day_hour is not None:
+        text = F.when(text.rlike(DATE_PATTERN), F.concat(text, F.lit(f"T{day_hour:02d}:00:00"))
+                      ).otherwise(text)
+    if text_format:
+        return F.to_utc_timestamp(F.try_to_timestamp(text, F.lit(text_format)), zone)
+    parsed = F.when(text.rlike(TIMESTAMP_PATTERN),
+                    F.try_to_timestamp(F.regexp_replace(text, " ", "T")))
+    return F.when(text.rlike(OFFSET_PATTERN), parsed).otherwise(F.to_utc_timestamp(parsed, zone))
+
+
+def genre_column(frame, mapping: GenreMapping, spark, field: str):
+    """(frame, genre Column): the genre by expression, lookup or ordered rules."""
+    from pyspark.sql import functions as F
+
+    if mapping.expression is not None:
+        genre = expression(frame, mapping.expression, f"{field}.expression")
+    elif mapping.lookup is not None:
+        table = read_table(spark, mapping.lookup, f"{field}.lookup.input")
+        key = expression(table, f"`{mapping.lookup_key}`", f"{field}.lookup.key")
+        value = expression(table, mapping.lookup_genre, f"{field}.lookup.genre")
+        lookup = table.select(key.cast("string").alias("_key"), value.alias("_genre"))
+        repeated = lookup.groupBy("_key").count().where("count > 1").limit(3).collect()
+        if repeated:
+            raise IngestError(f"{field}.lookup: key {mapping.lookup_key!r} repeats (e.g. "
+                              f"{', '.join(repr(r['_key']) for r in repeated)}); a lookup "
+                              "needs one row per key")
+        on = expression(frame, mapping.on, f"{field}.lookup.on")
+        frame = frame.withColumn("_on", on.cast("string")).join(
+            F.broadcast(lookup), F.col("_on") == F.col("_key"), "left").drop("_on", "_key")
+        genre = F.col("_genre")
+    else:
+        genre = F.lit(None).cast("string")
+        for i, rule in reversed(list(enumerate(mapping.rules))):
+            text = expression(frame, rule.column, f"{field}.rules[{i}].column")
+            genre = F.when(text.cast("string").rlike(rule.regex), F.lit(rule.genre)).otherwise(
+                genre)
+    if mapping.fallback is not None:
+        genre = F.coalesce(genre.cast("string"), F.lit(mapping.fallback))
+    return frame, genre.cast("string")
+
+
+def map_log(spark, config: PipelineConfig, name: str, item: LogImport):
+    """The input's rows in the contract's columns, with ``dt`` (the UTC date), ``reason``
+    (null: kept) and ``record`` (the input row as JSON)."""
+    from pyspark.sql import functions as F
+
+    field = f"import.{name}"
+    frame = read_table(spark, item.input, f"{field}.input")
+    frame = frame.withColumn("record", F.to_json(F.struct(*[F.col(f"`{c}`")
+                                                             for c in frame.columns])))
+    columns = {c: expression(frame, e, f"{field}.{c}") for c, e in item.columns}
+    drops = [(reason, expression(frame, cond, f"{field}.drop.{reason}"))
+             for reason, cond in item.drop]
+    if item.genre is not None:
+        frame, columns["genre"] = genre_column(frame, item.genre, spark, f"{field}.genre")
+    time_type = frame.select(columns["event_time"].alias("t")).schema["t"].dataType
+    zone = item.event_time_zone or config.raw.timestamp_timezone
+    day_hour = config.raw.day_hour if config.raw.event_time_precision == "day" else None
+    utc = instant(columns["event_time"], time_type, item.event_time_format, zone, day_hour)
+    reason = F.lit(None).cast("string")
+    checks = drops + [(UNPARSEABLE, utc.isNull())]
+    if "genre" in columns:
+        checks.append((NO_GENRE, columns["genre"].isNull() | (F.trim(columns["genre"]) == "")))
+    for label, failed in reversed(checks):
+        reason = F.when(failed, F.lit(label)).otherwise(reason)
+    return frame.select(
+        *[(F.date_format(utc, "yyyy-MM-dd'T'HH:mm:ss'Z'") if c == "event_time"
+           else columns[c].cast("string")).alias(c) for c in RAW_SOURCES[name].names],
+        F.to_date(utc).alias("dt"), reason.alias("reason"), "record")
+
+
+def number_text(column):
+    """A measure as exact decimal text without trailing zeros ("2.0" -> "2", "181.80" ->
+    "181.8"); text that is not a number stays as it is, for the encoder to quarantine."""
+    from pyspark.sql import functions as F
+
+    exact = column.try_cast("decimal(38,6)")
+    trimmed = F.regexp_replace(F.regexp_replace(exact.cast("string"), r"(\.\d*?)0+$", "$1"),
+                               r"\.$", "")
+    return F.when(exact.isNotNull(), trimmed).otherwise(column)
+
+
+def merge(rows, name: str):
+    """One row per merge key, the measures summed exactly (decimal); an empty quantity
+    counts as the 1 the contract reads it as. Rows whose measures are not numbers stay
+    apart, unmerged, so the encoder quarantines each of them."""
+    from pyspark.sql import functions as F
+
+    keys = [*MERGE_KEYS[name], "dt"]
+    measures = MEASURES[name]
+
+    def value(m):
+        return F.coalesce(F.col(m), F.lit("1")) if m == "quantity" else F.col(m)
+
+    numeric = F.lit(True)
+    for m in measures:
+        numeric = numeric & value(m).try_cast("decimal(38,6)").isNotNull()
+    rows = rows.withColumn("_numeric", numeric)
+    summed = rows.where("_numeric").groupBy(*keys).agg(
+        *[F.sum(value(m).try_cast("decimal(38,6)")).cast("string").alias(m) for m in measures])
+    kept = rows.where(~F.col("_numeric")).drop("_numeric")
+    return summed.unionByName(kept.select(*summed.columns))
+
+
+def import_log(spark, config: PipelineConfig, name: str, item: LogImport,
+               publisher: Publisher) -> dict:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    mapped = map_log(spark, config, name, item)
+    mapped = mapped.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {r["reason"]: r["n"] for r in mapped.groupBy("reason")
+                  .agg(F.count(F.lit(1)).alias("n")).collect()}
+        rows_in = sum(counts.values())
+        kept = mapped.where(F.col("reason").isNull()).drop("reason", "record")
+        dropped = mapped.where(F.col("reason").isNotNull()).select("reason", "record")
+        out = merge(kept, name) if item.merge_line_items else kept
+        uri = config.storage.uri(f"raw_{name}")
+        staging = publisher.staging(uri)
+        contract = RAW_SOURCES[name].names
+        (out.select(*[(number_text(F.col(c)) if c in MEASURES[name] else F.col(c)).alias(c)
+                      for c in contract], "dt")
+         .repartition("dt").write.partitionBy("dt").mode("overwrite").parquet(staging))
+        rows_out = spark.read.parquet(staging).count()
+        dropped_uri = f"{config.storage.root}/import_dropped/{name}"
+        dropped.write.mode("overwrite").parquet(dropped_uri)
+    finally:
+        mapped.unpersist()
+    kept_rows = counts.get(None, 0)
+    report = {"input": item.input.uri, "rows_in": rows_in, "rows_out": rows_out,
+              "rows_merged": kept_rows - rows_out,
+              "rows_dropped": dict(sorted((k, v) for k, v in counts.items() if k is not None)),
+              "dropped_rows_at": dropped_uri}
+    assert rows_in == rows_out + report["rows_merged"] + sum(report["rows_dropped"].values())
+    publisher.write_text(f"{staging}/_import.json", json.dumps(report, indent=2))
+    publisher.publish(staging, uri)
+    return report
+
+
+def import_demographics(spark, config: PipelineConfig, publisher: Publisher) -> dict:
+    from pyspark.sql import functions as F
+
+    item = config.imports.demographics
+    field = "import.demographics"
+    frame = read_table(spark, item.input, f"{field}.input")
+    schema = demographics_schema(config)
+    columns = dict(item.fields)
+    selected = [expression(frame, item.user_id, f"{field}.user_id").cast("string")
+                .alias("user_id")]
+    for f in list(schema)[1:]:
+        kind = "double" if f.name in config.demographics.numeric else "string"
+        column = (expression(frame, columns[f.name], f"{field}.fields.{f.name}")
+                  if f.name in columns else F.lit(None))
+        selected.append(column.cast(kind).alias(f.name))
+    rows = frame.select(*selected)
+    rows_in = rows.count()
+    kept = rows.where(F.col("user_id").isNotNull() & (F.trim("user_id") != ""))
+    uri = config.storage.uri("demographics")
+    staging = publisher.staging(uri)
+    kept.coalesce(1).write.mode("overwrite").parquet(staging)
+    rows_out = spark.read.parquet(staging).count()
+    report = {"input": item.input.uri, "rows_in": rows_in, "rows_out": rows_out,
+              "rows_dropped": {"null_user_id": rows_in - rows_out} if rows_in > rows_out else {}}
+    publisher.write_text(f"{staging}/_import.json", json.dumps(report, indent=2))
+    publisher.publish(staging, uri)
+    return report
+
+
+def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
+    """Import every configured table (or ``only`` these); return the accounting."""
+    if not config.imports.enabled:
+        raise IngestError("the config has no import section: add import.purchases (and "
+                          "points, demographics) as docs/onboarding.md describes")
+    started = time.perf_counter()
+    ansi = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", "false")
+    publisher = Publisher(spark)
+    report: dict = {}
+    try:
+        for name in ("purchases", "points"):
+            item = getattr(config.imports, name)
+            if item is not None and (not only or name in only):
+                log.info("import %s from %s", name, item.input.uri)
+                report[name] = import_log(spark, config, name, item, publisher)
+                log.info("import %s: %s", name, json.dumps(report[name]))
+        if config.imports.demographics is not None and (not only or "demographics" in only):
+            report["demographics"] = import_demographics(spark, config, publisher)
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", ansi)
+        publisher.cleanup()
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def build_parser(prog: str = "spark-submit jobs/ingest.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Import a retailer's own tables (CSV, Parquet, JSON lines) into the raw "
+                    "contracts, by the config's import section: expressions per column, "
+                    "genre rules or a lookup, optional line-item merging, and exact "
+                    "accounting (rows in = rows out + merged + dropped by reason).")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--only", action="append", default=[],
+                        choices=("purchases", "points", "demographics"),
+                        help="import only this table (repeatable; default: every configured one)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
+    add_override_argument(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/ingest.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.spark import build_session
+    from schemas.config import ConfigError
+    try:
+        config = load_config(args.config, overrides=args.overrides)
+        spark = build_session("metaprofile-import", args.master)
+        print(json.dumps(run(spark, config, args.only), indent=2))
+    except (ConfigError, IngestError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

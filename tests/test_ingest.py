@@ -1,0 +1,175 @@
+"""jobs/ingest.py: a retailer's own layout -> the raw contracts, by config alone.
+
+The fixture is a line-item export in the layout of a public online retailer's data (invoice,
+stock code, free-text description, quantity, a local date-time, unit price, customer id
+with a space in its name, country): no category path, cancellations marked by the invoice
+number, null customers, repeated line items.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import SYNTHETIC_CONFIG
+from schemas.config import ConfigError, parse_config
+
+pytestmark = pytest.mark.spark
+HEADER = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price",
+          "Customer ID", "Country"]
+LINES = [
+    ["489434", "85048", "15CM CHRISTMAS GLASS BALL 20 LIGHTS", "12", "2010-12-01 07:45:00",
+     "6.95", "13085", "United Kingdom"],
+    ["489434", "79323P", "PINK CHERRY LIGHTS", "12", "2010-12-01 07:45:00", "6.75", "13085",
+     "United Kingdom"],
+    ["489434", "22041", "RECORD FRAME 7\" SINGLE SIZE", "48", "2010-12-01 07:45:00", "2.10",
+     "13085", "United Kingdom"],
+    ["489434", "85048", "15CM CHRISTMAS GLASS BALL 20 LIGHTS", "12", "2010-12-01 07:45:00",
+     "6.95", "13085", "United Kingdom"],  # the same line twice in one invoice
+    ["C489449", "22087", "PAPER BUNTING WHITE LACE", "-12", "2010-12-01 10:33:00", "2.95",
+     "16321", "Australia"],  # a cancellation
+    ["489435", "22350", "CAT BOWL", "12", "2010-12-01 07:46:00", "2.55", "", "France"],
+    ["489436", "21523", "MUG CUP SET", "4", "2010-13-01 09:00:00", "3.0", "13078", "France"],
+    ["489437", "22111", "TEA CUP AND SAUCER", "2", "2010-12-02 23:30:00", "abc", "13078",
+     "France"],  # a price that is not a number: landed, then quarantined by the encoder
+    ["489438", "22112", "KITCHEN MUG", "1", "2010-12-03 09:15:00", "1.25", "13078", "France"],
+]
+MAPPING = {
+    "purchases": {
+        "input": {"uri": "exports/online_retail.csv", "format": "csv"},
+        "user_id": "`Customer ID`",
+        "event_time": "InvoiceDate",
+        "event_time_format": "yyyy-MM-dd HH:mm:ss",
+        "event_time_zone": "Europe/London",
+        "amount": "abs(Quantity * Price)",
+        "quantity": "abs(Quantity)",
+        "status": "CASE WHEN Invoice LIKE 'C%' THEN 'cancel' ELSE 'purchase' END",
+        "genre": {"rules": [
+            {"column": "Description", "keywords": ["mug", "cup", "teapot"], "genre": "home/kitchen"},
+            {"column": "Description", "regex": "(?i)christmas|xmas", "genre": "seasonal/christmas"},
+        ], "fallback": "other"},
+        "merge_line_items": True,
+        "drop": {"null_customer_id": "`Customer ID` IS NULL OR trim(`Customer ID`) = ''"},
+    },
+}
+
+
+def retailer_config(tmp_path, mapping=None, **raw):
+    doc = yaml.safe_load(SYNTHETIC_CONFIG.read_text())
+    doc["name"] = "online_retail"
+    doc["window"] = {"days": 31, "timezone": "Europe/London", "end": "2010-12-31"}
+    doc["raw"] = {"format": "parquet", "timestamp_timezone": "UTC", "valid_from": "2009-01-01",
+                  "valid_until": "2012-01-01", "max_reject_ratio": 0.5, **raw}
+    doc["modalities"][0]["channels"] = [
+        {"genre": "home", "measure": "purchase_amount"},
+        {"genre": "seasonal", "measure": "purchase_amount"},
+        {"genre": "other", "measure": "purchase_amount"},
+        {"genre": "*", "measure": "purchase_count", "name": "all_purchase_count"},
+        {"genre": "*", "measure": "cancel_amount", "name": "all_cancel_amount"}]
+    doc["tasks"]["target"] = []
+    doc["storage"] = {"root": str(tmp_path / "data")}
+    doc["import"] = mapping or MAPPING
+    export = tmp_path / "exports" / "online_retail.csv"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    with open(export, "w", newline="") as fh:
+        csv.writer(fh).writerows([HEADER, *LINES])
+    return parse_config(doc, base_dir=tmp_path)
+
+
+def landed(config) -> list[dict]:
+    root = Path(config.storage.uri("raw_purchases"))
+    rows = []
+    for part in sorted(root.glob("dt=*/*.parquet")):
+        for row in pq.read_table(part).to_pylist():
+            rows.append({**row, "dt": part.parent.name[3:]})
+    return sorted(rows, key=lambda r: (r["event_time"], r["user_id"], r["genre"] or ""))
+
+
+def test_a_line_item_export_lands_in_the_raw_contract_with_exact_accounting(spark, tmp_path):
+    from jobs import encode, ingest
+    config = retailer_config(tmp_path)
+    report = ingest.run(spark, config)["purchases"]
+    assert report["rows_in"] == 9
+    assert report["rows_dropped"] == {"null_customer_id": 1, "unparseable_event_time": 1}
+    assert (report["rows_out"], report["rows_merged"]) == (5, 2)
+    rows = landed(config)
+    assert [(r["user_id"], r["event_time"], r["genre"], r["amount"], r["quantity"], r["status"],
+             r["dt"]) for r in rows] == [
+        ("13085", "2010-12-01T07:45:00Z", "other", "181.8", "60", "purchase", "2010-12-01"),
+        ("13085", "2010-12-01T07:45:00Z", "seasonal/christmas", "166.8", "24", "purchase",
+         "2010-12-01"),
+        ("16321", "2010-12-01T10:33:00Z", "other", "35.4", "12", "cancel", "2010-12-01"),
+        ("13078", "2010-12-02T23:30:00Z", "home/kitchen", None, "2", "purchase", "2010-12-02"),
+        ("13078", "2010-12-03T09:15:00Z", "home/kitchen", "1.25", "1", "purchase", "2010-12-03")]
+    imported = json.loads((Path(config.storage.uri("raw_purchases")) / "_import.json").read_text())
+    assert imported["rows_in"] == 9
+    dropped = spark.read.parquet(report["dropped_rows_at"]).collect()
+    assert sorted(r["reason"] for r in dropped) == ["null_customer_id", "unparseable_event_time"]
+    assert json.loads(next(r["record"] for r in dropped if r["reason"] == "null_customer_id")
+                      )["Description"] == "CAT BOWL"
+
+    # The encoder takes it from there: the non-numeric price is quarantined with its reason.
+    encoded = encode.run(spark, config, dt.date(2010, 12, 31), full=True)
+    assert encoded["sources"]["purchases"] == {
+        "rows_read": 5, "rows_encoded": 4, "rows_rejected": {"non_numeric_value": 1}}
+    seasonal = config.modality("purchases").channel_index("seasonal_purchase_amount")
+    cells = spark.read.parquet(config.storage.uri("events")).where(
+        f"user_id = '13085' and channel = {seasonal}").collect()
+    assert [(str(c["date"]), c["hour"], round(c["value"], 3)) for c in cells] == [
+        ("2010-12-01", 7, 166.8)]
+
+
+def test_a_genre_lookup_table_and_its_errors(spark, tmp_path):
+    from jobs import ingest
+    lookup = tmp_path / "exports" / "catalogue.csv"
+    lookup.parent.mkdir(parents=True, exist_ok=True)
+    lookup.write_text("code,category\n85048,seasonal/lights\n22112,home/kitchen\n")
+    mapping = {"purchases": {**MAPPING["purchases"], "merge_line_items": False, "genre": {
+        "lookup": {"input": {"uri": "exports/catalogue.csv", "format": "csv"}, "key": "code",
+                   "genre": "category", "on": "StockCode"}}}}
+    config = retailer_config(tmp_path, mapping)
+    report = ingest.run(spark, config)["purchases"]
+    assert report["rows_dropped"] == {"no_genre": 4, "null_customer_id": 1,
+                                      "unparseable_event_time": 1}
+    assert [r["genre"] for r in landed(config)] == ["seasonal/lights"] * 2 + ["home/kitchen"]
+
+    lookup.write_text("code,category\n85048,a\n85048,b\n")
+    with pytest.raises(ingest.IngestError, match=re.escape(
+            "import.purchases.genre.lookup: key 'code' repeats (e.g. '85048')")):
+        ingest.run(spark, config)
+
+
+def test_a_bad_expression_names_the_field_and_the_columns(spark, tmp_path):
+    from jobs import ingest
+    mapping = {"purchases": {**MAPPING["purchases"], "amount": "Quantity * UnitPrice"}}
+    config = retailer_config(tmp_path, mapping)
+    with pytest.raises(ingest.IngestError) as raised:
+        ingest.run(spark, config)
+    message = str(raised.value)
+    assert message.startswith("import.purchases.amount: cannot use 'Quantity * UnitPrice'")
+    assert "Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID" in message
+    assert not Path(config.storage.uri("raw_purchases")).exists()
+
+
+def test_the_mapping_is_validated_with_the_config():
+    doc = yaml.safe_load(SYNTHETIC_CONFIG.read_text())
+    doc["import"] = {"purchases": {"input": {"uri": "x.csv", "format": "xls"},
+                                   "user_id": "id", "event_time": "t",
+                                   "genre": {"rules": [{"column": "d", "genre": "g"}],
+                                             "expression": "c"}},
+                     "demographics": {"input": {"uri": "d.csv"}, "user_id": "id",
+                                      "fields": {"shoe_size": "s"}}}
+    with pytest.raises(ConfigError) as raised:
+        parse_config(doc)
+    problems = "\n".join(raised.value.problems)
+    for expected in ("import.purchases.input.format: 'xls' is not one of csv, parquet, jsonl",
+                     "import.purchases.amount: is required",
+                     "import.purchases.genre: give exactly one of expression, lookup, rules",
+                     "import.demographics.fields: shoe_size not among demographics' fields"):
+        assert expected in problems, problems
