@@ -124,7 +124,7 @@ def genre_column(frame, mapping: GenreMapping, spark, field: str):
             raise IngestError(f"{field}.lookup: key {mapping.lookup_key!r} repeats (e.g. "
                               f"{', '.join(repr(r['_key']) for r in repeated)}); a lookup "
                               "needs one row per key")
-        on = expression(frame, mapping.on, f"{field}.lookup.on")
+        on = expression(frame, mapping.match, f"{field}.lookup.match")
         frame = frame.withColumn("_on", on.cast("string")).join(
             F.broadcast(lookup), F.col("_on") == F.col("_key"), "left").drop("_on", "_key")
         genre = F.col("_genre")

@@ -25,7 +25,7 @@ characters in backticks: ```Customer ID```)::
           null_customer_id: "`Customer ID` IS NULL"
 
 The genre is one of ``expression`` (a category path), ``lookup`` (a second table, joined
-on a key: ``{input: {...}, key: StockCode, genre: category, on: StockCode}``) or ``rules``,
+on a key: ``{input: {...}, key: StockCode, genre: category, match: StockCode}``) or ``rules``,
 each with an optional ``fallback``. Parsed here, run by ``jobs/ingest.py``.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ class GenreMapping:
     lookup: InputTable | None = None
     lookup_key: str = ""  # column of the lookup table
     lookup_genre: str = ""  # expression over the lookup table's columns
-    on: str = ""  # expression over the main input, compared with lookup_key
+    match: str = ""  # expression over the main input, compared with lookup_key
     rules: tuple[GenreRule, ...] = ()
     fallback: str | None = None
 
@@ -120,13 +120,13 @@ def _genre(r, value, where: str, uri) -> GenreMapping | None:
         return None
     fallback = r.get(m, "fallback", where, str, None)
     if "lookup" in kinds:
-        lm = r.mapping(m["lookup"], f"{where}.lookup", ("input", "key", "genre", "on"))
+        lm = r.mapping(m["lookup"], f"{where}.lookup", ("input", "key", "genre", "match"))
         return GenreMapping(lookup=_input(r, lm.get("input"), f"{where}.lookup.input", uri),
                             lookup_key=r.get(lm, "key", f"{where}.lookup", str, "",
                                              required=True),
                             lookup_genre=r.get(lm, "genre", f"{where}.lookup", str, "",
                                                required=True),
-                            on=r.get(lm, "on", f"{where}.lookup", str, "", required=True),
+                            match=r.get(lm, "match", f"{where}.lookup", str, "", required=True),
                             fallback=fallback)
     if "expression" in kinds:
         return GenreMapping(expression=r.get(m, "expression", where, str), fallback=fallback)
@@ -224,7 +224,7 @@ def import_to_dict(cfg: ImportConfig) -> dict:
                 genre: dict = {"expression": g.expression}
             elif g.lookup is not None:
                 genre = {"lookup": {"input": _input_dict(g.lookup), "key": g.lookup_key,
-                                    "genre": g.lookup_genre, "on": g.on}}
+                                    "genre": g.lookup_genre, "match": g.match}}
             else:
                 genre = {"rules": [{"column": r.column, "regex": r.regex, "genre": r.genre}
                                    for r in g.rules]}

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import SYNTHETIC_CONFIG
-from schemas.config import ConfigError, parse_config
+from conftest import ROOT, SYNTHETIC_CONFIG
+from schemas.config import ConfigError, load_config, parse_config
 
 pytestmark = pytest.mark.spark
 HEADER = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price",
@@ -40,46 +40,19 @@ LINES = [
      "France"],  # a price that is not a number: landed, then quarantined by the encoder
     ["489438", "22112", "KITCHEN MUG", "1", "2010-12-03 09:15:00", "1.25", "13078", "France"],
 ]
-MAPPING = {
-    "purchases": {
-        "input": {"uri": "exports/online_retail.csv", "format": "csv"},
-        "user_id": "`Customer ID`",
-        "event_time": "InvoiceDate",
-        "event_time_format": "yyyy-MM-dd HH:mm:ss",
-        "event_time_zone": "Europe/London",
-        "amount": "abs(Quantity * Price)",
-        "quantity": "abs(Quantity)",
-        "status": "CASE WHEN Invoice LIKE 'C%' THEN 'cancel' ELSE 'purchase' END",
-        "genre": {"rules": [
-            {"column": "Description", "keywords": ["mug", "cup", "teapot"], "genre": "home/kitchen"},
-            {"column": "Description", "regex": "(?i)christmas|xmas", "genre": "seasonal/christmas"},
-        ], "fallback": "other"},
-        "merge_line_items": True,
-        "drop": {"null_customer_id": "`Customer ID` IS NULL OR trim(`Customer ID`) = ''"},
-    },
-}
+EXAMPLE = ROOT / "conf" / "examples" / "online_retail.yaml"
 
 
-def retailer_config(tmp_path, mapping=None, **raw):
-    doc = yaml.safe_load(SYNTHETIC_CONFIG.read_text())
-    doc["name"] = "online_retail"
-    doc["window"] = {"days": 31, "timezone": "Europe/London", "end": "2010-12-31"}
-    doc["raw"] = {"format": "parquet", "timestamp_timezone": "UTC", "valid_from": "2009-01-01",
-                  "valid_until": "2012-01-01", "max_reject_ratio": 0.5, **raw}
-    doc["modalities"][0]["channels"] = [
-        {"genre": "home", "measure": "purchase_amount"},
-        {"genre": "seasonal", "measure": "purchase_amount"},
-        {"genre": "other", "measure": "purchase_amount"},
-        {"genre": "*", "measure": "purchase_count", "name": "all_purchase_count"},
-        {"genre": "*", "measure": "cancel_amount", "name": "all_cancel_amount"}]
-    doc["tasks"]["target"] = []
-    doc["storage"] = {"root": str(tmp_path / "data")}
-    doc["import"] = mapping or MAPPING
+def retailer_config(tmp_path, *overrides):
+    """The shipped example config, on a one-month window, over the fixture export."""
     export = tmp_path / "exports" / "online_retail.csv"
     export.parent.mkdir(parents=True, exist_ok=True)
     with open(export, "w", newline="") as fh:
         csv.writer(fh).writerows([HEADER, *LINES])
-    return parse_config(doc, base_dir=tmp_path)
+    return load_config(EXAMPLE, base_dir=tmp_path, overrides=[
+        f"storage.root={tmp_path / 'data'}", "window.days=31", "window.end=2010-12-31",
+        "raw.max_reject_ratio=0.5", "pseudonymisation.enabled=false",
+        "tasks.behaviour.horizon_days=7", *overrides])
 
 
 def landed(config) -> list[dict]:
@@ -130,10 +103,9 @@ def test_a_genre_lookup_table_and_its_errors(spark, tmp_path):
     lookup = tmp_path / "exports" / "catalogue.csv"
     lookup.parent.mkdir(parents=True, exist_ok=True)
     lookup.write_text("code,category\n85048,seasonal/lights\n22112,home/kitchen\n")
-    mapping = {"purchases": {**MAPPING["purchases"], "merge_line_items": False, "genre": {
-        "lookup": {"input": {"uri": "exports/catalogue.csv", "format": "csv"}, "key": "code",
-                   "genre": "category", "on": "StockCode"}}}}
-    config = retailer_config(tmp_path, mapping)
+    config = retailer_config(tmp_path, "import.purchases.merge_line_items=false",
+                             "import.purchases.genre={lookup: {input: {uri: exports/catalogue.csv,"
+                             " format: csv}, key: code, genre: category, match: StockCode}}")
     report = ingest.run(spark, config)["purchases"]
     assert report["rows_dropped"] == {"no_genre": 4, "null_customer_id": 1,
                                       "unparseable_event_time": 1}
@@ -147,8 +119,7 @@ def test_a_genre_lookup_table_and_its_errors(spark, tmp_path):
 
 def test_a_bad_expression_names_the_field_and_the_columns(spark, tmp_path):
     from jobs import ingest
-    mapping = {"purchases": {**MAPPING["purchases"], "amount": "Quantity * UnitPrice"}}
-    config = retailer_config(tmp_path, mapping)
+    config = retailer_config(tmp_path, "import.purchases.amount=Quantity * UnitPrice")
     with pytest.raises(ingest.IngestError) as raised:
         ingest.run(spark, config)
     message = str(raised.value)
