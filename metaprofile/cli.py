@@ -75,10 +75,12 @@ def _job(module: str, command: str | None = None):
 
 # Jobs that parse their own arguments (--help included), so that `metaprofile <job> …` and
 # `spark-submit jobs/<job>.py …` take the same options.
-SPARK_JOBS = {"import": _job("ingest", "import"), "encode": cmd_encode,
+SPARK_JOBS = {"import": _job("ingest", "import"), "tasks": _job("tasks"), "encode": cmd_encode,
               "heatmaps": cmd_heatmaps, "embed": _job("embed"),
               "campaigns": _job("campaigns"), "score": _job("score"), "export": _job("export")}
 JOB_HELP = {
+    "tasks": "label files of the tasks defined by a rule over the raw purchase log "
+             "(new_buyer, buys_at_least; Spark; also spark-submit jobs/tasks.py)",
     "import": "a retailer's own tables -> the raw contracts, by the config's import section "
               "(Spark; also spark-submit jobs/ingest.py)",
     "embed": "every user of the snapshot -> embeddings with the model's profile network "

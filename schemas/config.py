@@ -165,13 +165,38 @@ class DemographicsConfig:
 
 
 @dataclass(frozen=True)
+class TaskRule:
+    """Labels derived from the raw purchase log over the task's label period P
+    (``metaprofile tasks``), among a universe of users:
+
+    * ``new_buyer``: 1 = buys ``genre`` in P and never in the window; 0 = buys it in
+      neither; users who bought it in the window are unlabelled;
+    * ``buys_at_least``: 1 = at least ``times`` purchases of ``genre`` in P; 0 = fewer.
+
+    ``universe``: ``active`` (a purchase in the window and one in P; the default) or ``all``
+    (a purchase in the window or in P). ``genre`` is a path prefix, matched on whole segments.
+    """
+
+    kind: str
+    genre: str
+    times: int = 1
+    universe: str = "active"
+
+
+TASK_RULE_KINDS = ("new_buyer", "buys_at_least")
+TASK_UNIVERSES = ("active", "all")
+
+
+@dataclass(frozen=True)
 class TaskConfig:
-    """A labelled task. Target tasks carry the label period, which must follow the window."""
+    """A labelled task. Target tasks carry the label period, which must follow the window;
+    a task with a ``rule`` carries one too, and its labels come from the logs."""
 
     name: str
     description: str = ""
     label_period_start: dt.date | None = None
     label_period_end: dt.date | None = None
+    rule: TaskRule | None = None
 
 
 BEHAVIOUR_KINDS = ("new_buyer", "active")
@@ -333,7 +358,7 @@ class PipelineConfig:
 
 
 def _task_dict(t: TaskConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}
+    return {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}  # rule too
 
 
 def _to_plain(value: Any) -> Any:
@@ -445,7 +470,11 @@ def apply_overrides(raw: Any, overrides: Iterable[str], source: str = "<override
         elif not isinstance(node, dict):
             raise ConfigError(source, [f"override {item!r}: {_steps_path(steps[:-1])} is not "
                                        "a mapping"])
-        node[last] = yaml.load(value, Loader=_ConfigLoader)
+        try:
+            node[last] = yaml.load(value, Loader=_ConfigLoader)
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, [f"override {item!r}: the value is not valid YAML "
+                                       f"({str(exc).splitlines()[0]}); quote it"]) from None
     return result
 
 
@@ -802,11 +831,13 @@ class _Reader:
             self.problem("tasks.target", f"{name!r} is also a source task; source and target "
                                          "tasks must be disjoint")
         if window.end is not None:
-            for i, t in enumerate(target):
+            dated = [(f"tasks.target[{i}]", "target", t) for i, t in enumerate(target)]
+            dated += [(f"tasks.source[{i}]", "rule", t) for i, t in enumerate(source) if t.rule]
+            for where, kind, t in dated:
                 if t.label_period_start is not None and t.label_period_start <= window.end:
-                    self.problem(f"tasks.target[{i}].label_period_start",
+                    self.problem(f"{where}.label_period_start",
                                  f"{t.label_period_start} is not after window.end "
-                                 f"{window.end}; target labels must come from after the "
+                                 f"{window.end}; {kind} labels must come from after the "
                                  "feature window")
         return tuple(source), tuple(target), behaviour
 
@@ -838,21 +869,37 @@ class _Reader:
                                     channels=tuple(channels))
 
     def task(self, value: Any, where: str, target: bool) -> TaskConfig:
-        allowed = ("name", "description", "label_period_start", "label_period_end")
+        allowed = ("name", "description", "label_period_start", "label_period_end", "rule")
         m = self.mapping(value if not isinstance(value, str) else {"name": value}, where,
-                         allowed if target else allowed[:2])
+                         allowed if target else allowed[:2] + (
+                             allowed[2:] if isinstance(value, dict) and "rule" in value else ()))
+        rule = self.task_rule(m.get("rule"), f"{where}.rule") if m.get("rule") else None
         task = TaskConfig(name=self.name(m, "name", where),
                           description=self.get(m, "description", where, str, ""),
                           label_period_start=self.date(m, "label_period_start", where),
-                          label_period_end=self.date(m, "label_period_end", where))
-        if target:
+                          label_period_end=self.date(m, "label_period_end", where), rule=rule)
+        if target or rule is not None:
             for key in ("label_period_start", "label_period_end"):
                 if m.get(key) is None:  # a value that is not a date is reported by date()
-                    self.problem(f"{where}.{key}", "is required for a target task")
+                    self.problem(f"{where}.{key}", "is required for a target task"
+                                 if target else "is required for a task with a rule")
             if (task.label_period_start and task.label_period_end
                     and task.label_period_end < task.label_period_start):
                 self.problem(f"{where}.label_period_end", "is before label_period_start")
         return task
+
+    def task_rule(self, value: Any, where: str) -> TaskRule:
+        m = self.mapping(value, where, ("kind", "genre", "times", "universe"))
+        rule = TaskRule(kind=self.choice(m, "kind", where, TASK_RULE_KINDS, "new_buyer"),
+                        genre=self.get(m, "genre", where, str, "", required=True),
+                        times=self.get(m, "times", where, int, 1),
+                        universe=self.choice(m, "universe", where, TASK_UNIVERSES, "active"))
+        if rule.times < 1:
+            self.problem(f"{where}.times", f"{rule.times} must be at least 1")
+        if rule.genre and not _GENRE_RE.match(rule.genre):
+            self.problem(f"{where}.genre", f"{rule.genre!r} is not a genre path such as "
+                                           "'home/kitchen'")
+        return rule
 
     def storage(self, value: Any, base_dir: str) -> StorageConfig:
         m = self.mapping(value, "storage", ("root",) + STORAGE_KEYS)

@@ -90,6 +90,18 @@ def test_genre_routing_is_prefix_based_and_additive(tmp_path):
      "tasks.target[0].label_period_start", "after the feature window"),
     (lambda r: r["tasks"]["target"][1].pop("label_period_end"),
      "tasks.target[1].label_period_end", "is required"),
+    (lambda r: r["tasks"]["source"][0].update(rule={"kind": "new_buyer", "genre": "beauty"},
+                                              label_period_start="2026-06-01",
+                                              label_period_end="2026-06-30"),
+     "tasks.source[0].label_period_start", "rule labels must come from after the feature window"),
+    (lambda r: r["tasks"]["source"][0].update(rule={"kind": "buys_at_least", "genre": "beauty",
+                                                    "times": 0}),
+     "tasks.source[0].label_period_start", "is required for a task with a rule"),
+    (lambda r: r["tasks"]["source"][0].update(rule={"kind": "buys_at_least", "genre": "beauty",
+                                                    "times": 0}),
+     "tasks.source[0].rule.times", "0 must be at least 1"),
+    (lambda r: r["tasks"]["target"][0].update(rule={"kind": "churn", "genre": "beauty"}),
+     "tasks.target[0].rule.kind", "'churn' is not one of"),
     (lambda r: r["tasks"]["source"][0].update(name="Has Children"),
      "tasks.source[0].name", "lower_snake_case"),
     (lambda r: r["tasks"].update(behaviour={"horizon_days": 400}),
@@ -176,7 +188,8 @@ def test_overrides_address_list_elements_and_say_when_one_is_missing():
             (f"tasks.target[{targets}].name=x", f"tasks.target has {targets} element(s)"),
             ("tasks.target.name=x", "tasks.target is a list; address one element"),
             ("window[0]=1", "window is not a list"),
-            ("tasks.target[x]=1", "is not a field name")]:
+            ("tasks.target[x]=1", "is not a field name"),
+            ("window.days=[1, 2", "the value is not valid YAML")]:
         with pytest.raises(ConfigError, match=re.escape(words)):
             apply_overrides(raw_synthetic(), [override])
 

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -43,12 +44,12 @@ LINES = [
 EXAMPLE = ROOT / "conf" / "examples" / "online_retail.yaml"
 
 
-def retailer_config(tmp_path, *overrides):
+def retailer_config(tmp_path, *overrides, lines=LINES):
     """The shipped example config, on a one-month window, over the fixture export."""
     export = tmp_path / "exports" / "online_retail.csv"
     export.parent.mkdir(parents=True, exist_ok=True)
     with open(export, "w", newline="") as fh:
-        csv.writer(fh).writerows([HEADER, *LINES])
+        csv.writer(fh).writerows([HEADER, *lines])
     return load_config(EXAMPLE, base_dir=tmp_path, overrides=[
         f"storage.root={tmp_path / 'data'}", "window.days=31", "window.end=2010-12-31",
         "raw.max_reject_ratio=0.5", "pseudonymisation.enabled=false",
@@ -144,3 +145,48 @@ def test_the_mapping_is_validated_with_the_config():
                      "import.purchases.genre: give exactly one of expression, lookup, rules",
                      "import.demographics.fields: shoe_size not among demographics' fields"):
         assert expected in problems, problems
+
+
+LATER = [  # January 2011: the label period of the rule tasks below
+    ["489500", "22112", "KITCHEN MUG", "2", "2011-01-05 10:00:00", "1.25", "13085", "UK"],
+    ["489501", "85048", "CHRISTMAS BALL", "1", "2011-01-06 10:00:00", "6.95", "13085", "UK"],
+    ["489502", "85049", "XMAS TREE", "1", "2011-01-07 10:00:00", "9.95", "13085", "UK"],
+    ["489503", "22112", "KITCHEN MUG", "1", "2011-01-05 11:00:00", "1.25", "13078", "UK"],
+    ["489504", "22041", "RECORD FRAME", "1", "2011-01-08 11:00:00", "2.10", "16321", "UK"],
+    ["489505", "22041", "RECORD FRAME", "1", "2010-12-10 11:00:00", "2.10", "14000", "UK"],
+    ["489506", "22041", "RECORD FRAME", "1", "2011-01-10 11:00:00", "2.10", "14000", "UK"],
+]
+
+
+def test_rule_tasks_label_new_buyers_and_frequent_buyers_from_the_logs(spark, tmp_path):
+    """No label files: a new-buyer target task and a buys-at-least source task come from
+    the imported log; a hand-made label file's other tasks are kept."""
+    from jobs import ingest, tasks
+    period = "label_period_start: 2011-01-01, label_period_end: 2011-01-31"
+    config = retailer_config(
+        tmp_path, f"tasks.target=[{{name: new_buyer_kitchen, {period}, rule: {{kind: new_buyer, "
+                  "genre: home/kitchen}}]",
+        f"tasks.source=[{{name: seasonal_twice, {period}, rule: {{kind: buys_at_least, "
+        "genre: seasonal, times: 2}}]", lines=LINES + LATER)
+    ingest.run(spark, config)
+    hand_made = Path(config.storage.uri("source_labels"))
+    hand_made.mkdir(parents=True)
+    pq.write_table(pa.table({"user_id": ["13085", "14000"], "task": ["vip", "seasonal_twice"],
+                             "label": pa.array([1, 1], pa.int8())}), hand_made / "part-0.parquet")
+    report = tasks.run(spark, config)
+    assert report["target_labels"]["new_buyer_kitchen"]["positives"] == 1
+    assert report["source_labels"]["seasonal_twice"] == {
+        "positives": 1, "negatives": 2, "rule": {"kind": "buys_at_least", "genre": "seasonal",
+                                                 "times": 2, "universe": "active"}}
+
+    def labels(key):
+        return sorted((r["task"], r["user_id"], r["label"]) for r in
+                      pq.read_table(config.storage.uri(key)).to_pylist())
+    # 13085 never bought kitchen goods in December: a new buyer. 13078 did (an earlier
+    # buyer: unlabelled). 14000 bought none: negative. 16321 only cancelled in December:
+    # outside the active universe.
+    assert labels("target_labels") == [("new_buyer_kitchen", "13085", 1),
+                                       ("new_buyer_kitchen", "14000", 0)]
+    assert labels("source_labels") == [("seasonal_twice", "13078", 0),
+                                       ("seasonal_twice", "13085", 1),
+                                       ("seasonal_twice", "14000", 0), ("vip", "13085", 1)]

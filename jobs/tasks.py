@@ -1,0 +1,183 @@
+"""Build the label files of the tasks that the config defines by a rule over the raw logs.
+
+    metaprofile tasks --config conf/my_retailer.yaml
+    spark-submit jobs/tasks.py --config conf/my_retailer.yaml
+
+A source or target task with a ``rule`` (``schemas.config.TaskRule``) gets its labels from
+the raw purchase log, read and validated as the encoder reads it (``jobs/encode.py``): only
+valid purchase rows count (a row whose genre no channel routes still counts, as the rule
+names its own genre), an exact copy counts once, and dates are local to
+``window.timezone``. With W the window and P the task's label period:
+
+* ``new_buyer``: 1 = a purchase of the genre in P and none in W; 0 = none in W or P;
+* ``buys_at_least``: 1 = at least ``times`` purchases of the genre in P; 0 = fewer;
+
+among the universe: ``active`` users (a purchase in W and one in P) or ``all`` (a purchase
+in W or P); users outside it, and new_buyer's earlier buyers, get no row (unlabelled).
+
+Rows of tasks without a rule in an existing label file are kept as they are (hand-made
+labels keep working); a rule task's rows are replaced. Each file is rewritten atomically.
+The counts per task are printed and written to ``<labels uri>/_tasks.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+if __package__ in (None, ""):  # spark-submit jobs/tasks.py: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from jobs.encode import (EncodeError, Publisher, genre_matches, landing_partitions,
+                         parse_and_validate, read_raw)
+from metaprofile import storage
+from schemas.config import PipelineConfig, TaskConfig, add_override_argument, load_config
+from schemas.contracts import LABELS, RAW_SOURCES, spark_ddl
+
+log = logging.getLogger("metaprofile.tasks")
+
+
+class TasksError(ValueError):
+    """Rule tasks that cannot be built (no raw log for the periods, no rule task)."""
+
+
+def ruled(config: PipelineConfig) -> dict[str, list[TaskConfig]]:
+    """``{labels storage key: [rule tasks]}``."""
+    return {key: [t for t in tasks if t.rule is not None]
+            for key, tasks in (("source_labels", config.source_tasks),
+                               ("target_labels", config.target_tasks))}
+
+
+def purchases(spark, config: PipelineConfig, last: dt.date):
+    """Valid purchase rows (user_id, genre, date) from the window's start to ``last``."""
+    from pyspark.sql import functions as F
+
+    start = config.window.start(config.window.end) - dt.timedelta(days=1)
+    dates = [start + dt.timedelta(days=i) for i in range((last - start).days + 2)]
+    uri = config.storage.uri("raw_purchases")
+    paths = [p for p in landing_partitions(uri, dates) if storage.exists(p)]
+    if not paths:
+        raise TasksError(f"no raw purchases under {uri} for {start} .. {last}: the rules need "
+                         "the window and the label periods")
+    rows = parse_and_validate(read_raw(spark, config, "purchases", paths), config, "purchases")
+    keep = (F.col("reason").isNull() | (F.col("reason") == "unknown_genre")) & (
+        F.lower(F.trim("status")) == "purchase")
+    return (rows.where(keep).dropDuplicates(list(RAW_SOURCES["purchases"].names))
+            .select("user_id", F.trim("genre").alias("genre"), "date"))
+
+
+def task_labels(rows, task: TaskConfig, window_start: dt.date, window_end: dt.date):
+    """(user_id, task, label) of one rule task."""
+    from pyspark.sql import functions as F
+
+    rule = task.rule
+    in_window = F.col("date").between(window_start, window_end)
+    in_period = F.col("date").between(task.label_period_start, task.label_period_end)
+    of_genre = genre_matches(rule.genre, F.col("genre"))
+    users = rows.groupBy("user_id").agg(
+        F.max(in_window.cast("int")).alias("window"), F.max(in_period.cast("int")).alias("period"),
+        F.sum((in_window & of_genre).cast("int")).alias("genre_window"),
+        F.sum((in_period & of_genre).cast("int")).alias("genre_period"))
+    universe = ((F.col("window") == 1) & (F.col("period") == 1) if rule.universe == "active"
+                else (F.col("window") == 1) | (F.col("period") == 1))
+    if rule.kind == "new_buyer":
+        label = (F.when((F.col("genre_period") > 0) & (F.col("genre_window") == 0), 1)
+                 .when((F.col("genre_period") == 0) & (F.col("genre_window") == 0), 0))
+    else:
+        label = F.when(F.col("genre_period") >= rule.times, 1).otherwise(0)
+    return (users.where(universe).select("user_id", F.lit(task.name).alias("task"),
+                                         label.cast("tinyint").alias("label"))
+            .where(F.col("label").isNotNull()))
+
+
+def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
+    from pyspark.sql import functions as F
+
+    groups = {key: [t for t in tasks if not only or t.name in only]
+              for key, tasks in ruled(config).items()}
+    if not any(groups.values()):
+        raise TasksError("no task with a rule" + (f" among {', '.join(only)}" if only else "")
+                         + ": give a task `rule: {kind: new_buyer, genre: ...}` and its "
+                           "label period")
+    started = time.perf_counter()
+    last = max(t.label_period_end for tasks in groups.values() for t in tasks)
+    window_end = config.window.end
+    window_start = config.window.start(window_end)
+    rows = purchases(spark, config, last).cache()
+    publisher = Publisher(spark)
+    report: dict = {}
+    try:
+        for key, tasks in groups.items():
+            if not tasks:
+                continue
+            uri = config.storage.uri(key)
+            frames = [task_labels(rows, t, window_start, window_end) for t in tasks]
+            if storage.exists(uri):  # hand-made labels of the other tasks stay
+                kept = (spark.read.schema(spark_ddl(LABELS)).parquet(uri)
+                        .where(~F.col("task").isin([t.name for t in tasks])))
+                frames.insert(0, kept)
+            labels = frames[0]
+            for frame in frames[1:]:
+                labels = labels.unionByName(frame)
+            staging = publisher.staging(uri)
+            labels.coalesce(1).write.mode("overwrite").parquet(staging)
+            counts = {(r["task"], r["label"]): r["n"] for r in spark.read.parquet(staging)
+                      .groupBy("task", "label").agg(F.count(F.lit(1)).alias("n")).collect()}
+            report[key] = {t.name: {"positives": counts.get((t.name, 1), 0),
+                                    "negatives": counts.get((t.name, 0), 0),
+                                    "rule": {"kind": t.rule.kind, "genre": t.rule.genre,
+                                             "times": t.rule.times,
+                                             "universe": t.rule.universe}}
+                           for t in tasks}
+            publisher.write_text(f"{staging}/_tasks.json", json.dumps(report[key], indent=2))
+            publisher.publish(staging, uri)
+            for name, c in report[key].items():
+                log.info("%s %s: %d positives, %d negatives", key, name, c["positives"],
+                         c["negatives"])
+                if not c["positives"] or not c["negatives"]:
+                    log.warning("%s %s has only one class; check its rule and period", key, name)
+    finally:
+        rows.unpersist()
+        publisher.cleanup()
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def build_parser(prog: str = "spark-submit jobs/tasks.py") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Write the label files of the tasks that the config defines by a rule "
+                    "(new_buyer, buys_at_least) over the raw purchase log; hand-made labels "
+                    "of other tasks are kept. Prints the positives and negatives per task.")
+    parser.add_argument("--config", required=True, help="pipeline config YAML")
+    parser.add_argument("--task", action="append", default=[], dest="only",
+                        help="only this task (repeatable; default: every task with a rule)")
+    parser.add_argument("--master", default=None,
+                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
+    add_override_argument(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/tasks.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from jobs.spark import build_session
+    from schemas.config import ConfigError
+    try:
+        config = load_config(args.config, overrides=args.overrides)
+        spark = build_session("metaprofile-tasks", args.master)
+        print(json.dumps(run(spark, config, args.only), indent=2))
+    except (ConfigError, TasksError, EncodeError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
