@@ -59,7 +59,32 @@ class IngestError(ValueError):
     """A mapping that cannot run: names the config field and what to change."""
 
 
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+
+
+def nanosecond_columns(uri: str) -> dict[str, bool]:
+    """``{column: has a zone}`` of the nanosecond timestamps in a local Parquet input (the
+    first data file's footer), which Spark cannot read as timestamps (pandas writes them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.typed_read import data_files
+
+    if not storage.is_local(uri):
+        return {}
+    files = data_files(uri)
+    if not files:
+        return {}
+    schema = pq.read_schema(files[0])
+    return {f.name: f.type.tz is not None for f in schema
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
 def read_table(spark, table: InputTable, what: str):
+    """The input as a DataFrame. Nanosecond timestamps are read as their long count (Spark
+    cannot read them otherwise) and turned back into timestamps at microsecond precision."""
+    from pyspark.sql import functions as F
+
     if not storage.exists(table.uri):
         raise IngestError(f"{what}.uri: nothing at {table.uri}")
     reader = spark.read.options(**dict(table.options))
@@ -67,7 +92,16 @@ def read_table(spark, table: InputTable, what: str):
         return reader.option("header", "true").csv(table.uri)
     if table.format == "jsonl":
         return reader.json(table.uri)
-    return reader.parquet(table.uri)
+    nanos = nanosecond_columns(table.uri)
+    if nanos:
+        spark.conf.set(NANOS_AS_LONG, "true")  # restored by run()
+    frame = reader.parquet(table.uri)
+    for name, zoned in nanos.items():
+        if frame.schema[name].dataType.typeName() != "long":
+            continue  # stored as INT96, which Spark reads as a timestamp itself
+        micros = F.timestamp_micros(F.floor(F.col(f"`{name}`") / 1000))
+        frame = frame.withColumn(name, micros if zoned else micros.cast("timestamp_ntz"))
+    return frame
 
 
 def expression(frame, text: str, field: str):
@@ -274,6 +308,7 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
                           "points, demographics) as docs/onboarding.md describes")
     started = time.perf_counter()
     ansi = spark.conf.get("spark.sql.ansi.enabled")
+    nanos = spark.conf.get(NANOS_AS_LONG, "false")
     spark.conf.set("spark.sql.ansi.enabled", "false")
     publisher = Publisher(spark)
     report: dict = {}
@@ -288,6 +323,7 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
             report["demographics"] = import_demographics(spark, config, publisher)
     finally:
         spark.conf.set("spark.sql.ansi.enabled", ansi)
+        spark.conf.set(NANOS_AS_LONG, nanos)
         publisher.cleanup()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report

