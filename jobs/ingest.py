@@ -5,7 +5,8 @@
 
 Each configured log (``purchases``, ``points``) is read from its input table (CSV with a
 header, Parquet or JSON lines; any column names and types), and every contract column is
-computed by its expression (``schemas/import_config.py``). Then, per row, in this order:
+computed by its expression (``schemas/import_config.py``). A log given as a list of
+mappings (parts) is the union of their rows. Then, per row, in this order:
 
 1. the ``drop`` conditions, first match wins, each its own reason (e.g. a null customer);
 2. ``unparseable_event_time``: the event time gives no instant;
@@ -173,12 +174,11 @@ def genre_column(frame, mapping: GenreMapping, spark, field: str):
     return frame, genre.cast("string")
 
 
-def map_log(spark, config: PipelineConfig, name: str, item: LogImport):
+def map_log(spark, config: PipelineConfig, name: str, item: LogImport, field: str):
     """The input's rows in the contract's columns, with ``dt`` (the UTC date), ``reason``
     (null: kept) and ``record`` (the input row as JSON)."""
     from pyspark.sql import functions as F
 
-    field = f"import.{name}"
     frame = read_table(spark, item.input, f"{field}.input")
     frame = frame.withColumn("record", F.to_json(F.struct(*[F.col(f"`{c}`")
                                                              for c in frame.columns])))
@@ -236,20 +236,30 @@ def merge(rows, name: str):
     return summed.unionByName(kept.select(*summed.columns))
 
 
-def import_log(spark, config: PipelineConfig, name: str, item: LogImport,
+def import_log(spark, config: PipelineConfig, name: str, parts: Sequence[LogImport],
                publisher: Publisher) -> dict:
+    """Map every part of a log, union them, merge when any part asks to, write it whole."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    mapped = map_log(spark, config, name, item)
+    fields = ([f"import.{name}"] if len(parts) == 1
+              else [f"import.{name}[{i}]" for i in range(len(parts))])
+    frames = [map_log(spark, config, name, item, field).withColumn("part", F.lit(i))
+              for i, (item, field) in enumerate(zip(parts, fields))]
+    mapped = frames[0]
+    for frame in frames[1:]:
+        mapped = mapped.unionByName(frame)
     mapped = mapped.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = {r["reason"]: r["n"] for r in mapped.groupBy("reason")
-                  .agg(F.count(F.lit(1)).alias("n")).collect()}
+        by_part = {(r["part"], r["reason"]): r["n"] for r in mapped.groupBy("part", "reason")
+                   .agg(F.count(F.lit(1)).alias("n")).collect()}
+        counts: dict = {}
+        for (_, reason), n in by_part.items():
+            counts[reason] = counts.get(reason, 0) + n
         rows_in = sum(counts.values())
-        kept = mapped.where(F.col("reason").isNull()).drop("reason", "record")
-        dropped = mapped.where(F.col("reason").isNotNull()).select("reason", "record")
-        out = merge(kept, name) if item.merge_line_items else kept
+        kept = mapped.where(F.col("reason").isNull()).drop("reason", "record", "part")
+        dropped = mapped.where(F.col("reason").isNotNull()).select("reason", "record", "part")
+        out = merge(kept, name) if any(p.merge_line_items for p in parts) else kept
         uri = config.storage.uri(f"raw_{name}")
         staging = publisher.staging(uri)
         contract = RAW_SOURCES[name].names
@@ -262,10 +272,16 @@ def import_log(spark, config: PipelineConfig, name: str, item: LogImport,
     finally:
         mapped.unpersist()
     kept_rows = counts.get(None, 0)
-    report = {"input": item.input.uri, "rows_in": rows_in, "rows_out": rows_out,
-              "rows_merged": kept_rows - rows_out,
+    report = {"inputs": [p.input.uri for p in parts], "rows_in": rows_in,
+              "rows_out": rows_out, "rows_merged": kept_rows - rows_out,
               "rows_dropped": dict(sorted((k, v) for k, v in counts.items() if k is not None)),
               "dropped_rows_at": dropped_uri}
+    if len(parts) > 1:
+        report["parts"] = [{"field": field, "rows_in": sum(n for (p, _), n in by_part.items()
+                                                           if p == i),
+                            "rows_dropped": {r: n for (p, r), n in sorted(
+                                by_part.items(), key=lambda kv: str(kv[0])) if p == i and r}}
+                           for i, field in enumerate(fields)]
     assert rows_in == rows_out + report["rows_merged"] + sum(report["rows_dropped"].values())
     publisher.write_text(f"{staging}/_import.json", json.dumps(report, indent=2))
     publisher.publish(staging, uri)
@@ -314,10 +330,10 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     report: dict = {}
     try:
         for name in ("purchases", "points"):
-            item = getattr(config.imports, name)
-            if item is not None and (not only or name in only):
-                log.info("import %s from %s", name, item.input.uri)
-                report[name] = import_log(spark, config, name, item, publisher)
+            parts = getattr(config.imports, name)
+            if parts and (not only or name in only):
+                log.info("import %s from %s", name, ", ".join(p.input.uri for p in parts))
+                report[name] = import_log(spark, config, name, parts, publisher)
                 log.info("import %s: %s", name, json.dumps(report[name]))
         if config.imports.demographics is not None and (not only or "demographics" in only):
             report["demographics"] = import_demographics(spark, config, publisher)

@@ -26,7 +26,9 @@ characters in backticks: ```Customer ID```)::
 
 The genre is one of ``expression`` (a category path), ``lookup`` (a second table, joined
 on a key: ``{input: {...}, key: StockCode, genre: category, match: StockCode}``) or ``rules``,
-each with an optional ``fallback``. Parsed here, run by ``jobs/ingest.py``.
+each with an optional ``fallback``. A log may be a list of such mappings (parts), whose
+rows are unioned, e.g. one points part per discount column. Parsed here, run by
+``jobs/ingest.py``.
 """
 from __future__ import annotations
 
@@ -90,13 +92,16 @@ class DemographicsImport:
 
 @dataclass(frozen=True)
 class ImportConfig:
-    purchases: LogImport | None = None
-    points: LogImport | None = None
+    """Each log is one mapping or a list of them (parts), whose rows are unioned: e.g. one
+    points row per discount column of a line, plus the rows of a second table."""
+
+    purchases: tuple[LogImport, ...] = ()
+    points: tuple[LogImport, ...] = ()
     demographics: DemographicsImport | None = None
 
     @property
     def enabled(self) -> bool:
-        return any((self.purchases, self.points, self.demographics))
+        return bool(self.purchases or self.points or self.demographics)
 
 
 def _input(r, value, where: str, uri) -> InputTable | None:
@@ -200,10 +205,18 @@ def parse_import(r, value, demographic_fields: tuple[str, ...], uri) -> ImportCo
             input=_input(r, dm.get("input"), f"{where}.input", uri),
             user_id=r.get(dm, "user_id", where, str, "", required=True),
             fields=tuple((str(k), str(v)) for k, v in fields.items()))
-    return ImportConfig(purchases=_log(r, m.get("purchases"), "import.purchases", "purchases",
-                                       uri),
-                        points=_log(r, m.get("points"), "import.points", "points", uri),
+    return ImportConfig(purchases=_parts(r, m.get("purchases"), "purchases", uri),
+                        points=_parts(r, m.get("points"), "points", uri),
                         demographics=demographics)
+
+
+def _parts(r, value, log: str, uri) -> tuple[LogImport, ...]:
+    """One mapping, or a list of them (``import.points[1]`` …)."""
+    if isinstance(value, list):
+        parts = [_log(r, v, f"import.{log}[{i}]", log, uri) for i, v in enumerate(value)]
+    else:
+        parts = [_log(r, value, f"import.{log}", log, uri)]
+    return tuple(p for p in parts if p is not None)
 
 
 def _input_dict(t: InputTable) -> dict:
@@ -214,32 +227,36 @@ def import_to_dict(cfg: ImportConfig) -> dict:
     """The section in the form :func:`parse_import` reads back (keywords as their regex)."""
     out: dict = {}
     for log in ("purchases", "points"):
-        item: LogImport | None = getattr(cfg, log)
-        if item is None:
-            continue
-        d: dict = {"input": _input_dict(item.input), **dict(item.columns)}
-        if item.genre is not None:
-            g = item.genre
-            if g.expression is not None:
-                genre: dict = {"expression": g.expression}
-            elif g.lookup is not None:
-                genre = {"lookup": {"input": _input_dict(g.lookup), "key": g.lookup_key,
-                                    "genre": g.lookup_genre, "match": g.match}}
-            else:
-                genre = {"rules": [{"column": r.column, "regex": r.regex, "genre": r.genre}
-                                   for r in g.rules]}
-            if g.fallback is not None:
-                genre["fallback"] = g.fallback
-            d["genre"] = genre
-        for key in ("event_time_format", "event_time_zone"):
-            if getattr(item, key) is not None:
-                d[key] = getattr(item, key)
-        d["merge_line_items"] = item.merge_line_items
-        if item.drop:
-            d["drop"] = dict(item.drop)
-        out[log] = d
+        parts = [_log_dict(item) for item in getattr(cfg, log)]
+        if parts:
+            out[log] = parts[0] if len(parts) == 1 else parts
     if cfg.demographics is not None:
         out["demographics"] = {"input": _input_dict(cfg.demographics.input),
                                "user_id": cfg.demographics.user_id,
                                "fields": dict(cfg.demographics.fields)}
     return out
+
+
+def _log_dict(item: LogImport) -> dict:
+    """One mapping in the form :func:`_log` reads back."""
+    d: dict = {"input": _input_dict(item.input), **dict(item.columns)}
+    if item.genre is not None:
+        g = item.genre
+        if g.expression is not None:
+            genre: dict = {"expression": g.expression}
+        elif g.lookup is not None:
+            genre = {"lookup": {"input": _input_dict(g.lookup), "key": g.lookup_key,
+                                "genre": g.lookup_genre, "match": g.match}}
+        else:
+            genre = {"rules": [{"column": r.column, "regex": r.regex, "genre": r.genre}
+                               for r in g.rules]}
+        if g.fallback is not None:
+            genre["fallback"] = g.fallback
+        d["genre"] = genre
+    for key in ("event_time_format", "event_time_zone"):
+        if getattr(item, key) is not None:
+            d[key] = getattr(item, key)
+    d["merge_line_items"] = item.merge_line_items
+    if item.drop:
+        d["drop"] = dict(item.drop)
+    return d

@@ -192,10 +192,11 @@ def test_rule_tasks_label_new_buyers_and_frequent_buyers_from_the_logs(spark, tm
                                        ("seasonal_twice", "14000", 0), ("vip", "13085", 1)]
 
 
-def test_the_complete_journey_purchases_import_by_mapping_equal_the_converter(spark, tmp_path):
+def test_the_complete_journey_logs_imported_by_mapping_equal_the_converter(spark, tmp_path):
     """The mapping in conf/completejourney.yaml, over the package's own tables (nanosecond
-    timestamps, a product lookup with normalised names), lands purchases that encode to the
-    same events as the bespoke converter's, on the converter's 25-household slice."""
+    timestamps, a product lookup with normalised names, three discount columns and a second
+    table for the points), lands raw logs that encode to the same events as the bespoke
+    converter's, on the converter's 25-household slice."""
     import importlib.resources
 
     from jobs import encode, ingest
@@ -206,22 +207,28 @@ def test_the_complete_journey_purchases_import_by_mapping_equal_the_converter(sp
     converted = load_config(ROOT / "conf" / "completejourney.yaml",
                             overrides=[f"storage.root={tmp_path / 'converted'}", *common])
     convert(converted, households=25, progress=lambda _: None)
+    slice_only = f"drop.other_household=household_id > {last}"
+    points = [f"import.points[{i}].{key}" for i in range(4)
+              for key in (f"input.uri={data / 'transactions.parquet'}", slice_only)]
+    points[6] = f"import.points[3].input.uri={data / 'coupon_redemptions.parquet'}"
     imported = load_config(ROOT / "conf" / "completejourney.yaml", overrides=[
         f"storage.root={tmp_path / 'imported'}", *common,
         f"import.purchases.input.uri={data / 'transactions.parquet'}",
         f"import.purchases.genre.lookup.input.uri={data / 'products.parquet'}",
-        f"import.purchases.drop.other_household=household_id > {last}"])
-    report = ingest.run(spark, imported)["purchases"]
-    assert report["rows_in"] == report["rows_out"] + report["rows_merged"] + sum(
-        report["rows_dropped"].values())
+        f"import.purchases.{slice_only}", *points])
+    report = ingest.run(spark, imported)
+    for log in ("purchases", "points"):
+        assert report[log]["rows_in"] == report[log]["rows_out"] + report[log]["rows_merged"] \
+            + sum(report[log]["rows_dropped"].values())
+    assert len(report["points"]["parts"]) == 4
     events = {}
     for name, config in (("converted", converted), ("imported", imported)):
         encoded = encode.run(spark, config, config.window.end, full=True, snapshot=False)
         events[name] = sorted(
             tuple(r) for r in spark.read.parquet(config.storage.uri("events"))
-            .where("modality = 'purchases'")
-            .select("user_id", "date", "hour", "channel", "value").collect())
+            .select("user_id", "modality", "date", "hour", "channel", "value").collect())
         assert encoded["sources"]["purchases"]["rows_encoded"] > 1000
+        assert encoded["sources"]["points"]["rows_encoded"] > 100
     assert events["imported"] == events["converted"]
 
 
