@@ -436,6 +436,9 @@ def read_table(spark, uri: str, contract, what: str):
     """A side input (Parquet) in ``contract``'s columns and types, whatever types its files
     hold (an int64 label, integer ids; :mod:`jobs.typed_read`)."""
     if not storage.exists(uri):
+        if what == "demographics" and len(contract) == 1:  # no fields configured
+            log.info("no demographics at %s, and the config names no fields: none", uri)
+            return spark.createDataFrame([], spark_ddl(contract))
         raise HeatmapsError(f"{what}: nothing at {uri} (storage.{what} in the config)")
     try:
         return read_folder(spark, uri, contract, f"storage.{what}")

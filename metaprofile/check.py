@@ -1,6 +1,7 @@
 """``metaprofile check``: a config and every input it names, checked before any Spark work.
 
-For each input of the config's storage section the check reports whether it is there, and
+For each table the ``import`` section reads, and each input of the config's storage
+section, the check reports whether it is there, and
 for Parquet files whether every column's type can be read (``schemas/typed_inputs.py``; the
 footers only, with pyarrow). For the raw logs it also counts the window's landing dates
 that have no partition. Each finding is ``ok``, ``warn`` or ``error``; the command exits 1
@@ -69,6 +70,9 @@ def check_raw(config: PipelineConfig, source: str, ds: dt.date) -> list[Finding]
     dates = partition_dates(config, ds, full=True)
     folders = [p for p in landing_partitions(uri, dates) if os.path.isdir(storage.local_path(p))]
     if not folders:
+        if getattr(config.imports, source):
+            return [Finding(ERROR, name, f"{uri}: no landing partition yet; run `metaprofile "
+                                         f"import` first (the config's import.{source})")]
         level = ERROR if source == "purchases" else WARN
         return [Finding(level, name, f"{uri}: no landing partition dt=… for the window ending "
                                      f"{ds}" + ("" if level == ERROR else
@@ -98,18 +102,47 @@ def check_side_input(config: PipelineConfig, name: str, contract, required: tupl
     return _folder_findings(name, uri, contract, required, [uri])
 
 
+def check_import_inputs(config: PipelineConfig) -> list[Finding]:
+    """Presence of the tables the ``import`` section reads (their expressions are checked
+    by ``metaprofile import`` itself, against the columns Spark finds)."""
+    tables = []  # (field, uri, the storage key it lands in)
+    for log in ("purchases", "points"):
+        parts = getattr(config.imports, log)
+        for i, part in enumerate(parts):
+            where = f"import.{log}" + (f"[{i}]" if len(parts) > 1 else "")
+            tables.append((where, part.input.uri, f"raw_{log}"))
+            if part.genre is not None and part.genre.lookup is not None:
+                tables.append((f"{where}.genre.lookup", part.genre.lookup.uri, f"raw_{log}"))
+    if config.imports.demographics is not None:
+        tables.append(("import.demographics", config.imports.demographics.input.uri,
+                       "demographics"))
+    out = []
+    for where, uri, lands in tables:
+        if not storage.is_local(uri):
+            out.append(Finding(WARN, where, f"{uri}: remote, not checked here"))
+        elif os.path.exists(storage.local_path(uri)):
+            out.append(Finding(OK, where, f"{uri}: found"))
+        elif storage.exists(config.storage.uri(lands)):  # landed already, another way
+            out.append(Finding(WARN, where, f"{uri}: not found; {lands} exists, so `metaprofile "
+                                            "import` is not needed now"))
+        else:
+            out.append(Finding(ERROR, where, f"{uri}: not found (the config's {where}.input.uri)"))
+    return out
+
+
 def check_inputs(config: PipelineConfig, ds: dt.date | None = None) -> list[Finding]:
     """Every finding for the inputs that ``config`` names, for the window ending ``ds``."""
     from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, OPT_OUTS,
                                    RAW_SOURCES, demographics_schema)
 
     ds = ds or config.window.end
-    out = []
+    out = check_import_inputs(config)
     for source in RAW_SOURCES:
         out += check_raw(config, source, ds)
     labelled = bool(config.source_tasks)  # behaviour tasks need no label file
     out += check_side_input(config, "demographics", demographics_schema(config), ("user_id",),
-                            "heatmaps, embed", ERROR)
+                            "heatmaps, embed", ERROR if config.demographics.field_names
+                            else WARN)  # without fields, no table means no demographics
     out += check_side_input(config, "source_labels", LABELS, ("user_id", "task", "label"),
                             "heatmaps", ERROR if labelled else WARN)
     out += check_side_input(config, "target_labels", LABELS, ("user_id", "task", "label"),

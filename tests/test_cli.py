@@ -99,3 +99,16 @@ def test_check_reports_every_input_and_fails_on_errors(tmp_path, capsys):
     assert "error  raw_points         1 date(s) of the window" in capsys.readouterr().out
     assert main(["check", *base, "--set", "window.end=2026-02-30"]) == 2
     assert "window.end: expected a date" in capsys.readouterr().err
+
+
+def test_check_points_a_new_retailer_to_the_import(tmp_path, capsys):
+    config = ["--config", "conf/examples/online_retail.yaml", "--set", f"storage.root={tmp_path}",
+              "--set", f"import.purchases.input.uri={tmp_path / 'export.csv'}"]
+    assert main(["check", *config]) == 1
+    out = capsys.readouterr().out
+    assert f"error  import.purchases   {tmp_path / 'export.csv'}: not found" in out
+    assert "no landing partition yet; run `metaprofile import` first" in out
+    assert "warn   demographics" in out  # the example config names no demographic field
+    (tmp_path / "export.csv").write_text("Invoice\n")
+    assert main(["check", *config]) == 1
+    assert f"ok     import.purchases   {tmp_path / 'export.csv'}: found" in capsys.readouterr().out

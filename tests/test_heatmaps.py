@@ -376,3 +376,14 @@ def test_typed_side_inputs_read_like_the_contract_types(spark, written, tmp_path
     assert re.search(re.escape(f"storage.source_labels: {labels_dir}/part-2.parquet: column "
                                "'label' has type list<") + r".*int64>; expected integer or "
                      r"boolean or floating$", str(raised.value)), str(raised.value)
+
+
+def test_a_config_without_demographics_needs_no_demographics_table(spark, tmp_path):
+    import shutil
+
+    from jobs import heatmaps
+    config = tiny_config(tmp_path, "demographics={numeric: [], categorical: []}")
+    write_inputs(config)
+    shutil.rmtree(config.storage.uri("demographics"))
+    report = heatmaps.run(spark, config, DS, partitions=2)
+    assert report["examples"] == 3  # u1, u2, u4: everyone with events (u3 had only demographics)
