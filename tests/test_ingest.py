@@ -215,7 +215,8 @@ def test_the_complete_journey_logs_imported_by_mapping_equal_the_converter(spark
         f"storage.root={tmp_path / 'imported'}", *common,
         f"import.purchases.input.uri={data / 'transactions.parquet'}",
         f"import.purchases.genre.lookup.input.uri={data / 'products.parquet'}",
-        f"import.purchases.{slice_only}", *points])
+        f"import.purchases.{slice_only}", *points,
+        f"import.demographics.input.uri={data / 'demographics.parquet'}"])
     report = ingest.run(spark, imported)
     for log in ("purchases", "points"):
         assert report[log]["rows_in"] == report[log]["rows_out"] + report[log]["rows_merged"] \
@@ -230,6 +231,15 @@ def test_the_complete_journey_logs_imported_by_mapping_equal_the_converter(spark
         assert encoded["sources"]["purchases"]["rows_encoded"] > 1000
         assert encoded["sources"]["points"]["rows_encoded"] > 100
     assert events["imported"] == events["converted"]
+    # The demographics too (every household: the mapping has no slice for them).
+    converted_all = load_config(ROOT / "conf" / "completejourney.yaml",
+                                overrides=[f"storage.root={tmp_path / 'all'}", *common])
+    convert(converted_all, progress=lambda _: None)
+
+    def demographics(config):
+        return pq.read_table(config.storage.uri("demographics")).sort_by("user_id").to_pylist()
+    assert report["demographics"]["rows_out"] == 801
+    assert demographics(imported) == demographics(converted_all)
 
 
 def test_a_typed_parquet_export_with_nanosecond_timestamps(spark, tmp_path):
