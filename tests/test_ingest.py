@@ -260,3 +260,23 @@ def test_a_typed_parquet_export_with_nanosecond_timestamps(spark, tmp_path):
     assert [(r["user_id"], r["event_time"], r["amount"], r["quantity"], r["status"])
             for r in landed(config)] == [("7", "2010-12-01T07:30:15Z", "12.5", "1", "purchase"),
                                          ("8", "2010-12-01T07:30:15Z", "3", "1", "purchase")]
+
+
+def test_the_complete_journey_target_rules_give_the_converters_labels(spark, tmp_path):
+    """conf/completejourney.yaml's new_buyer rules, run by `metaprofile tasks` on the
+    converter's raw purchases, give exactly the converter's target labels."""
+    import shutil
+
+    from jobs import tasks
+    from metaprofile.datasets.completejourney import convert
+    config = load_config(ROOT / "conf" / "completejourney.yaml",
+                         overrides=[f"storage.root={tmp_path / 'data'}"])
+    convert(config, households=25, progress=lambda _: None)
+    converted = sorted((r["task"], r["user_id"], r["label"]) for r in
+                       pq.read_table(config.storage.uri("target_labels")).to_pylist())
+    shutil.rmtree(config.storage.uri("target_labels"))
+    report = tasks.run(spark, config, [t.name for t in config.target_tasks])
+    ruled = sorted((r["task"], r["user_id"], r["label"]) for r in
+                   pq.read_table(config.storage.uri("target_labels")).to_pylist())
+    assert len(report["target_labels"]) == 8 and len(converted) > 100
+    assert ruled == converted
