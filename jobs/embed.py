@@ -39,10 +39,9 @@ if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project im
 
 from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
 from jobs.heatmaps import (HeatmapsError, assemble_examples, clean_demographics,
-                           modality_frames, read_snapshot, read_table)
+                           modality_frames, read_demographics, read_snapshot)
 from metaprofile import registry, storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
-from schemas.contracts import demographics_schema
 
 log = logging.getLogger("metaprofile.embed")
 
@@ -59,8 +58,7 @@ def embedding_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publ
     """One row per user with the heatmap columns and demographics (no labels)."""
     key = load_pseudonym_key(config.pseudonymisation)
     snapshot, _, _ = read_snapshot(spark, config, ds, publisher)
-    demographics = read_table(spark, config.storage.uri("demographics"),
-                              demographics_schema(config), "demographics")
+    demographics = read_demographics(spark, config)
     if key is not None:
         demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
     demographics = clean_demographics(demographics, config).drop("_rows")

@@ -693,7 +693,8 @@ def window_dates(config: PipelineConfig, ds: dt.date) -> list[dt.date]:
 def missing_dates(expected: Sequence[dt.date], present: Iterable[str]) -> dict:
     """``{"count", "dates"}`` of the ``expected`` dates absent from ``present`` (ISO dates);
     the first 10 dates are listed."""
-    absent = [d.isoformat() for d in expected if d.isoformat() not in set(present)]
+    present = set(present)
+    absent = [d.isoformat() for d in expected if d.isoformat() not in present]
     return {"count": len(absent), "dates": absent[:10]}
 
 

@@ -432,18 +432,25 @@ def read_snapshot(spark, config: PipelineConfig, ds: dt.date, publisher: Publish
     return frame, uri, manifest
 
 
-def read_table(spark, uri: str, contract, what: str):
+def read_table(spark, uri: str, contract, what: str, missing_ok: bool = False):
     """A side input (Parquet) in ``contract``'s columns and types, whatever types its files
-    hold (an int64 label, integer ids; :mod:`jobs.typed_read`)."""
+    hold (an int64 label, integer ids; :mod:`jobs.typed_read`). With ``missing_ok``, no
+    input at ``uri`` reads as an empty table."""
     if not storage.exists(uri):
-        if what == "demographics" and len(contract) == 1:  # no fields configured
-            log.info("no demographics at %s, and the config names no fields: none", uri)
+        if missing_ok:
+            log.info("%s: nothing at %s; read as empty", what, uri)
             return spark.createDataFrame([], spark_ddl(contract))
         raise HeatmapsError(f"{what}: nothing at {uri} (storage.{what} in the config)")
     try:
         return read_folder(spark, uri, contract, f"storage.{what}")
     except InputTypeError as exc:
         raise HeatmapsError(str(exc)) from None
+
+
+def read_demographics(spark, config: PipelineConfig):
+    """The demographics side input; a config that names no field needs no table."""
+    return read_table(spark, config.storage.uri("demographics"), demographics_schema(config),
+                      "demographics", missing_ok=not config.demographics.field_names)
 
 
 def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = None) -> dict:
@@ -455,8 +462,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
     publisher = Publisher(spark)
     key = load_pseudonym_key(config.pseudonymisation)
     snapshot, snapshot_uri, snapshot_manifest = read_snapshot(spark, config, ds, publisher)
-    demographics = read_table(spark, config.storage.uri("demographics"),
-                              demographics_schema(config), "demographics")
+    demographics = read_demographics(spark, config)
     labels = read_table(spark, config.storage.uri("source_labels"), LABELS, "source_labels")
     if key is not None:  # the snapshot is pseudonymised; bring the side inputs along
         demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)

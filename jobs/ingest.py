@@ -67,16 +67,15 @@ def nanosecond_columns(uri: str) -> dict[str, bool]:
     """``{column: has a zone}`` of the nanosecond timestamps in a local Parquet input (the
     first data file's footer), which Spark cannot read as timestamps (pandas writes them)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from jobs.typed_read import data_files
+    from jobs.typed_read import data_files, footer_schema
 
     if not storage.is_local(uri):
         return {}
     files = data_files(uri)
-    if not files:
-        return {}
-    schema = pq.read_schema(files[0])
+    schema = footer_schema(files[0]) if files else None
+    if schema is None or isinstance(schema, str):
+        return {}  # Spark's read reports an unreadable file
     return {f.name: f.type.tz is not None for f in schema
             if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
 

@@ -17,6 +17,7 @@ A column missing from a file reads as null, as it did with the contract's schema
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -45,18 +46,33 @@ def data_files(folder: str) -> list[str]:
     return found
 
 
-def _footers(folders: Sequence[str], contract) -> tuple[list[list[str]], list[str]]:
-    """Local data files grouped by their contract columns' types, and the problems found."""
+def footer_schema(path: str):
+    """The Arrow schema in a local Parquet file's footer, or the error text when it cannot
+    be read. Cached by path, size and modification time, so the encoder's check before any
+    Spark job and its read that follows read each footer once."""
+    stat = os.stat(path)
+    return _footer_schema(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8192)
+def _footer_schema(path: str, size: int, mtime_ns: int):
     import pyarrow.parquet as pq
 
+    try:
+        return pq.read_schema(path)
+    except Exception as exc:  # noqa: BLE001 - report the file, whatever pyarrow says
+        return f"not a readable Parquet file ({exc})"
+
+
+def _footers(folders: Sequence[str], contract) -> tuple[list[list[str]], list[str]]:
+    """Local data files grouped by their contract columns' types, and the problems found."""
     groups: dict[tuple, list[str]] = {}
     found: list[str] = []
     for folder in folders:
         for path in data_files(folder):
-            try:
-                schema = pq.read_schema(path)
-            except Exception as exc:  # noqa: BLE001 - report the file, whatever pyarrow says
-                found.append(f"{path}: not a readable Parquet file ({exc})")
+            schema = footer_schema(path)
+            if isinstance(schema, str):
+                found.append(f"{path}: {schema}")
                 continue
             found += typed_inputs.problems(schema, contract, path)
             key = tuple((f.name, str(schema.field(f.name).type)) for f in contract

@@ -33,9 +33,7 @@ class Finding:
 def _folder_findings(name: str, uri: str, contract, required: tuple[str, ...],
                      folders: list[str]) -> list[Finding]:
     """Types and required columns of the Parquet files in local ``folders``."""
-    import pyarrow.parquet as pq
-
-    from jobs.typed_read import data_files
+    from jobs.typed_read import data_files, footer_schema
     from schemas import typed_inputs
 
     files = [path for folder in folders for path in data_files(folder)]
@@ -43,10 +41,9 @@ def _folder_findings(name: str, uri: str, contract, required: tuple[str, ...],
         return [Finding(ERROR, name, f"{uri}: no data files")]
     out = []
     for path in files:
-        try:
-            schema = pq.read_schema(path)
-        except Exception as exc:  # noqa: BLE001 - report the file, whatever pyarrow says
-            out.append(Finding(ERROR, name, f"{path}: not a readable Parquet file ({exc})"))
+        schema = footer_schema(path)
+        if isinstance(schema, str):
+            out.append(Finding(ERROR, name, f"{path}: {schema}"))
             continue
         out += [Finding(ERROR, name, line) for line in typed_inputs.problems(schema, contract,
                                                                             path)]

@@ -358,7 +358,7 @@ class PipelineConfig:
 
 
 def _task_dict(t: TaskConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}  # rule too
+    return {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}
 
 
 def _to_plain(value: Any) -> Any:
