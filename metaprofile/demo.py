@@ -1,7 +1,7 @@
 """The main job: the whole pipeline on the demo data, run through the Airflow DAGs.
 
 1. Write the demo data with the job environment: the synthetic data set and The Complete
-   Journey, converted to the raw contracts.
+   Journey, landed in the raw contracts by its import mapping (``metaprofile completejourney``).
 2. For each data set, ``airflow dags test`` (Airflow environment, SQLite, Spark
    ``local[*]``, TensorFlow on CPU) runs ``metaprofile_training`` (encode the window,
    heatmaps, meta-train a demo-scale network, evaluate, publish when better) and then
@@ -145,7 +145,7 @@ def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_
              evaluate_args: str = DEMO_EVALUATE_ARGS) -> int:
     """Prepare the data, run both DAGs per data set, print timings and where things are."""
     from metaprofile import storage
-    from metaprofile.datasets.completejourney import convert
+    from metaprofile.datasets.completejourney import land
     from metaprofile.datasets.synthetic import GeneratorOptions, generate
 
     started = time.perf_counter()
@@ -167,10 +167,10 @@ def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_
         path = resolved / f"{config.name}.yaml"
         path.write_text(config.to_yaml())
         step = time.perf_counter()
-        from metaprofile.cli import format_conversion_report, format_generation_report
+        from metaprofile.cli import format_generation_report, format_landing_report
         if config.name == "completejourney":
-            log.info("The Complete Journey -> raw contracts")
-            print(format_conversion_report(convert(config), config.storage.root), flush=True)
+            log.info("The Complete Journey -> raw contracts (import and tasks)")
+            print(format_landing_report(land(config), config.storage.root), flush=True)
         else:
             log.info("synthetic data set: %s users", f"{users:,}")
             print(format_generation_report(generate(config, GeneratorOptions(users=users,

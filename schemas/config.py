@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from schemas import SCHEMA_VERSION
-from schemas.import_config import ImportConfig, import_to_dict, parse_import
+from schemas.import_config import ImportConfig, check_query, import_to_dict, parse_import
 
 # Measures a channel can aggregate, per raw source. Amount/points measures sum values,
 # count measures count rows, quantity sums item counts.
@@ -166,8 +166,9 @@ class DemographicsConfig:
 
 @dataclass(frozen=True)
 class TaskRule:
-    """Labels derived from the raw purchase log over the task's label period P
-    (``metaprofile tasks``), among a universe of users:
+    """How ``metaprofile tasks`` labels a task (1 positive, 0 negative, no row unlabelled).
+
+    From the raw purchase log, over the task's label period P, among a universe of users:
 
     * ``new_buyer``: 1 = buys ``genre`` in P and never in the window; 0 = buys it in
       neither; users who bought it in the window are unlabelled;
@@ -175,16 +176,33 @@ class TaskRule:
 
     ``universe``: ``active`` (a purchase in the window and one in P; the default) or ``all``
     (a purchase in the window or in P). ``genre`` is a path prefix, matched on whole segments.
+
+    From other tables, with no label period:
+
+    * ``attribute``: ``condition``, a Spark SQL condition over the demographics table's
+      fields (``age IN ('55-64', '65+')``, ``kids_count >= 1``): 1 where true, 0 where
+      false, unlabelled where null (the field unknown) or without a demographics row;
+    * ``query``: ``query``, a Spark SQL SELECT over the ``import.tables`` views that returns
+      ``user_id`` and ``label`` (1, 0, or null for unlabelled), one row per user;
+      ``${window.start}`` and ``${window.end}`` are the window's dates.
     """
 
     kind: str
-    genre: str
+    genre: str = ""
     times: int = 1
     universe: str = "active"
+    condition: str = ""
+    query: str = ""
+
+    @property
+    def from_log(self) -> bool:
+        return self.kind in LOG_RULE_KINDS
 
 
-TASK_RULE_KINDS = ("new_buyer", "buys_at_least")
+LOG_RULE_KINDS = ("new_buyer", "buys_at_least")
+TASK_RULE_KINDS = (*LOG_RULE_KINDS, "attribute", "query")
 TASK_UNIVERSES = ("active", "all")
+STORAGE_ROOT_PLACEHOLDER = "${storage.root}"  # allowed in the import section's URIs
 
 
 @dataclass(frozen=True)
@@ -358,7 +376,17 @@ class PipelineConfig:
 
 
 def _task_dict(t: TaskConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}
+    d = {k: v for k, v in dataclasses.asdict(t).items() if v not in (None, "")}
+    if t.rule is not None:
+        d["rule"] = rule_dict(t.rule)
+    return d
+
+
+def rule_dict(rule: TaskRule) -> dict[str, Any]:
+    """A rule's fields that apply to its kind, as the config writes them."""
+    keys = (("genre", "times", "universe") if rule.from_log
+            else ("condition",) if rule.kind == "attribute" else ("query",))
+    return {"kind": rule.kind, **{k: getattr(rule, k) for k in keys}}
 
 
 def _to_plain(value: Any) -> Any:
@@ -633,7 +661,9 @@ class _Reader:
         lookalike = self.lookalike(top.get("lookalike"))
         storage = self.storage(top.get("storage"), base_dir)
         imports = parse_import(self, top.get("import"), demographics.field_names,
-                               lambda value, where: self.uri(value, where, base_dir))
+                               lambda value, where: self.uri(
+                                   value.replace(STORAGE_ROOT_PLACEHOLDER, storage.root),
+                                   where, base_dir))
         return PipelineConfig(
             name=name, window=window, raw=raw_cfg, pseudonymisation=pseudo,
             modalities=modalities, value_transform=transform, demographics=demographics,
@@ -878,7 +908,7 @@ class _Reader:
                           description=self.get(m, "description", where, str, ""),
                           label_period_start=self.date(m, "label_period_start", where),
                           label_period_end=self.date(m, "label_period_end", where), rule=rule)
-        if target or rule is not None:
+        if target or (rule is not None and rule.from_log):
             for key in ("label_period_start", "label_period_end"):
                 if m.get(key) is None:  # a value that is not a date is reported by date()
                     self.problem(f"{where}.{key}", "is required for a target task"
@@ -889,8 +919,21 @@ class _Reader:
         return task
 
     def task_rule(self, value: Any, where: str) -> TaskRule:
-        m = self.mapping(value, where, ("kind", "genre", "times", "universe"))
-        rule = TaskRule(kind=self.choice(m, "kind", where, TASK_RULE_KINDS, "new_buyer"),
+        m = self.mapping(value, where, ("kind", "genre", "times", "universe", "condition",
+                                        "query"))
+        kind = self.choice(m, "kind", where, TASK_RULE_KINDS, "new_buyer")
+        fields = ({"genre", "times", "universe"} if kind in LOG_RULE_KINDS
+                  else {"condition"} if kind == "attribute" else {"query"})
+        for key in sorted(set(m) - fields - {"kind"}):
+            self.problem(f"{where}.{key}", f"does not apply to kind {kind} (it takes "
+                                           f"{', '.join(sorted(fields))})")
+        if kind == "query":
+            query = check_query(self, m.get("query"), f"{where}.query")
+            return TaskRule(kind=kind, query=query)
+        if kind == "attribute":
+            return TaskRule(kind=kind, condition=self.get(m, "condition", where, str, "",
+                                                          required=True))
+        rule = TaskRule(kind=kind,
                         genre=self.get(m, "genre", where, str, "", required=True),
                         times=self.get(m, "times", where, int, 1),
                         universe=self.choice(m, "universe", where, TASK_UNIVERSES, "active"))

