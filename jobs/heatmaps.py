@@ -463,7 +463,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
     key = load_pseudonym_key(config.pseudonymisation)
     snapshot, snapshot_uri, snapshot_manifest = read_snapshot(spark, config, ds, publisher)
     demographics = read_demographics(spark, config)
-    labels = read_table(spark, config.storage.uri("source_labels"), LABELS, "source_labels")
+    labels = read_table(spark, config.storage.uri("source_labels"), LABELS, "source_labels",
+                        missing_ok=not config.source_tasks)  # behaviour tasks need no file
     if key is not None:  # the snapshot is pseudonymised; bring the side inputs along
         demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
         labels = labels.mapInArrow(pseudonymise_batches(key), labels.schema)

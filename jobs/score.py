@@ -312,7 +312,8 @@ def campaign_stats(spark, scored, selected_uri: str, ready: dict, excluded_count
     for r in scored.where(F.col("kind") == "histogram").select("campaign_id", "payload").collect():
         h = np.array(json.loads(r["payload"]), np.int64)
         histograms[r["campaign_id"]] = histograms.get(r["campaign_id"], 0) + h
-    selected = {r["campaign_id"]: r.asDict() for r in spark.read.parquet(selected_uri)
+    written = spark.read.schema("user_id STRING, score DOUBLE, rank INT, campaign_id STRING")
+    selected = {r["campaign_id"]: r.asDict() for r in written.parquet(selected_uri)
                 .groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n"),
                                             F.min("score").alias("cutoff")).collect()}
     held = {}

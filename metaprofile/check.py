@@ -101,29 +101,42 @@ def check_side_input(config: PipelineConfig, name: str, contract, required: tupl
 
 def check_import_inputs(config: PipelineConfig) -> list[Finding]:
     """Presence of the tables the ``import`` section reads (their expressions are checked
-    by ``metaprofile import`` itself, against the columns Spark finds)."""
-    tables = []  # (field, uri, the storage key it lands in)
+    by ``metaprofile import`` itself, against the columns Spark finds). A table named in
+    ``import.tables`` is checked once, under that name."""
+    imports = config.imports
+    uses: dict[str, set[str]] = {name: set() for name, _ in imports.tables}  # -> storage keys
+    tables = []  # (finding name, uri, the storage keys it lands in, the config field)
+
+    def add(where: str, table, lands: str) -> None:
+        if table.name:
+            uses[table.name].add(lands)
+        else:
+            tables.append((where, table.uri, {lands}, f"{where}.input.uri"))
+
     for log in ("purchases", "points"):
-        parts = getattr(config.imports, log)
+        parts = getattr(imports, log)
         for i, part in enumerate(parts):
             where = f"import.{log}" + (f"[{i}]" if len(parts) > 1 else "")
-            tables.append((where, part.input.uri, f"raw_{log}"))
+            add(where, part.input, f"raw_{log}")
             if part.genre is not None and part.genre.lookup is not None:
-                tables.append((f"{where}.genre.lookup", part.genre.lookup.uri, f"raw_{log}"))
-    if config.imports.demographics is not None:
-        tables.append(("import.demographics", config.imports.demographics.input.uri,
-                       "demographics"))
+                add(f"{where}.genre.lookup", part.genre.lookup, f"raw_{log}")
+    if imports.demographics is not None:
+        add("import.demographics", imports.demographics.input, "demographics")
+    queried = {name for name, _ in imports.queries} or {"source_labels"}
+    for name, table in imports.tables:  # a table only SQL reads lands in what queries write
+        tables.append((f"import.tables.{name}", table.uri, uses[name] or queried,
+                       f"import.tables.{name}.uri"))
     out = []
-    for where, uri, lands in tables:
+    for where, uri, lands, field in tables:
         if not storage.is_local(uri):
             out.append(Finding(WARN, where, f"{uri}: remote, not checked here"))
         elif os.path.exists(storage.local_path(uri)):
             out.append(Finding(OK, where, f"{uri}: found"))
-        elif storage.exists(config.storage.uri(lands)):  # landed already, another way
-            out.append(Finding(WARN, where, f"{uri}: not found; {lands} exists, so `metaprofile "
-                                            "import` is not needed now"))
+        elif all(storage.exists(config.storage.uri(key)) for key in lands):  # landed already
+            out.append(Finding(WARN, where, f"{uri}: not found; {', '.join(sorted(lands))} "
+                                            "exist, so `metaprofile import` is not needed now"))
         else:
-            out.append(Finding(ERROR, where, f"{uri}: not found (the config's {where}.input.uri)"))
+            out.append(Finding(ERROR, where, f"{uri}: not found (the config's {field})"))
     return out
 
 

@@ -352,7 +352,8 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
     resuming = _check_resume(checkpoint_dir, train_cfg, progress)
     iterator = iter(train_dataset)
     pool = _support_pool(iterator, spec, train_cfg, checkpoint_dir, resuming)
-    val_support = _validation_support(pool, train_cfg, spec)
+    validating = val_dataset is not None and bool(train_cfg.validate_every)
+    val_support = _validation_support(pool, train_cfg, spec, validating)
 
     with strategy.scope():
         model = build_meta_model(spec, run_cfg)
@@ -464,11 +465,14 @@ def _support_pool(iterator, spec: InputSpec, train_cfg: TrainConfig, checkpoint_
     return pool
 
 
-def _validation_support(pool: SupportPool, train_cfg: TrainConfig, spec: InputSpec) -> dict:
-    """The fixed validation episode; first checks the pool has K users per class for
-    training too, so a short class fails now rather than at step 1."""
+def _validation_support(pool: SupportPool, train_cfg: TrainConfig, spec: InputSpec,
+                        validating: bool = True) -> dict | None:
+    """The fixed validation episode (None without validation); first checks the pool has K
+    users per class for training too, so a short class fails now rather than at step 1."""
     sample_support(pool.labels, pool.mask, train_cfg.k_shot, np.random.default_rng(0),
                    pool.tasks, train_cfg.negatives)
+    if not validating:
+        return None
     pos, neg = sample_support(pool.labels, pool.mask, train_cfg.val_k_shot,
                               np.random.default_rng([train_cfg.seed, 1]), pool.tasks,
                               train_cfg.negatives)
