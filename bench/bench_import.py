@@ -65,7 +65,7 @@ def main(argv=None) -> int:
                          overrides=[f"storage.root={work / 'data'}"])
     spark = build_session("bench-import", args.master)
     started = time.perf_counter()
-    report = ingest.run(spark, config)["purchases"]
+    report = ingest.run(spark, config, only=["purchases"])["purchases"]
     seconds = time.perf_counter() - started
     print(f"import: {report['rows_in']:,} lines in {seconds:.1f} s = "
           f"{report['rows_in'] / seconds:,.0f} lines/s on {args.master}; {report['rows_out']:,} "

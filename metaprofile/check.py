@@ -4,7 +4,9 @@ For each table the ``import`` section reads, and each input of the config's stor
 section, the check reports whether it is there, and
 for Parquet files whether every column's type can be read (``schemas/typed_inputs.py``; the
 footers only, with pyarrow). For the raw logs it also counts the window's landing dates
-that have no partition. Each finding is ``ok``, ``warn`` or ``error``; the command exits 1
+that have no partition, and reads the first event times of the newest partition: dates
+alone without ``raw.event_time_precision: day``, or text that is no ISO-8601 time, would be
+quarantined row by row. Each finding is ``ok``, ``warn`` or ``error``; the command exits 1
 when there is an error. Inputs on remote storage (``s3a://``, ``hdfs://`` …) are listed as
 not checked: the jobs check them when they read them.
 """
@@ -86,6 +88,65 @@ def check_raw(config: PipelineConfig, source: str, ds: dt.date) -> list[Finding]
     if config.raw.format == "parquet":
         out += [f for f in _folder_findings(name, uri, RAW_SOURCES[source],
                                             RAW_REQUIRED[source], folders) if f.level != OK]
+    if config.raw.format in ("parquet", "csv"):
+        out += event_time_findings(config, name, folders[-1])
+    return out
+
+
+SAMPLE_ROWS = 1000
+
+
+def sample_event_times(path: str, fmt: str) -> list[str] | None:
+    """Up to SAMPLE_ROWS ``event_time`` values of one raw file as text (None: not text, or
+    unreadable; the footer check reports that)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if fmt == "parquet":
+            handle = pq.ParquetFile(path)
+            if "event_time" not in handle.schema_arrow.names or not handle.num_row_groups:
+                return None
+            column = handle.read_row_group(0, columns=["event_time"])["event_time"]
+        else:
+            options = pacsv.ConvertOptions(column_types={"event_time": pa.string()},
+                                           include_columns=["event_time"])
+            with pacsv.open_csv(path, convert_options=options) as reader:
+                column = pa.chunked_array([reader.read_next_batch()["event_time"]])
+    except (OSError, KeyError, StopIteration, pa.ArrowInvalid):
+        return None
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        return None  # a typed timestamp or date: nothing to parse
+    return [v for v in column.slice(0, SAMPLE_ROWS).to_pylist() if v is not None]
+
+
+def event_time_findings(config: PipelineConfig, name: str, folder: str) -> list[Finding]:
+    import re
+
+    from jobs.encode import DATE_PATTERN, TIMESTAMP_PATTERN
+    from jobs.typed_read import data_files
+
+    files = data_files(folder)
+    values = sample_event_times(files[0], config.raw.format) if files else None
+    if not values:
+        return []
+    dates = [v for v in values if re.match(DATE_PATTERN, v.strip())]
+    bad = [v for v in values if not re.match(TIMESTAMP_PATTERN, v.strip())
+           and not re.match(DATE_PATTERN, v.strip())]
+    where = f"{files[0]}: event_time"
+    out = []
+    if dates and config.raw.event_time_precision != "day":
+        out.append(Finding(ERROR, name, f"{where} holds dates alone ({len(dates)} of the first "
+                                        f"{len(values)}, e.g. {dates[0]!r}); encode would "
+                                        "quarantine them as unparseable: set "
+                                        "raw.event_time_precision: day (and raw.day_hour)"))
+    if bad:
+        out.append(Finding(ERROR if len(bad) == len(values) else WARN, name,
+                           f"{where}: {len(bad)} of the first {len(values)} values are no "
+                           f"ISO-8601 time (e.g. {bad[0]!r}); encode quarantines each as "
+                           "unparseable. Land ISO-8601 times, or use metaprofile import with "
+                           "event_time_format"))
     return out
 
 

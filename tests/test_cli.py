@@ -103,12 +103,40 @@ def test_check_reports_every_input_and_fails_on_errors(tmp_path, capsys):
 
 def test_check_points_a_new_retailer_to_the_import(tmp_path, capsys):
     config = ["--config", "conf/examples/online_retail.yaml", "--set", f"storage.root={tmp_path}",
-              "--set", f"import.purchases.input.uri={tmp_path / 'export.csv'}"]
+              "--set", f"import.tables.online_retail.uri={tmp_path / 'export.csv'}"]
     assert main(["check", *config]) == 1
     out = capsys.readouterr().out
-    assert f"error  import.purchases   {tmp_path / 'export.csv'}: not found" in out
+    assert f"error  import.tables.online_retail  {tmp_path / 'export.csv'}: not found (the " \
+           "config's import.tables.online_retail.uri)" in out
     assert "no landing partition yet; run `metaprofile import` first" in out
     assert "warn   demographics" in out  # the example config names no demographic field
     (tmp_path / "export.csv").write_text("Invoice\n")
     assert main(["check", *config]) == 1
-    assert f"ok     import.purchases   {tmp_path / 'export.csv'}: found" in capsys.readouterr().out
+    assert f"ok     import.tables.online_retail  {tmp_path / 'export.csv'}: found" in \
+        capsys.readouterr().out
+
+
+def test_check_reads_the_first_event_times_of_the_newest_partition(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    base = ["--set", "window.days=3", "--set", "window.end=2026-06-30",
+            "--set", f"storage.root={tmp_path}"]
+    part = tmp_path / "raw_purchases" / "dt=2026-06-30" / "part-0.parquet"
+    part.parent.mkdir(parents=True)
+
+    def land(times):
+        pq.write_table(pa.table({c: ["1"] * len(times) for c in ("user_id", "genre", "amount",
+                                                                 "quantity", "status")}
+                                | {"event_time": times}), part)
+        main(["check", *base])
+        return capsys.readouterr().out
+
+    out = land(["2026-06-30", "2026-06-30"])
+    assert f"{part}: event_time holds dates alone (2 of the first 2, e.g. '2026-06-30')" in out
+    assert "set raw.event_time_precision: day" in out
+    main(["check", *base, "--set", "raw.event_time_precision=day"])
+    assert "dates alone" not in capsys.readouterr().out
+    out = land(["30/06/2026 10:00", "2026-06-30T10:00:00Z"])
+    assert f"warn   raw_purchases      {part}: event_time: 1 of the first 2 values are no " \
+           "ISO-8601 time (e.g. '30/06/2026 10:00')" in out
+    assert "ISO-8601" not in land(["2026-06-30T10:00:00", "2026-06-30 11:00:00+02:00"])
