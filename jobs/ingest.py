@@ -164,8 +164,9 @@ def expression(frame, text: str, field: str):
 
 def instant(column, data_type, text_format: str | None, zone: str, day_hour: int | None):
     """An event-time column -> a UTC instant (TimestampType; the session computes in UTC).
-    Naive values are in ``zone``. A date alone is taken at ``day_hour`` o'clock when that is
-    set (``raw.event_time_precision: day``), and is unparseable otherwise."""
+    Naive values are in ``zone``. A date alone (ISO, or by a ``text_format`` without an hour
+    such as ``dd/MM/yyyy``) is taken at ``day_hour`` o'clock when that is set
+    (``raw.event_time_precision: day``), and is unparseable otherwise."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -174,12 +175,20 @@ def instant(column, data_type, text_format: str | None, zone: str, day_hour: int
     if isinstance(data_type, T.DateType):
         return (F.to_utc_timestamp(F.concat(column.cast("string"), F.lit(f" {day_hour:02d}:00:00")),
                                    zone) if day_hour is not None else F.lit(None).cast("timestamp"))
-    text = F.trim(column.cast("string"))
+    raw_text = F.trim(column.cast("string"))
+    text = raw_text
     if day_hour is not None:
         text = F.when(text.rlike(DATE_PATTERN), F.concat(text, F.lit(f"T{day_hour:02d}:00:00"))
                       ).otherwise(text)
     if text_format:
-        return F.to_utc_timestamp(F.try_to_timestamp(text, F.lit(text_format)), zone)
+        parsed = F.try_to_timestamp(raw_text, F.lit(text_format))
+        if day_hour is not None:  # a date-only format, or an ISO date, is taken at day_hour
+            if not any(c in text_format for c in "HhkK"):
+                parsed = parsed + F.expr(f"INTERVAL {day_hour} HOURS")
+            parsed = F.when(raw_text.rlike(DATE_PATTERN),
+                            F.try_to_timestamp(text, F.lit("yyyy-MM-dd'T'HH:mm:ss"))
+                            ).otherwise(parsed)
+        return F.to_utc_timestamp(parsed, zone)
     parsed = F.when(text.rlike(TIMESTAMP_PATTERN),
                     F.try_to_timestamp(F.regexp_replace(text, " ", "T")))
     return F.when(text.rlike(OFFSET_PATTERN), parsed).otherwise(F.to_utc_timestamp(parsed, zone))

@@ -192,6 +192,24 @@ def test_rule_tasks_label_new_buyers_and_frequent_buyers_from_the_logs(spark, tm
                                        ("seasonal_twice", "14000", 0), ("vip", "13085", 1)]
 
 
+def test_a_daily_export_in_its_own_date_format_lands_at_the_configured_hour(spark, tmp_path):
+    """raw.event_time_precision: day with an event_time_format that has no hour (or an ISO
+    date): each date is placed at raw.day_hour in the event-time zone."""
+    from jobs import ingest
+    export = tmp_path / "exports" / "daily.csv"
+    export.parent.mkdir(parents=True)
+    export.write_text("customer,day,total\n7,30/11/2010,12.5\n8,2010-12-01,3\n9,31/02/2010,1\n")
+    config = retailer_config(
+        tmp_path, "raw.event_time_precision=day", "raw.day_hour=9",
+        "import.purchases={input: {uri: exports/daily.csv}, user_id: customer, event_time: day, "
+        "event_time_format: dd/MM/yyyy, event_time_zone: America/New_York, amount: total, "
+        "genre: {expression: \"'other'\"}}")
+    report = ingest.run(spark, config, only=["purchases"])["purchases"]
+    assert report["rows_dropped"] == {"unparseable_event_time": 1}  # no 31 February
+    assert [(r["user_id"], r["event_time"]) for r in landed(config)] == [
+        ("7", "2010-11-30T14:00:00Z"), ("8", "2010-12-01T14:00:00Z")]
+
+
 def test_a_typed_parquet_export_with_nanosecond_timestamps(spark, tmp_path):
     """pandas writes nanosecond timestamps, which Spark cannot read as such: the import
     reads them as their count and lands the instant (a naive one in event_time_zone)."""
