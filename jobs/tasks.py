@@ -1,4 +1,4 @@
-"""Build the label files of the tasks that the config defines by a rule over the raw logs.
+"""Build the label files of the tasks that the config defines by a rule, not a label file.
 
     metaprofile tasks --config conf/my_retailer.yaml
     spark-submit jobs/tasks.py --config conf/my_retailer.yaml

@@ -39,13 +39,14 @@ name (``input: transactions``). The named tables are also Spark SQL views for th
         mailings: {uri: exports/mailings.csv}
       purchases: {input: orders, ...}
       campaign_seeds:       # -> campaign_id, user_id, label (1 seed, 0 explicit negative)
-        query: "SELECT campaign, customer AS user_id, 1 AS label FROM mailings
-                WHERE responded AND sent <= DATE '${window.end}'"
+        query: "SELECT campaign AS campaign_id, customer AS user_id, 1 AS label
+                FROM mailings WHERE responded AND sent <= DATE '${window.end}'"
       campaign_registry:    # -> campaign_id, name, status, segment_size[, score_threshold,
         query: "..."        #    exclude_campaigns]; may read the landed seeds: campaign_seeds
 
 ``${window.start}`` and ``${window.end}`` in a query are the feature window's first and last
-dates (``YYYY-MM-DD``), so a query follows ``--set window.end=...``. Parsed here, run by
+dates (``YYYY-MM-DD``), so a query follows ``--set window.end=...``; ``${storage.root}``
+may start any URI of the section. Parsed here, run by
 ``jobs/ingest.py`` and ``jobs/tasks.py``.
 """
 from __future__ import annotations
