@@ -73,6 +73,25 @@ class IngestError(ValueError):
 
 
 NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+ANSI = "spark.sql.ansi.enabled"
+
+
+def set_conf(spark, values: dict[str, str], keep: Sequence[str] = ()) -> dict:
+    """Set the Spark SQL settings ``values``; return what :func:`restore_conf` puts back,
+    for them and for the settings ``keep`` that the run may change on the way (reading a
+    nanosecond Parquet input sets NANOS_AS_LONG)."""
+    saved = {key: spark.conf.get(key, None) for key in (*values, *keep)}
+    for key, value in values.items():
+        spark.conf.set(key, value)
+    return saved
+
+
+def restore_conf(spark, saved: dict) -> None:
+    for key, value in saved.items():
+        if value is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, value)
 
 
 def nanosecond_columns(uri: str) -> dict[str, bool]:
@@ -106,7 +125,7 @@ def read_table(spark, table: InputTable, what: str):
         return reader.json(table.uri)
     nanos = nanosecond_columns(table.uri)
     if nanos:
-        spark.conf.set(NANOS_AS_LONG, "true")  # restored by run()
+        spark.conf.set(NANOS_AS_LONG, "true")  # the caller restores it (set_conf keep)
     frame = reader.parquet(table.uri)
     for name, zoned in nanos.items():
         if frame.schema[name].dataType.typeName() != "long":
@@ -422,8 +441,12 @@ def import_query(spark, config: PipelineConfig, name: str, views: Sequence[str],
     rows = contract_rows(run_query(spark, config, config.imports.query(name), field, views),
                          name, field).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = {r["reason"]: r["n"] for r in rows.groupBy("reason")
+        keys = ["reason", "label"] if name == "campaign_seeds" else ["reason"]
+        by_key = {tuple(r[k] for k in keys): r["n"] for r in rows.groupBy(*keys)
                   .agg(F.count(F.lit(1)).alias("n")).collect()}
+        counts: dict = {}
+        for (reason, *_), n in by_key.items():
+            counts[reason] = counts.get(reason, 0) + n
         schema = CAMPAIGN_SEEDS if name == "campaign_seeds" else CAMPAIGN_REGISTRY
         kept = rows.where(F.col("reason").isNull()).select(*schema.names)
         if name == "campaign_seeds":
@@ -444,9 +467,7 @@ def import_query(spark, config: PipelineConfig, name: str, views: Sequence[str],
               "dropped_rows_at": dropped_uri}
     assert report["rows_in"] == rows_out + sum(report["rows_dropped"].values())
     if name == "campaign_seeds":
-        labels = {r["label"]: r["n"] for r in spark.read.parquet(staging).groupBy("label")
-                  .agg(F.count(F.lit(1)).alias("n")).collect()}
-        report.update(seeds=labels.get(1, 0), negatives=labels.get(0, 0))
+        report.update(seeds=by_key.get((None, 1), 0), negatives=by_key.get((None, 0), 0))
     publisher.write_text(f"{staging}/_import.json", json.dumps(report, indent=2))
     publisher.publish(staging, uri)
     return report
@@ -459,9 +480,7 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
                           "points, demographics, campaign_seeds, campaign_registry) as "
                           "docs/onboarding.md describes")
     started = time.perf_counter()
-    ansi = spark.conf.get("spark.sql.ansi.enabled")
-    nanos = spark.conf.get(NANOS_AS_LONG, "false")
-    spark.conf.set("spark.sql.ansi.enabled", "false")
+    saved = set_conf(spark, {ANSI: "false"}, keep=(NANOS_AS_LONG,))
     publisher = Publisher(spark)
     report: dict = {}
     try:
@@ -479,8 +498,7 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
                 report[name] = import_query(spark, config, name, views, publisher)
                 log.info("import %s: %s", name, json.dumps(report[name]))
     finally:
-        spark.conf.set("spark.sql.ansi.enabled", ansi)
-        spark.conf.set(NANOS_AS_LONG, nanos)
+        restore_conf(spark, saved)
         publisher.cleanup()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report

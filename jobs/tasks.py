@@ -42,7 +42,8 @@ if __package__ in (None, ""):  # spark-submit jobs/tasks.py: make the project im
 
 from jobs.encode import (EncodeError, Publisher, genre_matches, landing_partitions,
                          parse_and_validate, read_raw)
-from jobs.ingest import NANOS_AS_LONG, IngestError, register_tables, run_query
+from jobs.ingest import (NANOS_AS_LONG, IngestError, register_tables, restore_conf,
+                         run_query, set_conf)
 from jobs.typed_read import InputTypeError, read_folder
 from metaprofile import storage
 from schemas.config import (PipelineConfig, TaskConfig, add_override_argument, load_config,
@@ -180,11 +181,12 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
             demographics = read_folder(spark, uri, demographics_schema(config), "demographics")
         except InputTypeError as exc:
             raise TasksError(f"an attribute rule reads the demographics: {exc}") from None
-    nanos = spark.conf.get(NANOS_AS_LONG, "false")  # reading the tables may set it
-    views = register_tables(spark, config) if any(t.rule.kind == "query" for t in chosen) else []
+    saved = set_conf(spark, {}, keep=(NANOS_AS_LONG,))  # reading the tables may set it
     publisher = Publisher(spark)
     report: dict = {}
     try:
+        views = (register_tables(spark, config) if any(t.rule.kind == "query" for t in chosen)
+                 else [])
         for key, tasks in groups.items():
             if not tasks:
                 continue
@@ -217,7 +219,7 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     finally:
         if rows is not None:
             rows.unpersist()
-        spark.conf.set(NANOS_AS_LONG, nanos)
+        restore_conf(spark, saved)
         publisher.cleanup()
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
