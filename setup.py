@@ -9,7 +9,7 @@ setup(
     description="Lookalike audiences with the Meta-Profile Network (CIKM '20): Spark encoding, "
                 "TFRecord heatmaps, meta-learned profiles, nightly segments.",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["metaprofile", "metaprofile.*", "schemas", "jobs", "model"]),
+    packages=find_packages(include=["metaprofile", "metaprofile.*", "common", "schemas", "jobs", "model", "evaluation"]),
     # The contracts (schemas/) need only these; everything else lives in an extra.
     install_requires=["pyyaml>=6,<7", "pyarrow>=17"],
     extras_require={

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
 CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
 OUTPUTS = ("events", "rejects", "snapshots")  # what the runs write; cleared before timing
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the generated data set for the next run")
     args = parser.parse_args(argv)
     work = configure_environment()
+    from common import storage
     from jobs import encode
     from jobs.spark import build_session
 
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         made = in_child(generate_data, str(root), args.users)
         print(f"data: generated {made['rows']:,} raw rows in {made['seconds']:.1f} s")
     for key in OUTPUTS:
-        shutil.rmtree(encode.Publisher.local(config.storage.uri(key)), ignore_errors=True)
+        shutil.rmtree(storage.local_path(config.storage.uri(key)), ignore_errors=True)
     dates = encode.partition_dates(config, ds, full=True)
 
     spark = build_session(f"metaprofile-bench-encode-{args.users}", master=args.master)

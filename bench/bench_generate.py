@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import configure_environment  # noqa: E402
+from common.workdir import configure_environment  # noqa: E402
 
 
 def main(argv=None) -> int:

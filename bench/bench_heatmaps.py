@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
 CONFIG_PATHS = {"synthetic": PROJECT_ROOT / "conf" / "synthetic.yaml",
                 "completejourney": PROJECT_ROOT / "conf" / "completejourney.yaml"}
@@ -77,7 +77,7 @@ def dense_bytes_per_user(config) -> int:
 
 def pipeline_rate(config, batch_size: int, batches: int) -> float:
     from model.inputs import make_dataset
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     uri = f"{config.storage.uri('heatmaps')}/ds={config.window.end}"
     ds = make_dataset(uri, "train", InputSpec.from_config(config), batch_size,
                       shuffle=True, repeat=True, seed=1)
@@ -100,7 +100,7 @@ def training_rate(config, batch_size: int, steps: int) -> float | None:
     import numpy as np
     import tensorflow as tf
 
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     spec = InputSpec.from_config(config)
     net = build_profile_network(spec, ModelConfig())
     rng = np.random.default_rng(0)

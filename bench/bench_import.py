@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
 WORDS = ("MUG", "CUP", "TEAPOT", "CHRISTMAS BALL", "XMAS TREE", "FRAME", "LIGHTS", "BAG",
          "BOWL", "CANDLE")

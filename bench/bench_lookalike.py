@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
 BENCH = PROJECT_ROOT / ".work" / "bench"
 CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
@@ -73,9 +73,9 @@ class PeakMemory:
 def bench_embed(model: str | None, users_limit: int | None) -> None:
     import numpy as np
 
+    from common import registry
     from jobs import embed
     from jobs.spark import build_session
-    from metaprofile import registry
     from schemas.config import load_config
     config = load_config(CONFIG)
     if model is None:
@@ -91,7 +91,7 @@ def bench_embed(model: str | None, users_limit: int | None) -> None:
     from model.artifact import load_artifact
     from model.inputs import make_dataset
     from model.network import select_inputs
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     spec = InputSpec.from_config(config)
     artifact = load_artifact(model, spec)
     info = registry.describe_model(model, config)
@@ -119,7 +119,7 @@ def fresh_full_size_model(config) -> str:
 
     from model.artifact import save_artifact
     from model.network import ModelConfig, build_meta_model
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     from schemas.tfrecord_spec import spec_document
     root = BENCH / "models"
     path = root / "full-size-untrained"

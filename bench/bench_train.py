@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
 configure_environment()
 DEMO_HEATMAPS = PROJECT_ROOT / ".work" / "data" / "synthetic" / "heatmaps" / "ds=2026-06-30"
@@ -38,9 +38,9 @@ import tensorflow as tf  # noqa: E402
 from model.episodes import SupportPool, sample_support, support_order  # noqa: E402
 from model.network import ModelConfig, build_meta_model, feature_keys, full_size_spec  # noqa: E402
 from model.schedules import ScheduleConfig  # noqa: E402
-from model.spec import InputSpec  # noqa: E402
 from model.testing import planted_users  # noqa: E402
 from model.train import make_train_step  # noqa: E402
+from schemas.input_spec import InputSpec  # noqa: E402
 
 
 def in_memory_batches(spec: InputSpec, batch_size: int, pool_users: int, seed: int):

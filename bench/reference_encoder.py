@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from common import privacy, storage
 from jobs import encode
 from schemas.config import ModalityConfig, PipelineConfig
 from schemas.contracts import PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS
@@ -102,7 +103,7 @@ def encode_reference(config: PipelineConfig, dates: Iterable[dt.date],
         raise NotImplementedError(f"the reference encoder reads Parquet only, not "
                                   f"{config.raw.format!r}")
     dates = sorted(set(dates))
-    key = encode.load_pseudonym_key(config.pseudonymisation)
+    key = privacy.load_pseudonym_key(config.pseudonymisation)
     accounting: dict[str, dict] = {}
     pieces: list[pa.Table] = []
     for source in RAW_SOURCES:
@@ -133,7 +134,7 @@ def read_landing(config: PipelineConfig, source: str,
     Like Spark, every non-hidden file of a ``dt=`` directory is read, and a column missing
     from a file reads as null. Returns None when none of the partitions exists.
     """
-    root = Path(encode.Publisher.local(config.storage.uri(f"raw_{source}")))
+    root = Path(storage.local_path(config.storage.uri(f"raw_{source}")))
     directories = [root / f"dt={d.isoformat()}" for d in dates]
     directories = [d for d in directories if d.is_dir()]
     if not directories:
@@ -491,7 +492,7 @@ def published_users(user_ids: pa.Array, key: bytes | None) -> tuple[pa.Array, np
     encoded = pc.dictionary_encode(user_ids)
     names = encoded.dictionary
     if key is not None:
-        names = pa.array([encode.pseudonym(key, u) for u in names.to_pylist()], pa.string())
+        names = pa.array([privacy.pseudonym(key, u) for u in names.to_pylist()], pa.string())
     rank = pc.rank(names, sort_keys="ascending").to_numpy().astype(np.int64) - 1
     return names.take(pa.array(np.argsort(rank))), rank[encoded.indices.to_numpy()]
 

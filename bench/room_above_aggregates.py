@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaprofile.workdir import configure_environment  # noqa: E402
+from common.workdir import configure_environment  # noqa: E402
 
 LEVELS = (("all", None), ("seeds", 10), ("seeds", 50), ("seeds", 300),
           ("seeds_pu", 10), ("seeds_pu", 100), ("seeds_pu", 300))
@@ -82,13 +82,20 @@ def main(argv=None) -> int:
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from metaprofile import storage
+    from common import storage
+    from evaluation.sampling import (
+        adaptation_mask,
+        positive_seeds,
+        seed_subsample,
+        unlabelled_background,
+    )
+    from evaluation.settings import EvalConfig
+    from evaluation.store import load_target_labels, read_users, task_data
     from model import baselines as bl
-    from model import evaluate as ev
     from model.artifact import load_artifact
     from model.inputs import check_manifest, read_manifest
-    from model.spec import InputSpec
     from schemas.config import load_config
+    from schemas.input_spec import InputSpec
 
     start = time.monotonic()
     config = load_config(args.config, overrides=args.overrides)
@@ -97,17 +104,17 @@ def main(argv=None) -> int:
     check_manifest(manifest, config)
     spec = InputSpec.from_config(config)
     artifact = load_artifact(args.model, spec, manifest["spec"])
-    store, features, embeddings = ev.read_users(heatmaps, manifest, spec, config,
-                                                artifact.model, ev.EvalConfig())
+    store, features, embeddings = read_users(heatmaps, manifest, spec, config,
+                                                artifact.model, EvalConfig())
     ids = store.ids.astype(str)
     targets = [t.name for t in config.target_tasks]
-    target_labels, _ = ev.load_target_labels(config, targets)
-    tasks = ev.task_data(target_labels, store, targets)
+    target_labels, _ = load_target_labels(config, targets)
+    tasks = task_data(target_labels, store, targets)
     sources = [t.name for t in config.source_tasks]
-    source_labels, _ = ev.load_target_labels(config, sources, uri=config.storage.uri("source_labels"))
+    source_labels, _ = load_target_labels(config, sources, uri=config.storage.uri("source_labels"))
     labels = np.full((len(ids), len(sources)), -1.0)
     for j, name in enumerate(sources):
-        data = ev.task_data(source_labels, store, [name])[0]
+        data = task_data(source_labels, store, [name])[0]
         labels[data.rows, j] = data.labels
     print(f"{len(ids)} users, {features.shape[1]} aggregates, embedding {embeddings.shape[1]}, "
           f"{len(sources)} source tasks, {len(tasks)} target tasks")
@@ -150,7 +157,7 @@ def main(argv=None) -> int:
                 agg[half == fold])
         views.update({"true_z": z, "zhat_lin": zhat})
 
-    adaptation = ev.adaptation_mask(ids, 0, 0.5)
+    adaptation = adaptation_mask(ids, 0, 0.5)
     pool = np.flatnonzero(adaptation)
     results: dict = {}
     for task in tasks:
@@ -165,11 +172,11 @@ def main(argv=None) -> int:
             if kind == "all":
                 rows, y = support_rows, support_labels
             elif kind == "seeds":
-                pick = ev.seed_subsample(ids[support_rows], support_labels, n, key)
+                pick = seed_subsample(ids[support_rows], support_labels, n, key)
                 rows, y = support_rows[pick], support_labels[pick]
             else:
-                seeds = support_rows[ev.positive_seeds(ids[support_rows], support_labels, n, key)]
-                background = ev.unlabelled_background(pool, ids[pool], seeds, 1000, key)
+                seeds = support_rows[positive_seeds(ids[support_rows], support_labels, n, key)]
+                background = unlabelled_background(pool, ids[pool], seeds, 1000, key)
                 rows = np.r_[seeds, background]
                 y = np.r_[np.ones(len(seeds)), np.zeros(len(background))].astype(np.int8)
             for name, view in views.items():

@@ -40,10 +40,17 @@ from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import CronTriggerTimetable, TriggerRule, dag, task
 from airflow.sdk.exceptions import AirflowFailException
-
-from metaprofile_common import (DEFAULT_ARGS, LIGHT_TIMEOUT, PUBLISHED_MODEL, job_python,
-                                mapped_spark_job, metaprofile_cli, pipeline_params,
-                                printing_last_stdout_line, spark_job)
+from metaprofile_common import (
+    DEFAULT_ARGS,
+    LIGHT_TIMEOUT,
+    PUBLISHED_MODEL,
+    job_python,
+    mapped_spark_job,
+    metaprofile_cli,
+    pipeline_params,
+    printing_last_stdout_line,
+    spark_job,
+)
 
 # spark-submits of one run that may check campaigns at the same time (each is a driver).
 SCORE_PARALLELISM = int(os.environ.get("METAPROFILE_SCORE_PARALLELISM") or 2)

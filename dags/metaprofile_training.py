@@ -34,15 +34,21 @@ import shlex
 from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
-
-from metaprofile_common import (DEFAULT_ARGS, LIGHT_TIMEOUT, PUBLISHED_MODEL, job_python,
-                                metaprofile_cli, pipeline_params, printing_last_stdout_line,
-                                spark_job)
+from metaprofile_common import (
+    DEFAULT_ARGS,
+    LIGHT_TIMEOUT,
+    PUBLISHED_MODEL,
+    job_python,
+    metaprofile_cli,
+    pipeline_params,
+    printing_last_stdout_line,
+    spark_job,
+)
 
 TRAIN_POOL = os.environ.get("METAPROFILE_TRAIN_POOL") or "default_pool"
 
 READ_DECISION = ("import json, sys\n"
-                 "from metaprofile import storage\n"
+                 "from common import storage\n"
                  "print(json.dumps(storage.read_json(sys.argv[1]), sort_keys=True))")
 
 

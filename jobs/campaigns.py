@@ -46,12 +46,19 @@ from typing import TYPE_CHECKING, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/campaigns.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
+from common import storage
+from common.errors import PipelineError
+from common.privacy import pseudonymise_frame
+from common.publish import Publisher
 from jobs.typed_read import InputTypeError, read_folder
-from metaprofile import storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
-from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES, OPT_OUTS,
-                               spark_ddl)
+from schemas.contracts import (
+    CAMPAIGN_REGISTRY,
+    CAMPAIGN_SEEDS,
+    CAMPAIGN_STATUSES,
+    OPT_OUTS,
+    spark_ddl,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,7 +72,7 @@ ROLES = ("support", "holdout", "negative", "unknown", "opted_out", "conflicting"
 EXIT_CAMPAIGN_FAILED = 3
 
 
-class CampaignError(RuntimeError):
+class CampaignError(PipelineError):
     """The run itself cannot go on (no embeddings, no registry)."""
 
 
@@ -250,8 +257,7 @@ def read_seeds(spark, config: PipelineConfig):
     if not storage.exists(uri):
         raise CampaignError(f"campaign_seeds: nothing at {uri}")
     seeds = _read(spark, uri, CAMPAIGN_SEEDS, "campaign_seeds")
-    key = load_pseudonym_key(config.pseudonymisation)
-    return seeds if key is None else seeds.mapInArrow(pseudonymise_batches(key), seeds.schema)
+    return pseudonymise_frame(seeds, config.pseudonymisation)
 
 
 def read_opt_outs(spark, config: PipelineConfig):
@@ -261,8 +267,7 @@ def read_opt_outs(spark, config: PipelineConfig):
         log.warning("no opt-out list at %s; no user is excluded for opting out", uri)
         return spark.createDataFrame([], spark_ddl(OPT_OUTS))
     frame = _read(spark, uri, OPT_OUTS, "opt_outs")
-    key = load_pseudonym_key(config.pseudonymisation)
-    return frame if key is None else frame.mapInArrow(pseudonymise_batches(key), frame.schema)
+    return pseudonymise_frame(frame, config.pseudonymisation)
 
 
 def read_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher):
@@ -443,7 +448,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/campa
     spark = build_session(f"metaprofile-campaigns-{ds}", master=args.master)
     try:
         report = run(spark, config, ds, args.campaign)
-    except (CampaignError, EncodeError) as exc:
+    except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))

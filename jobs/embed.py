@@ -37,10 +37,17 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.encode import EncodeError, Publisher, load_pseudonym_key, pseudonymise_batches
-from jobs.heatmaps import (HeatmapsError, assemble_examples, clean_demographics,
-                           modality_frames, read_demographics, read_snapshot)
-from metaprofile import registry, storage
+from common import registry, storage
+from common.errors import PipelineError
+from common.privacy import pseudonymise_frame
+from common.publish import Publisher
+from jobs.heatmaps import (
+    assemble_examples,
+    clean_demographics,
+    modality_frames,
+    read_demographics,
+    read_snapshot,
+)
 from schemas.config import PipelineConfig, add_override_argument, load_config
 
 log = logging.getLogger("metaprofile.embed")
@@ -50,17 +57,14 @@ EMBEDDINGS_DDL = ("user_id STRING, embedding ARRAY<FLOAT>, features ARRAY<FLOAT>
 MANIFEST = "_manifest.json"
 
 
-class EmbedError(RuntimeError):
+class EmbedError(PipelineError):
     """A run that must not publish (no model, a model for other inputs, no snapshot)."""
 
 
 def embedding_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher):
     """One row per user with the heatmap columns and demographics (no labels)."""
-    key = load_pseudonym_key(config.pseudonymisation)
     snapshot, _, _ = read_snapshot(spark, config, ds, publisher)
-    demographics = read_demographics(spark, config)
-    if key is not None:
-        demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
+    demographics = pseudonymise_frame(read_demographics(spark, config), config.pseudonymisation)
     demographics = clean_demographics(demographics, config).drop("_rows")
     return assemble_examples(modality_frames(snapshot, config), demographics, None, config)
 
@@ -73,7 +77,7 @@ def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
     The model is loaded by ``model.embedding.load_worker``, which keeps it for the life of
     the Python worker, so each worker loads it once, not once per task or batch.
     """
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     spec = InputSpec.from_config(config).to_dict()
     vocabularies = {c.name: list(c.vocabulary) for c in config.demographics.categorical}
     transform = config.value_transform
@@ -117,7 +121,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     from pyspark.sql import functions as F
 
     from model.baselines import aggregate_feature_names
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
 
     started = time.perf_counter()
     publisher = Publisher(spark)
@@ -158,7 +162,7 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
     from model.baselines import aggregate_feature_names, aggregate_features
     from model.inputs import check_manifest, make_dataset, read_manifest
     from model.network import select_inputs
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
 
     started = time.perf_counter()
     model_path = resolve_model(config, model)
@@ -240,7 +244,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/embed
             from jobs.spark import build_session
             spark = build_session(f"metaprofile-embed-{ds}", master=args.master)
             report = run(spark, config, ds, args.model, args.partitions, args.batch_rows)
-    except (EmbedError, HeatmapsError, EncodeError, registry.RegistryError, ValueError) as exc:
+    except (PipelineError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))

@@ -34,25 +34,35 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import hmac
 import json
 import logging
 import os
-import shutil
 import sys
 import time
-import uuid
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common.errors import PipelineError
+from common.privacy import load_pseudonym_key, pseudonymise_batches
+from common.publish import Publisher
 from jobs.typed_read import InputTypeError, check_local_inputs, read_parquet
-from metaprofile import storage
-from schemas.config import (ModalityConfig, PipelineConfig, PseudonymisationConfig,
-                            WindowConfig, add_override_argument, load_config)
-from schemas.contracts import (PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS, SNAPSHOT,
-                               SPARSE_EVENTS, spark_ddl)
+from schemas.config import (
+    ModalityConfig,
+    PipelineConfig,
+    WindowConfig,
+    add_override_argument,
+    load_config,
+)
+from schemas.contracts import (
+    PURCHASE_STATUSES,
+    RAW_SOURCES,
+    REJECT_REASONS,
+    SNAPSHOT,
+    SPARSE_EVENTS,
+    spark_ddl,
+)
 
 log = logging.getLogger("metaprofile.encode")
 
@@ -63,66 +73,10 @@ TIMESTAMP_PATTERN = (r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?"
 OFFSET_PATTERN = r"(Z|[+-]\d{2}(:?\d{2})?)$"
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"  # taken with raw.event_time_precision: day
 VALUE_COLUMN = {"purchases": "amount", "points": "points"}
-PSEUDONYM_HEX_CHARS = 32  # HMAC-SHA256 truncated to 128 bits
 
 
-class EncodeError(RuntimeError):
+class EncodeError(PipelineError):
     """A run that must not publish its output (too many rejects, missing input, no key)."""
-
-
-# --------------------------------------------------------------------------- pseudonyms
-
-
-def load_pseudonym_key(settings: PseudonymisationConfig) -> bytes | None:
-    """The HMAC key from the environment or the key file; None when pseudonymisation is off.
-
-    The key is never logged, written or put into a Spark plan: it only travels inside the
-    closure of the Arrow function that computes pseudonyms on the executors.
-    """
-    if not settings.enabled:
-        return None
-    key = os.environ.get(settings.key_env, "").encode()
-    if not key and settings.key_file:
-        try:
-            with open(settings.key_file, "rb") as fh:
-                key = fh.read().strip()
-        except OSError as exc:
-            raise EncodeError(f"pseudonymisation.key_file {settings.key_file!r} cannot be "
-                              f"read: {exc.strerror}") from None
-    if not key:
-        raise EncodeError(
-            f"pseudonymisation is enabled but no key was found: set the environment variable "
-            f"{settings.key_env} or pseudonymisation.key_file (or set "
-            f"pseudonymisation.enabled: false for demo data only)")
-    if len(key) < 16:
-        raise EncodeError(f"the pseudonymisation key from {settings.key_env} or "
-                          f"pseudonymisation.key_file is {len(key)} bytes; use at least 16")
-    return key
-
-
-def pseudonym(key: bytes, user_id: str) -> str:
-    """Keyed HMAC-SHA256 of a user id, hex, truncated to 128 bits."""
-    return hmac.new(key, user_id.encode(), hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
-
-
-def pseudonymise_batches(key: bytes):
-    """An Arrow batch function replacing ``user_id`` by its pseudonym.
-
-    Each batch hashes only its distinct ids (a batch holds many cells of each user), so the
-    Python work is per user, not per row.
-    """
-    def apply(batches: Iterator) -> Iterator:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        for batch in batches:
-            index = batch.schema.get_field_index("user_id")
-            encoded = pc.dictionary_encode(batch.column(index))
-            hashed = pa.array([pseudonym(key, u) for u in encoded.dictionary.to_pylist()],
-                              pa.string())
-            ids = hashed.take(encoded.indices)
-            yield batch.set_column(index, "user_id", ids)
-    return apply
 
 
 # --------------------------------------------------------------------------- reading
@@ -520,153 +474,6 @@ def update_snapshot(base, base_start: dt.date, events, config: PipelineConfig, d
                       .alias("cells"))
               .where(F.size("cells") > 0))
     return snapshot_rows(merged)
-
-
-# --------------------------------------------------------------------------- atomic output
-
-
-class Publisher:
-    """Stage directories beside their destination and rename them into place.
-
-    Local paths use the operating system directly; other URIs (HDFS, object stores) go
-    through Hadoop's FileSystem, one instance per URI root. On HDFS and local disk the final
-    rename is atomic; on object stores readers must wait for ``_SUCCESS``. Staging names
-    start with '.', which Spark's partition discovery ignores.
-    """
-
-    def __init__(self, spark):
-        self.spark = spark
-        self.run_id = uuid.uuid4().hex[:8]
-        self._filesystems: dict = {}
-        self._staging_folders: set[str] = set()
-
-    is_local = staticmethod(storage.is_local)
-    local = staticmethod(storage.local_path)
-
-    def _hadoop(self, uri: str):
-        jvm = self.spark.sparkContext._jvm
-        path = jvm.org.apache.hadoop.fs.Path(uri)
-        root = uri.split("/", 3)[:3]
-        key = "/".join(root)
-        if key not in self._filesystems:
-            conf = self.spark.sparkContext._jsc.hadoopConfiguration()
-            self._filesystems[key] = path.getFileSystem(conf)
-        return path, self._filesystems[key]
-
-    def exists(self, uri: str) -> bool:
-        if self.is_local(uri):
-            return os.path.exists(self.local(uri))
-        path, fs = self._hadoop(uri)
-        return bool(fs.exists(path))
-
-    def mkdirs(self, uri: str) -> None:
-        if self.is_local(uri):
-            os.makedirs(self.local(uri), exist_ok=True)
-        else:
-            path, fs = self._hadoop(uri)
-            fs.mkdirs(path)
-
-    def rename(self, source: str, target: str) -> None:
-        if self.is_local(source):
-            os.rename(self.local(source), self.local(target))
-            return
-        src, fs = self._hadoop(source)
-        dst, _ = self._hadoop(target)
-        if not fs.rename(src, dst):
-            raise EncodeError(f"cannot rename {source} to {target}")
-
-    def delete(self, uri: str) -> None:
-        if self.is_local(uri):
-            shutil.rmtree(self.local(uri), ignore_errors=True)
-        else:
-            path, fs = self._hadoop(uri)
-            fs.delete(path, True)
-
-    def list_files(self, uri: str) -> list[tuple[str, int]] | None:
-        """(name, size) of the files directly in folder ``uri``; None when it does not exist."""
-        if self.is_local(uri):
-            folder = self.local(uri)
-            if not os.path.isdir(folder):
-                return None
-            with os.scandir(folder) as entries:
-                return [(e.name, e.stat().st_size) for e in entries if e.is_file()]
-        path, fs = self._hadoop(uri)
-        if not fs.exists(path):
-            return None
-        return [(s.getPath().getName(), int(s.getLen())) for s in fs.listStatus(path)
-                if s.isFile()]
-
-    def list_folders(self, uri: str) -> list[str]:
-        """Names of the folders directly in ``uri`` (none when it does not exist)."""
-        if self.is_local(uri):
-            folder = self.local(uri)
-            if not os.path.isdir(folder):
-                return []
-            with os.scandir(folder) as entries:
-                return [e.name for e in entries if e.is_dir()]
-        path, fs = self._hadoop(uri)
-        if not fs.exists(path):
-            return []
-        return [s.getPath().getName() for s in fs.listStatus(path) if s.isDirectory()]
-
-    def read_text(self, uri: str) -> str | None:
-        """The text of file ``uri``; None when it does not exist."""
-        if self.is_local(uri):
-            try:
-                with open(self.local(uri), encoding="utf-8") as fh:
-                    return fh.read()
-            except FileNotFoundError:
-                return None
-        path, fs = self._hadoop(uri)
-        if not fs.exists(path):
-            return None
-        stream = fs.open(path)
-        try:
-            jvm = self.spark.sparkContext._jvm
-            return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
-        finally:
-            stream.close()
-
-    def write_text(self, uri: str, text: str) -> None:
-        if self.is_local(uri):
-            with open(self.local(uri), "w", encoding="utf-8") as fh:
-                fh.write(text)
-            return
-        path, fs = self._hadoop(uri)
-        stream = fs.create(path, True)
-        try:
-            stream.write(bytearray(text.encode()))
-        finally:
-            stream.close()
-
-    def staging(self, uri: str) -> str:
-        """A staging location for ``uri``: inside a hidden sibling folder of this run.
-
-        The folder's name hides it from readers of the parent; the staged dataset itself
-        keeps a plain name, so Spark can read it back before it is published.
-        """
-        parent, name = uri.rstrip("/").rsplit("/", 1)
-        folder = f"{parent}/.staging-{self.run_id}"
-        self._staging_folders.add(folder)
-        return f"{folder}/{name}"
-
-    def cleanup(self) -> None:
-        """Remove this run's staging folders (empty after a successful publish)."""
-        for folder in sorted(self._staging_folders):
-            self.delete(folder)
-        self._staging_folders.clear()
-
-    def publish(self, staging: str, final: str) -> None:
-        """Replace ``final`` by ``staging`` (which gets ``_SUCCESS`` first)."""
-        self.write_text(f"{staging}/_SUCCESS", "")
-        self.mkdirs(final.rstrip("/").rsplit("/", 1)[0])
-        retired = None
-        if self.exists(final):
-            retired = self.staging(final) + ".replaced"
-            self.rename(final, retired)
-        self.rename(staging, final)
-        if retired is not None:
-            self.delete(retired)
 
 
 # --------------------------------------------------------------------------- the run

@@ -41,8 +41,9 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from jobs.encode import load_pseudonym_key, pseudonym
-from metaprofile import storage
+from common import storage
+from common.errors import PipelineError
+from common.privacy import load_pseudonym_key, pseudonym
 from schemas.config import PipelineConfig, add_override_argument, load_config
 
 log = logging.getLogger("metaprofile.export")
@@ -51,7 +52,7 @@ QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 EXIT_CAMPAIGN_FAILED = 3
 
 
-class ExportError(RuntimeError):
+class ExportError(PipelineError):
     """A campaign whose segment must not be exported."""
 
 

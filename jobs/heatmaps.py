@@ -45,9 +45,11 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/heatmaps.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.encode import Publisher, load_pseudonym_key, pseudonymise_batches
+from common import storage
+from common.errors import PipelineError
+from common.privacy import pseudonymise_frame
+from common.publish import Publisher
 from jobs.typed_read import InputTypeError, read_folder
-from metaprofile import storage
 from schemas.config import PipelineConfig, add_override_argument, load_config
 from schemas.contracts import LABELS, SNAPSHOT, demographics_schema, spark_ddl
 from schemas.tfrecord_spec import HOURS, spec_document, spec_fingerprint
@@ -64,7 +66,7 @@ SHARD_REPORT_DDL = ("split STRING, path STRING, examples BIGINT, bytes BIGINT, "
                     "sha256 STRING, stats STRING")
 
 
-class HeatmapsError(RuntimeError):
+class HeatmapsError(PipelineError):
     """A run that must not publish (missing snapshot, a snapshot of another window)."""
 
 
@@ -460,14 +462,13 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
 
     started = time.perf_counter()
     publisher = Publisher(spark)
-    key = load_pseudonym_key(config.pseudonymisation)
     snapshot, snapshot_uri, snapshot_manifest = read_snapshot(spark, config, ds, publisher)
     demographics = read_demographics(spark, config)
     labels = read_table(spark, config.storage.uri("source_labels"), LABELS, "source_labels",
                         missing_ok=not config.source_tasks)  # behaviour tasks need no file
-    if key is not None:  # the snapshot is pseudonymised; bring the side inputs along
-        demographics = demographics.mapInArrow(pseudonymise_batches(key), demographics.schema)
-        labels = labels.mapInArrow(pseudonymise_batches(key), labels.schema)
+    # The snapshot is pseudonymised; bring the side inputs along.
+    demographics = pseudonymise_frame(demographics, config.pseudonymisation)
+    labels = pseudonymise_frame(labels, config.pseudonymisation)
 
     demographics = clean_demographics(demographics, config).persist(StorageLevel.MEMORY_AND_DISK)
     checked = label_problems(labels, config)
@@ -486,7 +487,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
         inputs = label_and_user_accounting(checked, valid, examples, demographics, config)
         inputs.update({"snapshot": snapshot_uri,
                        "snapshot_modalities": snapshot_manifest.get("modalities", {}),
-                       "pseudonymised": key is not None})
+                       "pseudonymised": config.pseudonymisation.enabled})
         manifest = build_manifest(config, ds, reports, inputs)
         publisher.write_text(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2,
                                                                  sort_keys=True))
@@ -560,12 +561,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/heatm
     if ds is None:
         print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
         return 2
-    from jobs.encode import EncodeError
     from jobs.spark import build_session
     spark = build_session(f"metaprofile-heatmaps-{ds}", master=args.master)
     try:
         report = run(spark, config, ds, partitions=args.partitions)
-    except (HeatmapsError, EncodeError) as exc:
+    except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))

@@ -53,13 +53,26 @@ from typing import Sequence
 if __package__ in (None, ""):  # spark-submit jobs/ingest.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.encode import DATE_PATTERN, OFFSET_PATTERN, TIMESTAMP_PATTERN, Publisher
-from metaprofile import storage
+from common import storage
+from common.errors import PipelineError
+from common.publish import Publisher
+from jobs.encode import DATE_PATTERN, OFFSET_PATTERN, TIMESTAMP_PATTERN
 from schemas.config import PipelineConfig, add_override_argument, load_config
-from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, CAMPAIGN_STATUSES,
-                               RAW_SOURCES, demographics_schema)
-from schemas.import_config import (PLACEHOLDERS, QUERY_TABLES, GenreMapping, InputTable,
-                                   LogImport, substitute)
+from schemas.contracts import (
+    CAMPAIGN_REGISTRY,
+    CAMPAIGN_SEEDS,
+    CAMPAIGN_STATUSES,
+    RAW_SOURCES,
+    demographics_schema,
+)
+from schemas.import_config import (
+    PLACEHOLDERS,
+    QUERY_TABLES,
+    GenreMapping,
+    InputTable,
+    LogImport,
+    substitute,
+)
 
 log = logging.getLogger("metaprofile.import")
 MERGE_KEYS = {"purchases": ("user_id", "event_time", "genre", "status"),
@@ -68,7 +81,7 @@ MEASURES = {"purchases": ("amount", "quantity"), "points": ("points",)}
 UNPARSEABLE, NO_GENRE = "unparseable_event_time", "no_genre"
 
 
-class IngestError(ValueError):
+class IngestError(PipelineError, ValueError):
     """A mapping that cannot run: names the config field and what to change."""
 
 

@@ -40,9 +40,10 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/score.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.campaigns import CampaignError, read_opt_outs, read_seeds
-from jobs.encode import EncodeError, Publisher
-from metaprofile import storage
+from common import storage
+from common.errors import PipelineError
+from common.publish import Publisher
+from jobs.campaigns import read_opt_outs, read_seeds
 from schemas.config import PipelineConfig, add_override_argument, load_config
 
 log = logging.getLogger("metaprofile.score")
@@ -51,7 +52,7 @@ BINS = 1000
 SCORED_DDL = "campaign_id STRING, user_id STRING, score DOUBLE, kind STRING, payload STRING"
 
 
-class ScoreError(RuntimeError):
+class ScoreError(PipelineError):
     """Nothing to score, or inputs from different models."""
 
 
@@ -282,7 +283,7 @@ def relation_weights(model_path: str, config: PipelineConfig):
     """f_θ's weights as numpy, from the artifact (TensorFlow on the driver only)."""
     from model.artifact import load_artifact
     from model.scoring import RelationWeights
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     artifact = load_artifact(model_path, InputSpec.from_config(config))
     return RelationWeights.from_module(artifact.model.relation)
 
@@ -381,7 +382,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/score
     spark = build_session(f"metaprofile-score-{ds}", master=args.master)
     try:
         report = run(spark, config, ds, args.model, args.campaign, args.chunk_rows)
-    except (ScoreError, CampaignError, EncodeError) as exc:
+    except PipelineError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from metaprofile.workdir import configure_environment
+from common.workdir import configure_environment
 
 
 def build_session(app_name: str, master: str | None = None,

@@ -40,20 +40,26 @@ from typing import Sequence
 if __package__ in (None, ""):  # spark-submit jobs/tasks.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jobs.encode import (EncodeError, Publisher, genre_matches, landing_partitions,
-                         parse_and_validate, read_raw)
-from jobs.ingest import (NANOS_AS_LONG, IngestError, register_tables, restore_conf,
-                         run_query, set_conf)
+from common import storage
+from common.errors import PipelineError
+from common.publish import Publisher
+from jobs.encode import genre_matches, landing_partitions, parse_and_validate, read_raw
+from jobs.ingest import (
+    NANOS_AS_LONG,
+    IngestError,
+    register_tables,
+    restore_conf,
+    run_query,
+    set_conf,
+)
 from jobs.typed_read import InputTypeError, read_folder
-from metaprofile import storage
-from schemas.config import (PipelineConfig, TaskConfig, add_override_argument, load_config,
-                            rule_dict)
+from schemas.config import PipelineConfig, TaskConfig, add_override_argument, load_config, rule_dict
 from schemas.contracts import LABELS, RAW_SOURCES, demographics_schema, spark_ddl
 
 log = logging.getLogger("metaprofile.tasks")
 
 
-class TasksError(ValueError):
+class TasksError(PipelineError, ValueError):
     """Rule tasks that cannot be built (no raw log for the periods, no rule task)."""
 
 
@@ -251,7 +257,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/tasks
         config = load_config(args.config, overrides=args.overrides)
         spark = build_session("metaprofile-tasks", args.master)
         print(json.dumps(run(spark, config, args.only), indent=2))
-    except (ConfigError, TasksError, EncodeError, IngestError) as exc:
+    except (ConfigError, PipelineError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0

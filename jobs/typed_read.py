@@ -21,14 +21,15 @@ import functools
 import os
 from typing import Sequence
 
-from metaprofile import storage
+from common import storage
+from common.errors import PipelineError
 from schemas import typed_inputs
 
 ISO_WITH_OFFSET = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 ISO_WITHOUT_OFFSET = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
 
 
-class InputTypeError(ValueError):
+class InputTypeError(PipelineError, ValueError):
     """Input columns whose types the contract cannot take; one line per file and column."""
 
 

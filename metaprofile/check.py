@@ -16,7 +16,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 
-from metaprofile import storage
+from common import storage
 from schemas.config import PipelineConfig
 
 OK, WARN, ERROR = "ok", "warn", "error"
@@ -203,8 +203,14 @@ def check_import_inputs(config: PipelineConfig) -> list[Finding]:
 
 def check_inputs(config: PipelineConfig, ds: dt.date | None = None) -> list[Finding]:
     """Every finding for the inputs that ``config`` names, for the window ending ``ds``."""
-    from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, OPT_OUTS,
-                                   RAW_SOURCES, demographics_schema)
+    from schemas.contracts import (
+        CAMPAIGN_REGISTRY,
+        CAMPAIGN_SEEDS,
+        LABELS,
+        OPT_OUTS,
+        RAW_SOURCES,
+        demographics_schema,
+    )
 
     ds = ds or config.window.end
     out = check_import_inputs(config)

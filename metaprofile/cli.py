@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from typing import Sequence
 
+from common.workdir import PROJECT_ROOT, configure_environment
 from metaprofile import __version__
-from metaprofile.workdir import PROJECT_ROOT, configure_environment
+from metaprofile.datasets.reports import format_generation_report, format_landing_report
 from schemas.config import add_override_argument
 
 log = logging.getLogger("metaprofile")
@@ -96,7 +96,7 @@ JOB_HELP = {
 def cmd_publish(args: argparse.Namespace) -> int:
     import json
 
-    from metaprofile import registry
+    from common import registry
     config = _load(args)
     evaluation = None
     if args.evaluation:
@@ -157,41 +157,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- reports
-
-
-def format_generation_report(report: dict, root: str) -> str:
-    lines = [f"synthetic data set: {report['users']:,} users, days {report['days']['first']} .. "
-             f"{report['days']['last']}, written to {root} in {report['seconds']:.1f} s "
-             f"({report['rows_per_second']:,} rows/s)"]
-    for source, c in report["sources"].items():
-        bad = ", ".join(f"{k} {v:,}" for k, v in c["bad_rows"].items())
-        lines.append(f"  raw {source:<9} {c['rows_written']:>12,} rows "
-                     f"({c['clean_rows']:,} clean; bad: {bad})")
-    for key, n in report["outputs"].items():
-        lines.append(f"  {key:<13} {n:>12,} rows")
-    for kind in ("source", "target"):
-        for task, c in report["labels"][kind].items():
-            lines.append(f"  {kind} task {task:<24} +{c['positives']:,} / "
-                         f"-{c['negatives']:,} / unlabelled {c['unlabelled']:,}")
-    return "\n".join(lines)
-
-
-def format_landing_report(report: dict, root: str) -> str:
-    """The Complete Journey's landing: the import's accounting, then the tasks' counts."""
-    lines = [f"The Complete Journey landed in {root} in {report['seconds']:.1f} s "
-             f"(metaprofile import, then metaprofile tasks)"]
-    for name, flow in report["import"].items():
-        if not isinstance(flow, dict):
-            continue
-        dropped = ", ".join(f"{k} {v:,}" for k, v in flow["rows_dropped"].items()) or "none"
-        merged = f"  merged {flow['rows_merged']:,}" if "rows_merged" in flow else ""
-        lines.append(f"  {name:<18} in {flow['rows_in']:>10,}  out {flow['rows_out']:>10,}"
-                     f"{merged}  dropped: {dropped}")
-    for key, tasks in report["tasks"].items():
-        if isinstance(tasks, dict):
-            for task, c in tasks.items():
-                lines.append(f"  {key} {task:<30} +{c['positives']:,} / -{c['negatives']:,}")
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- parser
@@ -264,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("heatmaps", add_help=False,
                    help="snapshot + demographics + labels -> TFRecord heatmap shards and "
                         "manifest (Spark; also spark-submit jobs/heatmaps.py)")
+    from evaluation.cli import add_subparsers as add_evaluation_commands
     from model.cli import add_subparsers as add_model_commands
-    from model.eval_cli import add_subparsers as add_evaluation_commands
     add_model_commands(sub)
     add_evaluation_commands(sub)
     for name, text in JOB_HELP.items():

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from metaprofile.workdir import PROJECT_ROOT, work_dir
+from common.workdir import PROJECT_ROOT, work_dir
 
 log = logging.getLogger("metaprofile.demo")
 
@@ -111,7 +111,7 @@ def segment_quality(config) -> list[str]:
     import glob
     import statistics
 
-    from metaprofile import storage
+    from common import storage
     from metaprofile.segment_check import dmp_lifts
     ds = config.window.end
     root = f"{config.storage.uri('segments')}/ds={ds.isoformat()}"
@@ -144,7 +144,7 @@ def segment_quality(config) -> list[str]:
 def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_ARGS,
              evaluate_args: str = DEMO_EVALUATE_ARGS) -> int:
     """Prepare the data, run both DAGs per data set, print timings and where things are."""
-    from metaprofile import storage
+    from common import storage
     from metaprofile.datasets.completejourney import land
     from metaprofile.datasets.synthetic import GeneratorOptions, generate
 
@@ -167,7 +167,7 @@ def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_
         path = resolved / f"{config.name}.yaml"
         path.write_text(config.to_yaml())
         step = time.perf_counter()
-        from metaprofile.cli import format_generation_report, format_landing_report
+        from metaprofile.datasets.reports import format_generation_report, format_landing_report
         if config.name == "completejourney":
             log.info("The Complete Journey -> raw contracts (import and tasks)")
             print(format_landing_report(land(config), config.storage.root), flush=True)

@@ -21,7 +21,7 @@ import glob
 import numpy as np
 import pyarrow.dataset as pads
 
-from metaprofile import storage
+from common import storage
 
 
 def _table(uri: str, columns: list[str]):

@@ -1,7 +1,7 @@
 """Adaptation to an unseen target task from a few labelled users (paper sections 3.2, 4.1).
 
 Three ways to score query users for a target task, all plain functions over numpy batch
-dicts (model/spec.py keys; labels and mask not needed) and a ``[L]`` 0/1 label vector:
+dicts (schemas/input_spec.py keys; labels and mask not needed) and a ``[L]`` 0/1 label vector:
 
 (a) :func:`prototype_scores` — no training: the labelled users are the support set, their
     embeddings are averaged into a positive (and, if any, a negative) prototype, and each
@@ -33,8 +33,8 @@ import tensorflow as tf
 from model.episodes import sample_support, support_order
 from model.losses import masked_multitask_loss
 from model.network import MetaProfileModel, ModelConfig, build_meta_model, feature_keys
-from model.spec import InputSpec
 from model.train import episode_logits
+from schemas.input_spec import InputSpec
 
 
 @dataclass(frozen=True)

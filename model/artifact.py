@@ -7,7 +7,7 @@ artifacts without any training code. A version directory holds:
 ``model.keras``          the meta-model (profile network g_θ + relation module f_θ), float32;
                          loads with ``keras.saving.load_model(..., safe_mode=True)``
 ``model_config.json``    :class:`model.network.ModelConfig`
-``input_spec.json``      :class:`model.spec.InputSpec` the model was built for
+``input_spec.json``      :class:`schemas.input_spec.InputSpec` the model was built for
 ``feature_spec.json``    the TFRecord spec document of the training data (its manifest's)
 ``metrics.json``         training and validation metrics
 ``normalisation.json``   the training split's mean and std of each numeric demographic (the
@@ -36,7 +36,7 @@ import keras
 import tensorflow as tf
 
 from model.network import MetaProfileModel, ModelConfig, clone_meta_model
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences
 
 MODEL_FILE = "model.keras"

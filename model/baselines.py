@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 
 LOGREG = "logreg"
 HGB = "hgb"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model.spec import InputSpec
 from schemas.config import BehaviourTasksConfig, PipelineConfig
+from schemas.input_spec import InputSpec
 
 
 @dataclass(frozen=True)

@@ -121,9 +121,9 @@ def train_config_from_args(args: argparse.Namespace, work_dir: str):
 def cmd_train(args: argparse.Namespace) -> int:
     from model.artifact import save_artifact
     from model.inputs import check_manifest, make_dataset, read_manifest
-    from model.spec import InputSpec
     from model.train import choose_strategy, train
     from schemas.config import load_config
+    from schemas.input_spec import InputSpec
 
     strategy = choose_strategy()  # before other TensorFlow work (multi-worker needs that)
     config = load_config(args.config, overrides=args.overrides)
@@ -209,8 +209,8 @@ def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple)
 
 def cmd_model_summary(args: argparse.Namespace) -> int:
     from model.network import describe, parameter_explanation
-    from model.spec import InputSpec
     from schemas.config import load_config
+    from schemas.input_spec import InputSpec
 
     config = load_config(args.config, overrides=args.overrides)
     print(describe(InputSpec.from_config(config), model_config_from_args(args)))

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 
 
 def transform_values(values: np.ndarray, transform: str) -> np.ndarray:
@@ -44,7 +44,7 @@ def densify_column(index: pa.ListArray, values: pa.ListArray, shape: tuple[int, 
 
 def dense_batch(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: str,
                 normalisation: dict, vocabularies: dict[str, list[str]]) -> dict:
-    """The model/spec.py batch dict (features only) for the rows of ``batch``."""
+    """The schemas/input_spec.py batch dict (features only) for the rows of ``batch``."""
     columns = {name: batch.column(batch.schema.get_field_index(name))
                for name in batch.schema.names}
     for name in columns:

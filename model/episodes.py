@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The tf.data input pipeline: heatmap TFRecord shards → dense batches (see model/spec.py).
+"""The tf.data input pipeline: heatmap TFRecord shards → dense batches (see schemas/input_spec.py).
 
     manifest = read_manifest(uri)                # refuses an unfinished or foreign directory
     check_manifest(manifest, config)             # refuses a spec that differs from the model's
@@ -22,9 +22,9 @@ import math
 
 import tensorflow as tf
 
-from metaprofile import storage
-from model.spec import InputSpec
+from common import storage
 from schemas.config import PipelineConfig
+from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences, spec_document
 
 MANIFEST = "_manifest.json"
@@ -131,7 +131,7 @@ def densify(index: tf.SparseTensor, values: tf.SparseTensor, shape: tuple[int, i
 
 
 def make_parser(spec: InputSpec, manifest: dict, transform: str):
-    """A function from a batch of serialized examples to the batch dict of model/spec.py."""
+    """A function from a batch of serialized examples to the batch dict of schemas/input_spec.py."""
     features = feature_description(spec)
     stats = manifest.get("numeric_normalisation", {})
     # Statistics of the training split, so validation and scoring use the same scale.
@@ -186,7 +186,7 @@ def make_dataset(heatmaps_uri: str, split: str, spec: InputSpec, batch_size: int
                  shuffle: bool, repeat: bool, seed: int = 0,
                  value_transform: str | None = None, verify: bool = True,
                  shuffle_buffer: int = 2048, manifest: dict | None = None) -> tf.data.Dataset:
-    """Batches of ``split`` as dicts (model/spec.py), interleaved over the shards.
+    """Batches of ``split`` as dicts (schemas/input_spec.py), interleaved over the shards.
 
     ``value_transform`` defaults to the manifest's. With ``repeat`` the last partial batch is
     dropped so every step sees ``batch_size`` users; without it every user is yielded once.

@@ -62,7 +62,7 @@ from pathlib import Path
 import keras
 
 from model.relation import RelationModule
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 
 PACKAGE = "metaprofile"
 
@@ -157,7 +157,7 @@ def feature_keys(spec: InputSpec) -> tuple[str, ...]:
 
 
 def select_inputs(batch: dict, spec: InputSpec) -> dict:
-    """The profile network's input dict from a batch dict of model/spec.py."""
+    """The profile network's input dict from a batch dict of schemas/input_spec.py."""
     missing = [k for k in feature_keys(spec) if k not in batch]
     if missing:
         raise KeyError(f"batch lacks feature(s) {missing}; it has {sorted(batch)}")

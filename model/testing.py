@@ -7,7 +7,7 @@ in channel c between hours h0 and h1" separates the classes — which a few doze
 steps of a narrow Table 2 tower do. A separate *target* task (not a source task) has its own
 signature, for adaptation tests on an unseen task.
 
-Batches follow model/spec.py exactly (key names, dtypes, shapes, 0 = missing categorical id,
+Batches follow schemas/input_spec.py exactly (key names, dtypes, shapes, 0 = missing categorical id,
 labels 0 where unlabelled).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 
 
 @dataclass(frozen=True)

@@ -51,15 +51,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model.episodes import (SupportPool, build_support_pool, load_support_pool, sample_support,
-                            save_support_pool, support_order)
+from model.episodes import (
+    SupportPool,
+    build_support_pool,
+    load_support_pool,
+    sample_support,
+    save_support_pool,
+    support_order,
+)
 from model.losses import masked_multitask_loss, per_task_loss
 from model.metrics import per_task_auroc
-from model.network import (MetaProfileModel, ModelConfig, build_meta_model, clone_meta_model,
-                           feature_keys)
+from model.network import (
+    MetaProfileModel,
+    ModelConfig,
+    build_meta_model,
+    clone_meta_model,
+    feature_keys,
+)
 from model.relation import class_prototypes
 from model.schedules import ScheduleConfig
-from model.spec import InputSpec
+from schemas.input_spec import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +349,7 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
           progress: Callable[[str], None] = print,
           strategy: tf.distribute.Strategy | None = None) -> TrainResult:
     """Meta-train g_θ and f_θ; see the module docstring. ``train_dataset`` yields batch dicts
-    of model/spec.py forever (repeat); ``val_dataset`` is finite. Checkpoints go to
+    of schemas/input_spec.py forever (repeat); ``val_dataset`` is finite. Checkpoints go to
     ``<out_dir>/checkpoints``, TensorBoard logs to ``<out_dir>/logs``, unless configured."""
     strategy = strategy or choose_strategy()
     precision = training_precision()

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metaprofile.workdir import configure_environment  # noqa: E402
+from common.workdir import configure_environment  # noqa: E402
 
 configure_environment()
 os.environ.setdefault("METAPROFILE_SPARK_LOG_LEVEL", "ERROR")

@@ -20,8 +20,14 @@ import pytest
 
 from metaprofile.datasets import completejourney as cj
 from schemas.config import load_config
-from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, RAW_POINTS,
-                               RAW_PURCHASES, demographics_schema)
+from schemas.contracts import (
+    CAMPAIGN_REGISTRY,
+    CAMPAIGN_SEEDS,
+    LABELS,
+    RAW_POINTS,
+    RAW_PURCHASES,
+    demographics_schema,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "conf" / "completejourney.yaml"
 HOUSEHOLDS = 25

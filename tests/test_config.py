@@ -7,8 +7,8 @@ import re
 
 import pytest
 import yaml
-
 from conftest import ROOT, SYNTHETIC_CONFIG
+
 from schemas.config import ConfigError, apply_overrides, join_uri, load_config, parse_config
 
 SHIPPED = sorted((ROOT / "conf").glob("*.yaml"))

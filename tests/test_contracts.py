@@ -9,8 +9,14 @@ import pytest
 
 from schemas import contracts
 from schemas.sparse_text import Cell, format_cells, parse_cells
-from schemas.tfrecord_spec import (feature_specs, flat_index, spec_differences, spec_document,
-                                   spec_fingerprint, unflatten_index)
+from schemas.tfrecord_spec import (
+    feature_specs,
+    flat_index,
+    spec_differences,
+    spec_document,
+    spec_fingerprint,
+    unflatten_index,
+)
 
 SAMPLES = {
     "RAW_PURCHASES": [{"user_id": "u1", "event_time": "2026-03-29T00:30:00Z",

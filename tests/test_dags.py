@@ -16,9 +16,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
-from metaprofile.workdir import work_dir
+
+from common.workdir import work_dir
 
 AIRFLOW_PYTHON = os.environ.get("METAPROFILE_AIRFLOW_PYTHON",
                                 str(work_dir() / "venv-airflow" / "bin" / "python"))

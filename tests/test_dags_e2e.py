@@ -18,7 +18,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 from test_dags import AIRFLOW, airflow_env, run_probe
 

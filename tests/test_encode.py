@@ -1,7 +1,6 @@
 """jobs/encode.py: known answers, quarantine with reasons, exact accounting, idempotence."""
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import hmac
@@ -13,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import SYNTHETIC_CONFIG
 
-from conftest import ROOT, SYNTHETIC_CONFIG
+from common.privacy import PseudonymKeyError
 from jobs import encode
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
-from schemas.config import load_config, parse_config
+from schemas.config import parse_config
 from schemas.contracts import RAW_SOURCES
 from schemas.sparse_text import parse_cells
 
@@ -487,7 +487,7 @@ def test_pseudonymisation_is_keyed_consistent_and_never_leaks_the_key(spark, tmp
     write_raw(config, "purchases", "2026-06-30", [purchase("u1", "2026-06-30T08:00:00Z")])
     write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T09:00:00Z")])
     monkeypatch.delenv("METAPROFILE_PSEUDONYM_KEY", raising=False)
-    with pytest.raises(encode.EncodeError, match="METAPROFILE_PSEUDONYM_KEY"):
+    with pytest.raises(PseudonymKeyError, match="METAPROFILE_PSEUDONYM_KEY"):
         encode.run(spark, config, dt.date(2026, 6, 30))
     monkeypatch.setenv("METAPROFILE_PSEUDONYM_KEY", KEY)
     encode.run(spark, config, dt.date(2026, 6, 30))

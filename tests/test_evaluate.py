@@ -1,4 +1,4 @@
-"""model/evaluate.py: metrics, subsamplers, baselines, leakage guards, the decision, and one
+"""evaluation/: metrics, subsamplers, baselines, leakage guards, the decision, and one
 tiny end-to-end evaluation over TFRecords written here with TensorFlow's own writer."""
 from __future__ import annotations
 
@@ -12,10 +12,43 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SYNTHETIC_CONFIG
+
+from evaluation.decision import check_targets, decide, gap_slope
+from evaluation.metrics import average_precision, precision_recall_curve, roc_curve
+from evaluation.protocol import ScratchCache, zero_training_scores
+from evaluation.run import evaluate
+from evaluation.sampling import (
+    adaptation_mask,
+    check_disjoint_users,
+    check_label_periods,
+    check_tasks_disjoint,
+    imbalance_subsample,
+    mask_labels,
+    max_imbalance_total,
+    positive_seeds,
+    seed_subsample,
+    unlabelled_background,
+)
+from evaluation.settings import (
+    IMBALANCE_RATIOS,
+    MASKING,
+    METHODS,
+    PROBE,
+    RESULT_COLUMNS,
+    SCRATCH,
+    SEEDS,
+    SEEDS_PU,
+    TABLE3,
+    TRAINED_METHODS,
+    ZERO,
+    EvalConfig,
+    LeakageError,
+)
+from evaluation.store import UserStore
+from evaluation.summary import summarise, table3
 from model import baselines as bl
-from model import evaluate as ev
+from model.baselines import COSINE, HGB, LOGREG
 from model.metrics import auroc
 from schemas.config import load_config
 from schemas.contracts import LABELS
@@ -34,21 +67,21 @@ LABELS_10PCT = (np.arange(1000) % 10 == 0).astype(np.int8)  # 100 positives, 900
 def test_average_precision_and_auroc_known_answers():
     labels, scores = [1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1]
     # ranks 1..4: precision 1/1 at recall 1/2, then 2/3 at recall 1 -> (1 + 2/3) / 2
-    assert ev.average_precision(labels, scores) == pytest.approx(5 / 6)
+    assert average_precision(labels, scores) == pytest.approx(5 / 6)
     assert auroc(np.array(labels), np.array(scores)) == pytest.approx(0.75)
-    assert ev.average_precision([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
-    assert ev.average_precision([0, 1, 1], [0.1, 0.8, 0.9]) == pytest.approx(1.0)
+    assert average_precision([1, 0, 1, 0], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    assert average_precision([0, 1, 1], [0.1, 0.8, 0.9]) == pytest.approx(1.0)
     # a tie across classes at the top: one threshold with precision 1/2
-    assert ev.average_precision([1, 0, 0], [0.9, 0.9, 0.1]) == pytest.approx(0.5)
-    assert np.isnan(ev.average_precision([0, 0], [0.3, 0.4]))
+    assert average_precision([1, 0, 0], [0.9, 0.9, 0.1]) == pytest.approx(0.5)
+    assert np.isnan(average_precision([0, 0], [0.3, 0.4]))
 
 
 def test_roc_and_precision_recall_curves():
-    fpr, tpr = ev.roc_curve([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
+    fpr, tpr = roc_curve([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
     np.testing.assert_allclose(fpr, [0, 0, 0.5, 0.5, 1])
     np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
     assert np.trapezoid(tpr, fpr) == pytest.approx(0.75)
-    recall, precision = ev.precision_recall_curve([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
+    recall, precision = precision_recall_curve([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
     np.testing.assert_allclose(recall, [0.5, 0.5, 1, 1])
     np.testing.assert_allclose(precision, [1, 0.5, 2 / 3, 0.5])
 
@@ -61,11 +94,11 @@ def test_metrics_agree_with_scikit_learn_and_the_training_auroc():
     rng = np.random.default_rng(4)
     labels = (rng.random(300) < 0.2).astype(int)
     scores = np.round(rng.normal(size=300) + labels, 1)  # rounding makes ties
-    assert ev.average_precision(labels, scores) == pytest.approx(
+    assert average_precision(labels, scores) == pytest.approx(
         average_precision_score(labels, scores))
-    assert ev.auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
     assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
-    assert np.isnan(ev.auroc([1, 1], [0.3, 0.4]))
+    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert np.isnan(auroc([1, 1], [0.3, 0.4]))
 
 
 def test_logistic_regression_learns_a_separable_toy_with_its_strength_chosen_by_cv():
@@ -145,69 +178,69 @@ def test_probe_uses_the_embedding_beside_the_aggregates():
 
 
 def test_adaptation_split_is_deterministic_and_task_independent():
-    first = ev.adaptation_mask(IDS, seed=0, fraction=0.5)
-    assert np.array_equal(first, ev.adaptation_mask(IDS, seed=0, fraction=0.5))
+    first = adaptation_mask(IDS, seed=0, fraction=0.5)
+    assert np.array_equal(first, adaptation_mask(IDS, seed=0, fraction=0.5))
     assert 0.45 < first.mean() < 0.55
-    assert not np.array_equal(first, ev.adaptation_mask(IDS, seed=1, fraction=0.5))
+    assert not np.array_equal(first, adaptation_mask(IDS, seed=1, fraction=0.5))
     # a user's side depends on the user, not on which users are listed with it
-    assert np.array_equal(first[::7], ev.adaptation_mask(IDS[::7], seed=0, fraction=0.5))
+    assert np.array_equal(first[::7], adaptation_mask(IDS[::7], seed=0, fraction=0.5))
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.8, 0.2, 0.05, 0.01, 0.005])
 def test_masking_keeps_the_prevalence_and_one_of_each_class(fraction):
-    kept = ev.mask_labels(IDS, LABELS_10PCT, fraction, key="0:task")
+    kept = mask_labels(IDS, LABELS_10PCT, fraction, key="0:task")
     positives = int(LABELS_10PCT[kept].sum())
     assert positives == max(1, round(fraction * 100))
     assert len(kept) - positives == max(1, round(fraction * 900))
-    assert np.array_equal(kept, ev.mask_labels(IDS, LABELS_10PCT, fraction, key="0:task"))
+    assert np.array_equal(kept, mask_labels(IDS, LABELS_10PCT, fraction, key="0:task"))
     assert len(np.unique(kept)) == len(kept)
 
 
 def test_masking_levels_are_nested_and_depend_on_the_seed():
-    levels = [ev.mask_labels(IDS, LABELS_10PCT, f, key="0:task") for f in (0.8, 0.4, 0.05)]
+    levels = [mask_labels(IDS, LABELS_10PCT, f, key="0:task") for f in (0.8, 0.4, 0.05)]
     assert set(levels[2]) <= set(levels[1]) <= set(levels[0])
-    other = ev.mask_labels(IDS, LABELS_10PCT, 0.4, key="1:task")
+    other = mask_labels(IDS, LABELS_10PCT, 0.4, key="1:task")
     assert not np.array_equal(levels[1], other)
 
 
 def test_imbalance_subsampler_fixes_the_total_and_reaches_each_ratio():
-    total = ev.max_imbalance_total(100, 900, ev.IMBALANCE_RATIOS)
+    total = max_imbalance_total(100, 900, IMBALANCE_RATIOS)
     assert total == 103  # 32:1 needs 100 positives and 3 negatives
-    for ratio in ev.IMBALANCE_RATIOS:
-        rows = ev.imbalance_subsample(IDS, LABELS_10PCT, ratio, total, key="0:t")
+    for ratio in IMBALANCE_RATIOS:
+        rows = imbalance_subsample(IDS, LABELS_10PCT, ratio, total, key="0:t")
         positives = int(LABELS_10PCT[rows].sum())
         negatives = len(rows) - positives
         assert len(rows) == total and positives >= 1 and negatives >= 1
         assert positives / negatives == pytest.approx(ratio, rel=0.25)
-        assert np.array_equal(rows, ev.imbalance_subsample(IDS, LABELS_10PCT, ratio, total,
+        assert np.array_equal(rows, imbalance_subsample(IDS, LABELS_10PCT, ratio, total,
                                                            key="0:t"))
     with pytest.raises(ValueError, match="needs 1.. positives|positives"):
-        ev.imbalance_subsample(IDS, LABELS_10PCT, 32.0, 500, key="0:t")
+        imbalance_subsample(IDS, LABELS_10PCT, 32.0, 500, key="0:t")
 
 
 def test_seed_sweep_draws_n_of_each_class_capped_and_nested():
-    five = ev.seed_subsample(IDS, LABELS_10PCT, 5, key="0:t")
-    fifty = ev.seed_subsample(IDS, LABELS_10PCT, 50, key="0:t")
+    five = seed_subsample(IDS, LABELS_10PCT, 5, key="0:t")
+    fifty = seed_subsample(IDS, LABELS_10PCT, 50, key="0:t")
     assert LABELS_10PCT[five].sum() == 5 and len(five) == 10
     assert set(five) <= set(fifty)
-    capped = ev.seed_subsample(IDS, LABELS_10PCT, 200, key="0:t")
+    capped = seed_subsample(IDS, LABELS_10PCT, 200, key="0:t")
     assert LABELS_10PCT[capped].sum() == 100 and len(capped) == 300
 
 
 def test_pu_seeds_and_their_unlabelled_background_are_nested_and_disjoint():
-    ten = ev.positive_seeds(IDS, LABELS_10PCT, 10, key="0:t")
-    fifty = ev.positive_seeds(IDS, LABELS_10PCT, 50, key="0:t")
+    ten = positive_seeds(IDS, LABELS_10PCT, 10, key="0:t")
+    fifty = positive_seeds(IDS, LABELS_10PCT, 50, key="0:t")
     assert LABELS_10PCT[ten].all() and len(ten) == 10 and set(ten) <= set(fifty)
-    assert len(ev.positive_seeds(IDS, LABELS_10PCT, 1000, key="0:t")) == 100  # capped
+    assert len(positive_seeds(IDS, LABELS_10PCT, 1000, key="0:t")) == 100  # capped
     rows = np.arange(1000) * 3  # store rows of the pool
-    background = ev.unlabelled_background(rows, IDS, rows[ten], 200, key="0:t")
+    background = unlabelled_background(rows, IDS, rows[ten], 200, key="0:t")
     assert len(background) == 200 and not set(background) & set(rows[ten])
-    assert set(ev.unlabelled_background(rows, IDS, rows[ten], 50, key="0:t")) <= set(background)
+    assert set(unlabelled_background(rows, IDS, rows[ten], 50, key="0:t")) <= set(background)
 
 
 def test_subsamplers_need_both_classes():
     with pytest.raises(ValueError, match="one positive and one negative"):
-        ev.mask_labels(IDS[:5], np.zeros(5), 0.5, key="k")
+        mask_labels(IDS[:5], np.zeros(5), 0.5, key="k")
 
 
 # --------------------------------------------------------------------------- leakage guards
@@ -216,68 +249,68 @@ def test_subsamplers_need_both_classes():
 def test_target_labels_must_come_after_the_feature_window():
     config = load_config(SYNTHETIC_CONFIG)
     tasks = [t.name for t in config.target_tasks]
-    ev.check_label_periods(config, config.window.end, tasks)  # the shipped config is fine
-    with pytest.raises(ev.LeakageError, match="after window.end"):
-        ev.check_label_periods(config, config.window.end + dt.timedelta(days=1), tasks)
+    check_label_periods(config, config.window.end, tasks)  # the shipped config is fine
+    with pytest.raises(LeakageError, match="after window.end"):
+        check_label_periods(config, config.window.end + dt.timedelta(days=1), tasks)
     early = dataclasses.replace(config.target_tasks[0], label_period_start=config.window.end)
     moved = dataclasses.replace(config, target_tasks=(early, *config.target_tasks[1:]))
-    with pytest.raises(ev.LeakageError, match=f"{early.name}.*not after the feature window"):
-        ev.check_label_periods(moved, config.window.end, tasks)
-    with pytest.raises(ev.LeakageError, match="not a target task"):
-        ev.check_label_periods(config, config.window.end, ["married"])
+    with pytest.raises(LeakageError, match=f"{early.name}.*not after the feature window"):
+        check_label_periods(moved, config.window.end, tasks)
+    with pytest.raises(LeakageError, match="not a target task"):
+        check_label_periods(config, config.window.end, ["married"])
 
 
 def test_source_and_target_tasks_must_be_disjoint():
-    ev.check_tasks_disjoint(["married", "pet_owner"], ["brand_a"])
-    with pytest.raises(ev.LeakageError, match=r"\['married'\].*unseen"):
-        ev.check_tasks_disjoint(["married", "pet_owner"], ["brand_a", "married"])
+    check_tasks_disjoint(["married", "pet_owner"], ["brand_a"])
+    with pytest.raises(LeakageError, match=r"\['married'\].*unseen"):
+        check_tasks_disjoint(["married", "pet_owner"], ["brand_a", "married"])
 
 
 def test_scored_users_never_include_adaptation_users():
-    ev.check_disjoint_users(["u1", "u2"], ["u3"], "brand_a", "table3")
-    with pytest.raises(ev.LeakageError, match="brand_a.*masking.*1 scored user"):
-        ev.check_disjoint_users(["u1", "u2"], ["u2", "u3"], "brand_a", "masking")
+    check_disjoint_users(["u1", "u2"], ["u3"], "brand_a", "table3")
+    with pytest.raises(LeakageError, match="brand_a.*masking.*1 scored user"):
+        check_disjoint_users(["u1", "u2"], ["u2", "u3"], "brand_a", "masking")
 
 
 # --------------------------------------------------------------------------- decision
 
 
 def test_decision_against_the_published_model_and_the_scratch_fallback():
-    cand = {"path": "m/new", "version": "new", f"mean_{ev.ZERO}_aupr": 0.40,
-            f"mean_{ev.SCRATCH}_aupr": 0.30}
-    pub = {"path": "m/old", "version": "old", f"mean_{ev.ZERO}_aupr": 0.35}
-    assert ev.decide(cand, pub)["better"] is True
-    worse = ev.decide(cand, {**pub, f"mean_{ev.ZERO}_aupr": 0.45})
+    cand = {"path": "m/new", "version": "new", f"mean_{ZERO}_aupr": 0.40,
+            f"mean_{SCRATCH}_aupr": 0.30}
+    pub = {"path": "m/old", "version": "old", f"mean_{ZERO}_aupr": 0.35}
+    assert decide(cand, pub)["better"] is True
+    worse = decide(cand, {**pub, f"mean_{ZERO}_aupr": 0.45})
     assert worse["better"] is False and "not higher" in worse["reason"]
     assert worse["published"]["version"] == "old"
-    none = ev.decide(cand, None, "no published model: models/published.json does not exist")
+    none = decide(cand, None, "no published model: models/published.json does not exist")
     assert none["better"] is True and "no published model" in none["reason"]
     assert none["published"] is None and "scratch" in none["reason"]
-    assert ev.decide({**cand, f"mean_{ev.SCRATCH}_aupr": 0.5}, None, "none")["better"] is False
-    assert ev.decide(cand, {**pub, "path": "m/new"})["better"] is False
-    assert ev.decide({"path": "m/new"}, pub)["better"] is False
+    assert decide({**cand, f"mean_{SCRATCH}_aupr": 0.5}, None, "none")["better"] is False
+    assert decide(cand, {**pub, "path": "m/new"})["better"] is False
+    assert decide({"path": "m/new"}, pub)["better"] is False
     # The nightly head decides: with the probe deployed, its AUPR is what must improve.
-    probe = {**cand, f"mean_{ev.PROBE}_aupr": 0.50}
-    assert ev.decide(probe, {**pub, f"mean_{ev.PROBE}_aupr": 0.55}, method=ev.PROBE)[
+    probe = {**cand, f"mean_{PROBE}_aupr": 0.50}
+    assert decide(probe, {**pub, f"mean_{PROBE}_aupr": 0.55}, method=PROBE)[
         "better"] is False
-    assert ev.decide({**probe, f"mean_{ev.ZERO}_aupr": 0.2}, None, "none",
-                     method=ev.PROBE)["better"] is True
-    missing = ev.decide(cand, None, "none", method=ev.PROBE)
-    assert missing["better"] is False and ev.PROBE in missing["reason"]
+    assert decide({**probe, f"mean_{ZERO}_aupr": 0.2}, None, "none",
+                     method=PROBE)["better"] is True
+    missing = decide(cand, None, "none", method=PROBE)
+    assert missing["better"] is False and PROBE in missing["reason"]
 
 
 def test_table3_reports_the_difference_and_growth_rate_as_the_paper():
-    rows = [{"task": t, "experiment": ev.TABLE3, "level": 1.0, "method": m, "repeat": r,
+    rows = [{"task": t, "experiment": TABLE3, "level": 1.0, "method": m, "repeat": r,
              "auroc": a, "aupr": p}
-            for t, m, r, a, p in [("a", ev.SCRATCH, 0, 0.70, 0.40),
-                                  ("a", ev.SCRATCH, 1, 0.70, 0.50),
-                                  ("a", ev.ZERO, 0, 0.80, 0.50), ("a", ev.ZERO, 1, 0.80, 0.50),
-                                  ("b", ev.SCRATCH, 0, 0.60, 0.20),
-                                  ("b", ev.ZERO, 0, 0.60, 0.25)]]
-    table = ev.table3(ev.summarise(rows), ["a", "b"])
+            for t, m, r, a, p in [("a", SCRATCH, 0, 0.70, 0.40),
+                                  ("a", SCRATCH, 1, 0.70, 0.50),
+                                  ("a", ZERO, 0, 0.80, 0.50), ("a", ZERO, 1, 0.80, 0.50),
+                                  ("b", SCRATCH, 0, 0.60, 0.20),
+                                  ("b", ZERO, 0, 0.60, 0.25)]]
+    table = table3(summarise(rows), ["a", "b"])
     a, b = table["rows"]
-    assert a[f"{ev.SCRATCH}_aupr"] == pytest.approx(0.45)
-    assert a[f"{ev.SCRATCH}_aupr_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1))
+    assert a[f"{SCRATCH}_aupr"] == pytest.approx(0.45)
+    assert a[f"{SCRATCH}_aupr_std"] == pytest.approx(np.std([0.4, 0.5], ddof=1))
     assert a["diff_aupr"] == pytest.approx(0.05) and a["growth_aupr"] == pytest.approx(0.05 / 0.45)
     assert b["growth_aupr"] == pytest.approx(0.25)
     assert table["average"]["growth_aupr"] == pytest.approx((0.05 / 0.45 + 0.25) / 2)
@@ -288,9 +321,9 @@ def _curve(experiment, gaps, levels, scratch=0.3):
     """Curve entries where Meta-Profile leads scratch by ``gaps`` at ``levels``."""
     out = []
     for level, gap in zip(levels, gaps):
-        out += [{"experiment": experiment, "level": level, "method": ev.SCRATCH,
+        out += [{"experiment": experiment, "level": level, "method": SCRATCH,
                  "aupr_mean": scratch},
-                {"experiment": experiment, "level": level, "method": ev.ZERO,
+                {"experiment": experiment, "level": level, "method": ZERO,
                  "aupr_mean": scratch + gap}]
     return out
 
@@ -304,41 +337,41 @@ def _table(diffs, scratch=0.4):
 
 def _sweep(experiment, levels):
     return [{"experiment": experiment, "level": n, "method": m, "aupr_mean": v}
-            for n, values in levels for m, v in zip((ev.ZERO, ev.PROBE, ev.LOGREG, ev.HGB),
+            for n, values in levels for m, v in zip((ZERO, PROBE, LOGREG, HGB),
                                                     values)]
 
 
 def test_targets_are_met_only_when_the_figures_say_so():
-    masking = _curve(ev.MASKING, [0.01, 0.02, 0.05], [1.0, 0.2, 0.01])  # widens as labels go
-    seeds = _sweep(ev.SEEDS, ((5, (0.1, 0.1, 0.5, 0.5)),  # below the range: not checked
+    masking = _curve(MASKING, [0.01, 0.02, 0.05], [1.0, 0.2, 0.01])  # widens as labels go
+    seeds = _sweep(SEEDS, ((5, (0.1, 0.1, 0.5, 0.5)),  # below the range: not checked
                               (10, (0.5, 0.6, 0.5, 0.4)), (300, (0.5, 0.7, 0.6, 0.6))))
-    pu = _sweep(ev.SEEDS_PU, ((10, (0.5, 0.6, 0.5, 0.4)), (100, (0.5, 0.52, 0.5, 0.4))))
-    curves = {ev.MASKING: masking, ev.SEEDS: seeds, ev.SEEDS_PU: pu}
+    pu = _sweep(SEEDS_PU, ((10, (0.5, 0.6, 0.5, 0.4)), (100, (0.5, 0.52, 0.5, 0.4))))
+    curves = {MASKING: masking, SEEDS: seeds, SEEDS_PU: pu}
     table = _table([0.05, 0.04, -0.01])
-    table["average"].update({f"{ev.PROBE}_aupr": 0.6, f"{ev.LOGREG}_aupr": 0.5,
-                             f"{ev.SCRATCH}_auroc": 0.6})
-    whole, swept, swept_pu, scratch, every, masked = ev.check_targets(table, curves)
+    table["average"].update({f"{PROBE}_aupr": 0.6, f"{LOGREG}_aupr": 0.5,
+                             f"{SCRATCH}_auroc": 0.6})
+    whole, swept, swept_pu, scratch, every, masked = check_targets(table, curves)
     assert whole["met"] is True and "1.20" in whole["evidence"]
     assert swept["met"] is True and "= 1.17" in swept["evidence"]
     assert swept_pu["met"] is False and "missed at 100" in swept_pu["evidence"]  # 1.04
     assert scratch["met"] is True
     assert every["met"] is False and "not on t2" in every["evidence"]
     assert masked["met"] is True
-    every = ev.check_targets(_table([0.05, 0.04]), curves)[4]
+    every = check_targets(_table([0.05, 0.04]), curves)[4]
     assert every["met"] is False  # above on every task, but (0.125 + 0.1) / 2 = 11 % < 15 %
-    every = ev.check_targets(_table([0.1, 0.1]), curves)[4]
+    every = check_targets(_table([0.1, 0.1]), curves)[4]
     assert every["met"] is True
 
 
 def test_targets_not_measured_are_reported_as_such():
-    targets = ev.check_targets({"rows": [], "average": {}}, {})
+    targets = check_targets({"rows": [], "average": {}}, {})
     assert [t["met"] for t in targets] == [None] * 6
 
 
 def test_gap_slope_follows_the_level_order_given():
-    entries = _curve(ev.MASKING, [0.0, 0.1], [1.0, 0.5])
-    assert ev.gap_slope(entries, [1.0, 0.5])[1] == pytest.approx(0.1)
-    assert ev.gap_slope(entries, [0.5, 1.0])[1] == pytest.approx(-0.1)
+    entries = _curve(MASKING, [0.0, 0.1], [1.0, 0.5])
+    assert gap_slope(entries, [1.0, 0.5])[1] == pytest.approx(0.1)
+    assert gap_slope(entries, [0.5, 1.0])[1] == pytest.approx(-0.1)
 
 
 # --------------------------------------------------------------------------- store, zero-training
@@ -349,7 +382,7 @@ def test_user_store_round_trips_dense_batches_and_indexes_lazily():
     from model.testing import planted_users, tiny_spec
     spec = tiny_spec(days=7)
     batch, _ = planted_users(spec, 20, seed=3)
-    store = ev.UserStore(spec, feature_keys(spec))
+    store = UserStore(spec, feature_keys(spec))
     store.add({k: v[:12] for k, v in batch.items()})
     store.add({k: v[12:] for k, v in batch.items()})
     store.finish()
@@ -379,7 +412,7 @@ def test_zero_training_on_stored_embeddings_equals_prototype_scores():
     support = {k: v[:12] for k, v in batch.items()}
     query = {k: v[12:] for k, v in batch.items()}
     expected = prototype_scores(model, support, labels[:12], query)
-    got = ev.zero_training_scores(model, embed(model, support), labels[:12], embed(model, query))
+    got = zero_training_scores(model, embed(model, support), labels[:12], embed(model, query))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -394,8 +427,8 @@ def _write_heatmaps(config, users: int = 150) -> tuple[np.ndarray, np.ndarray]:
     """Planted users as GZIP TFRecord shards + manifest, written with tf.io.TFRecordWriter."""
     import tensorflow as tf
 
-    from model.spec import InputSpec
     from model.testing import planted_users
+    from schemas.input_spec import InputSpec
     from schemas.tfrecord_spec import spec_document
     spec = InputSpec.from_config(config)
     batch, target = planted_users(spec, users, seed=11)
@@ -474,7 +507,7 @@ def _tiny_artifact(config, version: str, seed: int) -> str:
 
     from model.artifact import save_artifact
     from model.network import ModelConfig, build_meta_model
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     from schemas.tfrecord_spec import spec_document
     keras.utils.set_random_seed(seed)
     spec = InputSpec.from_config(config)
@@ -494,8 +527,8 @@ def tiny_world(tmp_path_factory):
 
 
 def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, capsys):
-    from metaprofile.registry import publish
-    from model import eval_cli
+    from common.registry import publish
+    from evaluation import cli as eval_cli
     config, candidate, old = tiny_world
     publish(config, old)
     out = tmp_path / "report"
@@ -524,46 +557,46 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
     # per task: table3 7 methods (the trained ones only here, to keep the test short), then
     # masking, imbalance, seeds and seeds_pu: 2 levels x 3 methods each
     assert len(rows) == 2 * (7 + 6 + 6 + 6 + 6)
-    assert {r["method"] for r in rows} == set(ev.METHODS)
+    assert {r["method"] for r in rows} == set(METHODS)
     assert all(r["status"].startswith("ok") for r in rows), [r["status"] for r in rows]
     assert result["labels"][TASKS[0]]["without_heatmaps"] == 1
     assert result["leakage_checks"]["user_disjointness_checks_passed"] >= 2 * 7
     for r in rows:  # the test set is the same for every level of a task
         assert r["test_users"] == next(x["test_users"] for x in rows if x["task"] == r["task"])
         assert r["adaptation_users"] + r["test_users"] <= 150
-    planted = [r for r in rows if r["task"] == TASKS[0] and r["experiment"] == ev.TABLE3
-               and r["method"] == ev.LOGREG]
+    planted = [r for r in rows if r["task"] == TASKS[0] and r["experiment"] == TABLE3
+               and r["method"] == LOGREG]
     assert planted[0]["auroc"] > 0.8  # the planted evening signal, through the whole pipeline
-    masked = {r["level"]: r for r in rows if r["experiment"] == ev.MASKING
-              and r["method"] == ev.ZERO and r["task"] == TASKS[0]}
+    masked = {r["level"]: r for r in rows if r["experiment"] == MASKING
+              and r["method"] == ZERO and r["task"] == TASKS[0]}
     assert masked[0.25]["adaptation_users"] < masked[1.0]["adaptation_users"]
     csv_lines = (out / "results.csv").read_text().splitlines()
-    assert csv_lines[0].split(",") == list(ev.RESULT_COLUMNS) and len(csv_lines) == len(rows) + 1
+    assert csv_lines[0].split(",") == list(RESULT_COLUMNS) and len(csv_lines) == len(rows) + 1
     report = (out / "report.md").read_text()
     assert "## Table 3" in report and "Growth rate" in report and "![" in report
     assert "## Targets" in report and len(result["targets"]) == 6
-    pu = [r for r in rows if r["experiment"] == ev.SEEDS_PU and r["level"] == 3.0]
+    pu = [r for r in rows if r["experiment"] == SEEDS_PU and r["level"] == 3.0]
     assert all(r["adaptation_positives"] == 3 and r["adaptation_users"] == 23 for r in pu)
     trained = {(c["method"], c["task"]) for c in result["learning_curves"]}
-    assert {m for m, _ in trained} == set(ev.TRAINED_METHODS)
+    assert {m for m, _ in trained} == set(TRAINED_METHODS)
     assert all(c["curve"][0][0] == 0 for c in result["learning_curves"])
     decision = json.loads((out / "decision.json").read_text())
     assert set(decision) == {"better", "method", "reason", "candidate", "published"}
     assert decision["published"]["version"] == "v-old"
-    assert decision["method"] == ev.PROBE  # the config's lookalike.head is the probe
-    assert decision["better"] == (decision["candidate"][f"mean_{ev.PROBE}_aupr"]
-                                  > decision["published"][f"mean_{ev.PROBE}_aupr"])
+    assert decision["method"] == PROBE  # the config's lookalike.head is the probe
+    assert decision["better"] == (decision["candidate"][f"mean_{PROBE}_aupr"]
+                                  > decision["published"][f"mean_{PROBE}_aupr"])
     assert result["published"]["rows"] and {r["method"] for r in result["published"]["rows"]} \
-        == {ev.PROBE}
+        == {PROBE}
 
 
 def test_a_rerun_with_the_same_seeds_reproduces_the_metrics(tiny_world, tmp_path):
     config, candidate, _ = tiny_world
-    cfg = ev.EvalConfig(tasks=TASKS[:1], repeats=1, experiments=(ev.TABLE3, ev.SEEDS),
-                        methods=(ev.ZERO, ev.PROBE, ev.LOGREG, ev.COSINE), seed_counts=(3,))
-    first = ev.evaluate(config, candidate, eval_cfg=cfg, out=str(tmp_path / "a"),
+    cfg = EvalConfig(tasks=TASKS[:1], repeats=1, experiments=(TABLE3, SEEDS),
+                        methods=(ZERO, PROBE, LOGREG, COSINE), seed_counts=(3,))
+    first = evaluate(config, candidate, eval_cfg=cfg, out=str(tmp_path / "a"),
                         progress=lambda line: None)
-    second = ev.evaluate(config, candidate, eval_cfg=cfg, out=str(tmp_path / "b"),
+    second = evaluate(config, candidate, eval_cfg=cfg, out=str(tmp_path / "b"),
                          progress=lambda line: None)
     a = json.loads((tmp_path / "a" / "results.json").read_text())["rows"]
     b = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
@@ -575,12 +608,12 @@ def test_a_rerun_with_the_same_seeds_reproduces_the_metrics(tiny_world, tmp_path
 def test_evaluate_refuses_a_source_task_as_target(tiny_world):
     config, candidate, _ = tiny_world
     with pytest.raises(ValueError, match="not target tasks"):
-        ev.evaluate(config, candidate, eval_cfg=ev.EvalConfig(tasks=("married",)))
+        evaluate(config, candidate, eval_cfg=EvalConfig(tasks=("married",)))
 
 
 def test_scratch_cache_keys_on_everything_the_baseline_depends_on(tmp_path):
     from model.adapt import AdaptConfig
-    cache = ev.ScratchCache(str(tmp_path), "sha-a", {"width": 0.25})
+    cache = ScratchCache(str(tmp_path), "sha-a", {"width": 0.25})
     budget = AdaptConfig(seed=1)
     key = cache.key(budget, ["u1", "u2"], [1, 0], ["u3"])
     assert cache.get(key) is None and cache.misses == 1
@@ -590,9 +623,9 @@ def test_scratch_cache_keys_on_everything_the_baseline_depends_on(tmp_path):
     others = {cache.key(AdaptConfig(seed=2), ["u1", "u2"], [1, 0], ["u3"]),
               cache.key(budget, ["u1", "u2"], [0, 1], ["u3"]),
               cache.key(budget, ["u1", "u2"], [1, 0], ["u4"]),
-              ev.ScratchCache(str(tmp_path), "sha-b", {"width": 0.25}).key(
+              ScratchCache(str(tmp_path), "sha-b", {"width": 0.25}).key(
                   budget, ["u1", "u2"], [1, 0], ["u3"]),
-              ev.ScratchCache(str(tmp_path), "sha-a", {"width": 0.5}).key(
+              ScratchCache(str(tmp_path), "sha-a", {"width": 0.5}).key(
                   budget, ["u1", "u2"], [1, 0], ["u3"])}
     assert key not in others and len(others) == 5
     (tmp_path / f"{key}.json").write_text("{truncated")  # a killed writer: a miss, not a crash
@@ -600,15 +633,16 @@ def test_scratch_cache_keys_on_everything_the_baseline_depends_on(tmp_path):
 
 
 def test_quick_preset_is_small():
-    quick = ev.EvalConfig.quick_preset()
+    quick = EvalConfig.quick_preset()
     assert quick.seed_list == (0,) and quick.max_tasks == 2
     assert len(quick.masking_levels) == 3 and len(quick.imbalance_ratios) == 3
     with pytest.raises(ValueError, match="methods"):
-        ev.EvalConfig(methods=("magic",))
+        EvalConfig(methods=("magic",))
 
 
 def test_linear_head_folds_the_standardisation_into_its_weights():
     from sklearn.linear_model import LogisticRegression
+
     from model import baselines as bl
     rng = np.random.default_rng(4)
     x = rng.normal(loc=3.0, scale=[1.0, 10.0, 0.1], size=(120, 3))
@@ -627,6 +661,7 @@ def test_linear_head_folds_the_standardisation_into_its_weights():
 
 def test_campaign_heads_score_each_column_with_its_own_head():
     import keras
+
     from model.relation import RelationModule
     from model.scoring import CampaignHeads, RelationWeights, sigmoid
     keras.utils.set_random_seed(2)

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ROOT, SYNTHETIC_CONFIG
+
 from schemas.config import load_config
 from schemas.contracts import LABELS, SNAPSHOT, demographics_schema
 
@@ -92,7 +92,7 @@ def written(spark, tmp_path_factory):
 
 def all_batches(uri, config, **kwargs):
     from model.inputs import make_dataset
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     spec = InputSpec.from_config(config)
     out = {}
     for split in ("train", "validation", "test"):
@@ -187,7 +187,7 @@ def test_tfrecord_package_reads_back_what_tensorflow_parses(written):
     import tensorflow as tf
 
     from model.inputs import feature_description
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     config, uri, manifest, _ = written
     paths = [f"{uri}/{s['path']}" for split in manifest["splits"].values()
              for s in split["shards"]]
@@ -241,7 +241,7 @@ def test_shards_roll_over_at_the_size_bound(spark, tmp_path):
     # The same seed gives the same shuffled stream (training's support pool is drawn from
     # it), although four shards are read in parallel.
     from model.inputs import make_dataset
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     spec = InputSpec.from_config(config)
 
     def stream(seed):
@@ -308,8 +308,8 @@ def test_missing_snapshot_is_a_clear_error(spark, tmp_path):
 
 
 def test_side_inputs_are_pseudonymised_with_the_snapshot_key(spark, tmp_path, monkeypatch):
+    from common.privacy import pseudonym
     from jobs import heatmaps
-    from jobs.encode import pseudonym
     key = "k" * 32
     monkeypatch.setenv("METAPROFILE_PSEUDONYM_KEY", key)
     config = tiny_config(tmp_path, "pseudonymisation.enabled=true")

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from conftest import ROOT, SYNTHETIC_CONFIG
+
 from schemas.config import ConfigError, load_config, parse_config
 
 pytestmark = pytest.mark.spark

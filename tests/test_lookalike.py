@@ -12,11 +12,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import SYNTHETIC_CONFIG
+
 from schemas.config import load_config
-from schemas.contracts import (CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, OPT_OUTS, SNAPSHOT,
-                               demographics_schema)
+from schemas.contracts import (
+    CAMPAIGN_REGISTRY,
+    CAMPAIGN_SEEDS,
+    LABELS,
+    OPT_OUTS,
+    SNAPSHOT,
+    demographics_schema,
+)
 
 DS = dt.date(2026, 6, 30)
 DAYS = 3
@@ -85,7 +91,7 @@ def tiny_model(config, root: str) -> str:
 
     from model.artifact import save_artifact
     from model.network import ModelConfig, build_meta_model
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     from schemas.tfrecord_spec import spec_document
     keras.utils.set_random_seed(5)
     spec = InputSpec.from_config(config)
@@ -103,7 +109,7 @@ def world(spark, tmp_path_factory):
         "lookalike.holdout=0.0"])
     write_world(config)
     model = tiny_model(config, config.storage.uri("models"))
-    from metaprofile import registry
+    from common import registry
     registry.publish(config, model)
     from jobs import campaigns, embed, export, score
     reports = {"embed": embed.run(spark, config, DS)}
@@ -179,7 +185,9 @@ def test_segments_respect_every_exclusion_and_size(world):
 
 def embedding_table(config):
     table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
-    column = lambda name: np.stack(table.column(name).to_numpy(zero_copy_only=False))
+
+    def column(name):
+        return np.stack(table.column(name).to_numpy(zero_copy_only=False))
     return table.column("user_id").to_pylist(), column("embedding"), column("features")
 
 
@@ -195,7 +203,7 @@ def top_k(config, ids, scores, campaign, k):
 
 def test_probe_head_is_fitted_on_the_seeds_against_the_background(world):
     from model.baselines import aggregate_feature_names
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     config, _, reports = world
     ids, vectors, features = embedding_table(config)
     names = aggregate_feature_names(InputSpec.from_config(config))
@@ -220,7 +228,7 @@ def test_top_k_equals_scoring_everyone_and_sorting(world):
 def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
     from jobs import campaigns, export, score
     from model.artifact import load_artifact
-    from model.spec import InputSpec
+    from schemas.input_spec import InputSpec
     config, model, _ = world
     shutil.copytree(config.storage.root, tmp_path / "data")
     copy = load_config(SYNTHETIC_CONFIG, overrides=[

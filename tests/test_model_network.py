@@ -8,17 +8,31 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.episodes import (SupportPool, build_support_pool, class_members, sample_support,
-                            support_order)
+from model.episodes import (
+    SupportPool,
+    build_support_pool,
+    class_members,
+    sample_support,
+    support_order,
+)
 from model.losses import masked_multitask_loss, per_task_loss
 from model.metrics import auroc
-from model.network import (ModelConfig, build_demographic_tower, build_meta_model,
-                           build_profile_network, build_tower, describe, feature_keys,
-                           full_size_parameter_count, select_inputs, tower_output_shapes)
+from model.network import (
+    ModelConfig,
+    build_demographic_tower,
+    build_meta_model,
+    build_profile_network,
+    build_tower,
+    describe,
+    feature_keys,
+    full_size_parameter_count,
+    select_inputs,
+    tower_output_shapes,
+)
 from model.relation import RelationModule, class_prototypes
 from model.schedules import CyclicThenRestarts, ScheduleConfig
-from model.spec import InputSpec
 from model.testing import planted_users, tiny_spec
+from schemas.input_spec import InputSpec
 
 TINY = ModelConfig(width=1 / 16, embedding_dim=8, relation_units=(8, 4), demo_units=4)
 

@@ -13,15 +13,21 @@ import pytest
 import tensorflow as tf
 
 from model import cli as model_cli
-from model.adapt import (AdaptConfig, Learner, embed, fine_tune_scores, prototype_scores,
-                         scratch_scores)
+from model.adapt import (
+    AdaptConfig,
+    Learner,
+    embed,
+    fine_tune_scores,
+    prototype_scores,
+    scratch_scores,
+)
 from model.artifact import ArtifactMismatch, load_artifact, save_artifact
 from model.metrics import auroc
 from model.network import ModelConfig
 from model.schedules import ScheduleConfig
-from model.spec import InputSpec
 from model.testing import planted_dataset, planted_users, tiny_spec
 from model.train import TrainConfig, train
+from schemas.input_spec import InputSpec
 
 # Keras' weight saving converts TensorFlow variables with np.array(); numpy 2 warns about it.
 pytestmark = pytest.mark.filterwarnings(

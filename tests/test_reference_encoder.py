@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from bench.reference_encoder import encode_reference, parse_doubles, parse_timestamps
 from conftest import SYNTHETIC_CONFIG
 from test_encode import point, purchase
+
+from bench.reference_encoder import encode_reference, parse_doubles, parse_timestamps
 from jobs import encode
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.config import PipelineConfig, load_config, parse_config

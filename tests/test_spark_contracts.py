@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import SYNTHETIC_CONFIG
 
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.config import load_config
 from schemas.contracts import RAW_SOURCES, spark_ddl
-from conftest import SYNTHETIC_CONFIG
 
 pytestmark = pytest.mark.spark
 CORRUPT = "_corrupt_record"

@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
+from conftest import SYNTHETIC_CONFIG
 
-from metaprofile import storage
+from common import storage
 from metaprofile.datasets.synthetic import BAD_ROW_KINDS, GeneratorOptions, generate, utc_offsets
 from schemas.config import load_config
-from conftest import SYNTHETIC_CONFIG
 
 OPTIONS = GeneratorOptions(users=400, seed=11, bad_row_fraction=0.003)
 

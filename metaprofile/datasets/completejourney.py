@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.resources
-import json
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metaprofile import storage
+from common import storage
 from schemas.config import PipelineConfig
 
 logger = logging.getLogger(__name__)

@@ -26,15 +26,20 @@ from typing import Callable
 from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from metaprofile import storage
+from common import storage
 from schemas.config import PipelineConfig
-from schemas.contracts import CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS, LABELS, OPT_OUTS, RAW_SOURCES, \
-    demographics_schema
+from schemas.contracts import (
+    CAMPAIGN_REGISTRY,
+    CAMPAIGN_SEEDS,
+    LABELS,
+    OPT_OUTS,
+    RAW_SOURCES,
+    demographics_schema,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,17 @@ import datetime as dt
 import json
 import os
 
-from metaprofile import storage
-from model.spec import InputSpec
+from common import storage
+from common.errors import PipelineError
 from schemas.config import PipelineConfig
+from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences
 
 POINTER = "published.json"
 HISTORY = "history.jsonl"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PipelineError):
     """No published model, an unfinished artifact, or one built for other inputs."""
 
 

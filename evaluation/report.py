@@ -1,5 +1,5 @@
 """The evaluation report: PNG plots (matplotlib, Agg) and ``report.md`` from the result
-dict that ``model/evaluate.py`` builds. Nothing here computes a metric; it only lays out
+dict that ``evaluation.run.evaluate`` builds. Nothing here computes a metric; it only lays out
 what ``results.json`` holds, in the style of the paper's Table 3 and Figures 3 and 4."""
 from __future__ import annotations
 
@@ -8,9 +8,20 @@ from typing import Sequence
 
 import numpy as np
 
-from model.evaluate import (EXTREME_LEVELS, FINE_TUNED, IMBALANCE, MASKING, METHOD_COLORS,
-                            METHOD_LABELS, METHODS, SCRATCH, SEEDS, SEEDS_PU, ZERO,
-                            precision_recall_curve, roc_curve)
+from evaluation.metrics import precision_recall_curve, roc_curve
+from evaluation.settings import (
+    EXTREME_LEVELS,
+    FINE_TUNED,
+    IMBALANCE,
+    MASKING,
+    METHOD_COLORS,
+    METHOD_LABELS,
+    METHODS,
+    SCRATCH,
+    SEEDS,
+    SEEDS_PU,
+    ZERO,
+)
 
 TABLE3_PNG = "table3.png"
 MASKING_PNG = "figure3_label_masking.png"

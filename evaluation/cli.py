@@ -1,4 +1,4 @@
-"""``metaprofile evaluate``: meta-testing on the unseen target tasks (model/evaluate.py).
+"""``metaprofile evaluate``: meta-testing on the unseen target tasks (the evaluation package).
 
 :func:`add_subparsers` registers the command on the main parser's subparsers; it sets
 ``func`` to a function of the parsed arguments that returns an exit code. TensorFlow is
@@ -61,7 +61,7 @@ def add_subparsers(subparsers) -> None:
                         "nightly job scores with is higher (meta_profile_probe for "
                         "lookalike.head=probe, meta_profile for prototype; without a "
                         "published model: when it beats training from scratch)")
-    from model.evaluate import EXPERIMENTS, METHODS, EvalConfig
+    from evaluation.settings import EXPERIMENTS, METHODS, EvalConfig
     d, q = EvalConfig(), EvalConfig.quick_preset()
 
     def listed(values) -> str:
@@ -153,7 +153,7 @@ _FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
 
 
 def eval_config_from_args(args: argparse.Namespace):
-    from model.evaluate import EvalConfig
+    from evaluation.settings import EvalConfig
     changes = {field: getattr(args, dest) for dest, field in _FIELDS.items()
                if getattr(args, dest, None) is not None}
     if changes.get("tasks"):
@@ -162,7 +162,7 @@ def eval_config_from_args(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from model.evaluate import evaluate
+    from evaluation.run import evaluate
     from schemas.config import load_config
 
     config = load_config(args.config, overrides=args.overrides)
@@ -178,11 +178,11 @@ def _print(line: str) -> None:
 
 
 def main(argv=None) -> int:
-    """``python -m model.eval_cli evaluate …``: the command without the main CLI."""
+    """``python -m evaluation.cli evaluate …``: the command without the main CLI."""
     import logging
     import sys
 
-    from metaprofile.workdir import configure_environment
+    from common.workdir import configure_environment
 
     configure_environment()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
