@@ -104,11 +104,11 @@ def run_nightly_cold(root: str, ds: dt.date, master: str) -> dict:
 def run_reference(root: str, ds: dt.date) -> dict:
     """Time the reference encoder over the full run's landing dates; summarise its cells."""
     from bench.reference_encoder import encode_reference
-    from jobs import encode
+    from jobs.encoding.validation import partition_dates
 
     config = load(Path(root))
     started = time.perf_counter()
-    result = encode_reference(config, encode.partition_dates(config, ds, full=True))
+    result = encode_reference(config, partition_dates(config, ds, full=True))
     seconds = time.perf_counter() - started
     sums = result.cells.group_by("modality").aggregate([("value", "count"), ("value", "sum")])
     return {"seconds": seconds, "sources": result.sources, "rows_read": result.rows_read,
@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     work = configure_environment()
     from common import storage
     from jobs import encode
+    from jobs.encoding.snapshot import build_snapshot
+    from jobs.encoding.validation import partition_dates
     from jobs.spark import build_session
 
     root = work / "bench" / f"encode-{args.users}"
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data: generated {made['rows']:,} raw rows in {made['seconds']:.1f} s")
     for key in OUTPUTS:
         shutil.rmtree(storage.local_path(config.storage.uri(key)), ignore_errors=True)
-    dates = encode.partition_dates(config, ds, full=True)
+    dates = partition_dates(config, ds, full=True)
 
     spark = build_session(f"metaprofile-bench-encode-{args.users}", master=args.master)
     try:
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         report = encode.run(spark, config, ds, full=True, snapshot=False)
         encode_s = time.perf_counter() - started
         started = time.perf_counter()
-        snapshot = encode.build_snapshot(spark, config, ds)
+        snapshot = build_snapshot(spark, config, ds)
         snapshot_s = time.perf_counter() - started
         jvm_full_mib = vm_hwm_mib(jvm_pid)
         full_cells = spark_cells(spark, config)

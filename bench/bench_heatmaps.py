@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
+from schemas.tfrecord_spec import heatmap_key
 
 CONFIG_PATHS = {"synthetic": PROJECT_ROOT / "conf" / "synthetic.yaml",
                 "completejourney": PROJECT_ROOT / "conf" / "completejourney.yaml"}
@@ -104,7 +105,7 @@ def training_rate(config, batch_size: int, steps: int) -> float | None:
     spec = InputSpec.from_config(config)
     net = build_profile_network(spec, ModelConfig())
     rng = np.random.default_rng(0)
-    batch = {f"heatmap/{name}": tf.constant(
+    batch = {heatmap_key(name): tf.constant(
         rng.random((batch_size, spec.days, 24, channels), np.float32))
         for name, channels in spec.modalities}
     batch["demo/numeric"] = tf.zeros((batch_size, len(spec.numeric)))

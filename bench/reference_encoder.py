@@ -15,7 +15,7 @@ summed by sorting one packed integer key and reducing with ``np.add.reduceat``. 
 run only over batches of landing dates, modalities, channels and rules, never over rows
 (and, when pseudonymisation is on, over distinct user ids, as in the Spark job).
 
-The rules are those of ``encode.parse_and_validate`` and ``encode.channel_values``, including
+The rules are those of ``parse_and_validate`` and ``channel_values``, including
 Spark's parsing quirks as measured on Spark 4.3: ``try_to_timestamp`` rejects a zone after a
 time without seconds and offsets beyond ±18:00; ``try_cast`` to double follows
 ``java.lang.Double.parseDouble`` (``1e3d``, ``Infinity``, ``-NaN``, surrounding control
@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from common import privacy, storage
-from jobs import encode
+from jobs.encoding.validation import TIMESTAMP_PATTERN, VALUE_COLUMN
 from schemas.config import ModalityConfig, PipelineConfig
 from schemas.contracts import PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS
 
@@ -295,13 +295,13 @@ def local_to_utc(local: np.ndarray, zone: str) -> np.ndarray:
 def parse_timestamps(text: pa.Array, naive_zone: str) -> tuple[np.ndarray, np.ndarray]:
     """Spark's reading of ``event_time``: (UTC seconds, parsed).
 
-    ``encode.TIMESTAMP_PATTERN`` vouches for the layout ``yyyy-MM-dd[T ]HH:mm[:ss[.f]][zone]``
+    ``TIMESTAMP_PATTERN`` vouches for the layout ``yyyy-MM-dd[T ]HH:mm[:ss[.f]][zone]``
     with a zone of ``Z``, ``±hh``, ``±hhmm`` or ``±hh:mm``; the fields are then read from
     fixed byte positions. Fractions of a second are dropped: they never move a row across an
     hour or a range bound, which are whole seconds.
     """
     text = _spark_trim(text)
-    shaped = _mask(pc.match_substring_regex(text, encode.TIMESTAMP_PATTERN))
+    shaped = _mask(pc.match_substring_regex(text, TIMESTAMP_PATTERN))
     b = Bytes(text)
     year, month, day = b.digits(0, 1, 2, 3), b.digits(5, 6), b.digits(8, 9)
     hour, minute = b.digits(11, 12), b.digits(14, 15)
@@ -366,12 +366,12 @@ def normalised_status(values: pa.Array) -> pa.Array:
 
 
 def check_rows(table: pa.Table, config: PipelineConfig, source: str) -> CheckedRows:
-    """Every check of ``encode.parse_and_validate``, in its order; the first failure wins."""
+    """Every check of ``parse_and_validate``, in its order; the first failure wins."""
     column = {name: _array(table.column(name)) for name in table.column_names}
     utc, parsed = parse_timestamps(column["event_time"], config.raw.timestamp_timezone)
     lower = (config.raw.valid_from - EPOCH).days * SECONDS_PER_DAY
     upper = (config.raw.valid_until - EPOCH).days * SECONDS_PER_DAY
-    value_text = _spark_trim(column[encode.VALUE_COLUMN[source]])
+    value_text = _spark_trim(column[VALUE_COLUMN[source]])
     value, numeric = parse_doubles(value_text)
     checks = [
         ("null_user_id", _blank(column["user_id"])),
@@ -423,7 +423,7 @@ Contribution = tuple[int, np.ndarray, np.ndarray]  # (channel, rows feeding it, 
 def channel_contributions(modality: ModalityConfig, columns: dict[str, Distinct],
                           value: np.ndarray, quantity: np.ndarray | None
                           ) -> list[Contribution]:
-    """What each row adds to each channel of ``modality``, as in ``encode.channel_values``."""
+    """What each row adds to each channel of ``modality``, as in ``channel_values``."""
     result = []
     if modality.source == "purchases":
         status = columns["status"]

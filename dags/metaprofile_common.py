@@ -123,11 +123,6 @@ def metaprofile_cli(params: dict, command: str, *args: str) -> str:
     return shlex.join([f"{params['job_venv']}/bin/metaprofile", command, *args])
 
 
-def job_python(params: dict, code: str, *args: str) -> str:
-    """The shell words of ``<job_venv>/bin/python -c CODE ARGS``, each quoted."""
-    return shlex.join([f"{params['job_venv']}/bin/python", "-c", code, *args])
-
-
 def printing_last_stdout_line(command: str) -> str:
     """A bash script that runs ``command`` and then repeats its standard output.
 

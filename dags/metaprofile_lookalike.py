@@ -44,7 +44,6 @@ from metaprofile_common import (
     DEFAULT_ARGS,
     LIGHT_TIMEOUT,
     PUBLISHED_MODEL,
-    job_python,
     mapped_spark_job,
     metaprofile_cli,
     pipeline_params,
@@ -54,8 +53,6 @@ from metaprofile_common import (
 
 # spark-submits of one run that may check campaigns at the same time (each is a driver).
 SCORE_PARALLELISM = int(os.environ.get("METAPROFILE_SCORE_PARALLELISM") or 2)
-
-ONE_JSON_LINE = "import json, sys\nprint(json.dumps(json.load(sys.stdin)))"
 
 
 @dag(
@@ -81,7 +78,7 @@ def metaprofile_lookalike():
         """The active campaign ids, as one JSON line (the XCom is the parsed list)."""
         listing = metaprofile_cli(params, "campaigns", "--config", params["config"],
                                   "--ds", ds, "--active")
-        return printing_last_stdout_line(f"{listing} | {job_python(params, ONE_JSON_LINE)}")
+        return printing_last_stdout_line(listing)
 
     @task(execution_timeout=LIGHT_TIMEOUT)
     def campaign_arguments(campaign_ids: list, params=None, ds=None) -> list[list[str]]:

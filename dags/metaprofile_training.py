@@ -38,7 +38,6 @@ from metaprofile_common import (
     DEFAULT_ARGS,
     LIGHT_TIMEOUT,
     PUBLISHED_MODEL,
-    job_python,
     metaprofile_cli,
     pipeline_params,
     printing_last_stdout_line,
@@ -46,11 +45,6 @@ from metaprofile_common import (
 )
 
 TRAIN_POOL = os.environ.get("METAPROFILE_TRAIN_POOL") or "default_pool"
-
-READ_DECISION = ("import json, sys\n"
-                 "from common import storage\n"
-                 "print(json.dumps(storage.read_json(sys.argv[1]), sort_keys=True))")
-
 
 @dag(
     dag_id="metaprofile_training",
@@ -109,11 +103,10 @@ def metaprofile_training():
     def evaluate(model_dir: str, paths: dict, params=None, ds=None) -> str:
         """Evaluate against the baseline and the published model; the XCom is decision.json."""
         report_dir = f"{paths['reports'].rstrip('/')}/evaluation/ds={ds}"
-        run = metaprofile_cli(params, "evaluate", "--config", params["config"], "--ds", ds,
-                              "--model", model_dir, "--compare-published", "--out", report_dir,
-                              *shlex.split(params["evaluate_args"]))
-        decision = job_python(params, READ_DECISION, f"{report_dir}/decision.json")
-        return f"set -euo pipefail\n{run} >&2\n{decision}\n"
+        return printing_last_stdout_line(metaprofile_cli(
+            params, "evaluate", "--config", params["config"], "--ds", ds, "--model", model_dir,
+            "--compare-published", "--out", report_dir, "--print-decision",
+            *shlex.split(params["evaluate_args"])))
 
     @task.short_circuit(execution_timeout=LIGHT_TIMEOUT)
     def better_than_published(decision: str) -> bool:

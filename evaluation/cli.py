@@ -5,8 +5,8 @@
 imported only when the command runs, so ``metaprofile --help`` stays fast.
 
     metaprofile evaluate --config conf/synthetic.yaml --model .work/data/synthetic/models/v1
-    metaprofile evaluate --quick --compare-published          # CI / DAG: the candidate vs
-                                                              # the published model
+    metaprofile evaluate --config conf/synthetic.yaml --quick --compare-published
+                                          # CI / DAG: the candidate vs the published model
 The output directory (``--out``, default ``<storage reports>/evaluation/<model version>``) is
 printed as the last line of stdout.
 """
@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from pathlib import Path
 
-from schemas.config import add_override_argument
-
-DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml")
+from schemas.config import add_config_arguments
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -44,9 +41,7 @@ def add_subparsers(subparsers) -> None:
                     "negatives, and positives only with unlabelled negatives). Writes "
                     "results.json, results.csv, report.md, PNG plots and decision.json to "
                     "--out and prints that directory as the last line.")
-    p.add_argument("--config", default=DEFAULT_CONFIG,
-                   help="pipeline config YAML (default: %(default)s)")
-    add_override_argument(p)
+    add_config_arguments(p)
     p.add_argument("--ds", type=dt.date.fromisoformat, default=None,
                    help="snapshot date YYYY-MM-DD (default: the config's window.end)")
     p.add_argument("--model", default=None,
@@ -55,6 +50,9 @@ def add_subparsers(subparsers) -> None:
                    help="heatmap TFRecords + manifest (default: storage heatmaps/ds=<ds>)")
     p.add_argument("--out", default=None,
                    help="output directory (default: storage reports/evaluation/<version>)")
+    p.add_argument("--print-decision", action="store_true",
+                   help="end with decision.json as one JSON line instead of the output "
+                        "directory (what a scheduler takes as the task's result)")
     p.add_argument("--compare-published", action="store_true",
                    help="also evaluate the published model (same protocol and seeds); the "
                         "candidate is better when the mean Table 3 AUPR of the head the "
@@ -169,7 +167,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(config, args.model, ds=args.ds, eval_cfg=eval_config_from_args(args),
                       out=args.out, heatmaps=args.heatmaps,
                       compare_published=args.compare_published, progress=_print)
-    _print(result["out"])  # last line: the report directory, for schedulers (XCom)
+    if args.print_decision:  # last line: the publish decision, for schedulers (XCom)
+        import json
+
+        from common import storage
+        _print(json.dumps(storage.read_json(f"{result['out'].rstrip('/')}/decision.json"),
+                          sort_keys=True))
+    else:  # last line: the report directory
+        _print(result["out"])
     return 0
 
 

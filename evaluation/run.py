@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common import storage
+from common import catalog, storage
 from evaluation.decision import check_targets, decide, deployed_method, model_summary
 from evaluation.outputs import write_outputs
 from evaluation.protocol import ModelUnderTest, Outcome, ScratchCache, _clock, run_protocol
@@ -70,7 +70,7 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
             raise ValueError(f"no --model given and {published_error}")
         model_path = published_pointer["path"]
 
-    heatmaps = heatmaps or f"{config.storage.uri('heatmaps')}/ds={ds.isoformat()}"
+    heatmaps = heatmaps or catalog.partition(config, "heatmaps", ds)
     manifest = read_manifest(heatmaps)
     check_manifest(manifest, config)
     spec = InputSpec.from_config(config)

@@ -5,11 +5,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from model.baselines import (
-    COSINE,
-    HGB,
-    LOGREG,
-)
+from model.baselines import COSINE, HGB, LOGREG
 
 log = logging.getLogger(__name__)
 

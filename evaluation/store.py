@@ -13,6 +13,7 @@ from evaluation.settings import EvalConfig
 from model.baselines import aggregate_features
 from schemas.config import PipelineConfig
 from schemas.input_spec import InputSpec
+from schemas.tfrecord_spec import HEATMAP_PREFIX, heatmap_key
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ class UserStore:
     def __init__(self, spec: InputSpec, feature_keys: Sequence[str]):
         self.spec = spec
         self.feature_keys = tuple(feature_keys)
-        self.heatmap_keys = tuple(k for k in self.feature_keys if k.startswith("heatmap/"))
-        self.shapes = {f"heatmap/{name}": spec.heatmap_shape(name) for name, _ in spec.modalities}
+        self.heatmap_keys = tuple(k for k in self.feature_keys if k.startswith(HEATMAP_PREFIX))
+        self.shapes = {heatmap_key(name): spec.heatmap_shape(name) for name, _ in spec.modalities}
         self._ids: list[str] = []
         self._counts = {k: [] for k in self.heatmap_keys}
         self._cells = {k: [] for k in self.heatmap_keys}

@@ -46,12 +46,14 @@ from typing import TYPE_CHECKING, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/campaigns.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import storage
+from common import catalog, storage
 from common.errors import PipelineError
 from common.privacy import pseudonymise_frame
 from common.publish import Publisher
+from jobs import runner
+from jobs.runner import Job, JobContext, Outcome
 from jobs.typed_read import InputTypeError, read_folder
-from schemas.config import PipelineConfig, add_override_argument, load_config
+from schemas.config import PipelineConfig
 from schemas.contracts import (
     CAMPAIGN_REGISTRY,
     CAMPAIGN_SEEDS,
@@ -271,7 +273,7 @@ def read_opt_outs(spark, config: PipelineConfig):
 
 
 def read_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher):
-    embeddings_uri = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    embeddings_uri = catalog.partition(config, "embeddings", ds)
     if not publisher.exists(f"{embeddings_uri}/_SUCCESS"):
         raise CampaignError(f"no finished embeddings at {embeddings_uri}; run "
                             f"`metaprofile embed --ds {ds}` first")
@@ -381,7 +383,7 @@ def _report(verdict: dict) -> dict:
 def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts: dict,
                      campaigns: list[str], publisher: Publisher) -> None:
     """One Spark write for every campaign's members, then one rename per campaign."""
-    root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    root = catalog.partition(config, "supports", ds)
     staging = publisher.staging(f"{root}/_run")
     try:
         (roles.repartition("campaign_id").sortWithinPartitions("role", "user_id")
@@ -389,11 +391,11 @@ def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts
         for c in campaigns:
             folder = f"{staging}/campaign_id={c}"
             publisher.mkdirs(folder)
-            target = f"{staging}/campaign={c}"
+            target = catalog.campaign_path(staging, c)
             publisher.mkdirs(target)
             publisher.rename(folder, f"{target}/members")
             publisher.write_text(f"{target}/support.json", json.dumps(verdicts[c], indent=2))
-            publisher.publish(target, f"{root}/campaign={c}")
+            publisher.publish(target, catalog.campaign_path(root, c))
     finally:
         publisher.cleanup()
 
@@ -411,52 +413,33 @@ def active_campaigns(config: PipelineConfig) -> list[str]:
 # --------------------------------------------------------------------------- entry point
 
 
-def build_parser(prog: str = "spark-submit jobs/campaigns.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Check campaign registry entries and seed lists, and write each "
-                    "campaign's support set (prototypes and seed roles) under "
-                    "supports/ds=<ds>/campaign=<id>.")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
-    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
-                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", action="append", default=[],
                         help="only this campaign (repeatable; default: every active one); "
                              f"exits {EXIT_CAMPAIGN_FAILED} if one of them fails its checks")
     parser.add_argument("--active", "--list-active", dest="list_active", action="store_true",
                         help="print the active campaign ids as a JSON list and exit (no Spark)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/campaigns.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, overrides=args.overrides)
-    if args.list_active:
-        print(json.dumps(active_campaigns(config)))
-        return 0
-    ds = args.ds or config.window.end
-    if ds is None:
-        print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
-        return 2
-    from jobs.spark import build_session
-    spark = build_session(f"metaprofile-campaigns-{ds}", master=args.master)
-    try:
-        report = run(spark, config, ds, args.campaign)
-    except PipelineError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2))
+def _run(job: JobContext):
+    if job.args.list_active:
+        return Outcome(active_campaigns(job.config), compact=True)
+    report = run(job.spark, job.config, job.ds, job.args.campaign)
     failed = [c for c, v in report["campaigns"].items() if v["status"] != "ok"]
-    if failed and args.campaign:
-        print(f"{prog}: campaign(s) failed their checks: {', '.join(failed)}", file=sys.stderr)
-        return EXIT_CAMPAIGN_FAILED
-    return 0
+    if failed and job.args.campaign:
+        return Outcome(report, EXIT_CAMPAIGN_FAILED,
+                       f"campaign(s) failed their checks: {', '.join(failed)}")
+    return report
+
+
+JOB = Job(
+    name="campaigns", run=_run, arguments=_arguments,
+    description="Check campaign registry entries and seed lists, and write each campaign's "
+                "support set (prototypes and seed roles) under supports/ds=<ds>/campaign=<id>.")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

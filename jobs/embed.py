@@ -37,10 +37,11 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/embed.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import registry, storage
+from common import catalog, registry, storage
 from common.errors import PipelineError
 from common.privacy import pseudonymise_frame
 from common.publish import Publisher
+from jobs import runner
 from jobs.heatmaps import (
     assemble_examples,
     clean_demographics,
@@ -48,7 +49,8 @@ from jobs.heatmaps import (
     read_demographics,
     read_snapshot,
 )
-from schemas.config import PipelineConfig, add_override_argument, load_config
+from jobs.runner import Job, JobContext
+from schemas.config import PipelineConfig
 
 log = logging.getLogger("metaprofile.embed")
 
@@ -132,7 +134,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     embedded = (rows.repartition(partitions, "user_id")
                 .mapInArrow(embed_batches(model_path, config, info["normalisation"], batch_rows),
                             EMBEDDINGS_DDL))
-    final = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    final = catalog.partition(config, "embeddings", ds)
     staging = publisher.staging(final)
     try:
         log.info("embedding the users of %s with model %s", ds, info["version"])
@@ -166,7 +168,7 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
 
     started = time.perf_counter()
     model_path = resolve_model(config, model)
-    heatmaps = f"{config.storage.uri('heatmaps')}/ds={ds.isoformat()}"
+    heatmaps = catalog.partition(config, "heatmaps", ds)
     manifest = read_manifest(heatmaps)
     check_manifest(manifest, config)
     spec = InputSpec.from_config(config)
@@ -189,7 +191,7 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
                                      pa.list_(pa.float32())),
                 "model_version": pa.array([artifact.version] * len(vectors))}))
     table = pa.concat_tables(tables).sort_by("user_id")
-    final = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    final = catalog.partition(config, "embeddings", ds)
     document = {"ds": ds.isoformat(), "engine": "tf", "model": model_path,
                 "model_version": artifact.version, "users": table.num_rows,
                 "embedding_dim": artifact.model_config.embedding_dim,
@@ -203,14 +205,7 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
             "users_per_second": round(table.num_rows / seconds, 1)}
 
 
-def build_parser(prog: str = "spark-submit jobs/embed.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Embed every user of the snapshot of --ds with the model's profile "
-                    "network and write embeddings/ds=<ds> (user_id, embedding, model_version).")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
-    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
-                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="model artifact directory (default: the published model, "
                              "models/published.json)")
@@ -221,34 +216,26 @@ def build_parser(prog: str = "spark-submit jobs/embed.py") -> argparse.ArgumentP
                         help="users per model call inside an executor (default: %(default)s)")
     parser.add_argument("--partitions", type=int, default=None,
                         help="Spark tasks (default: spark.sql.shuffle.partitions)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/embed.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, overrides=args.overrides)
-    ds = args.ds or config.window.end
-    if ds is None:
-        print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
-        return 2
+def _run(job: JobContext) -> dict:
+    args = job.args
     try:
         if args.engine == "tf":
-            report = run_tf(config, ds, args.model)
-        else:
-            from jobs.spark import build_session
-            spark = build_session(f"metaprofile-embed-{ds}", master=args.master)
-            report = run(spark, config, ds, args.model, args.partitions, args.batch_rows)
-    except (PipelineError, ValueError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2))
-    return 0
+            return run_tf(job.config, job.ds, args.model)
+        return run(job.spark, job.config, job.ds, args.model, args.partitions, args.batch_rows)
+    except ValueError as exc:  # a model artifact that does not fit the config
+        raise EmbedError(str(exc)) from None
+
+
+JOB = Job(
+    name="embed", run=_run, arguments=_arguments,
+    description="Embed every user of the snapshot of --ds with the model's profile network and "
+                "write embeddings/ds=<ds> (user_id, embedding, model_version).")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

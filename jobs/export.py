@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import hashlib
 import io
-import json
 import logging
 import os
 import sys
@@ -41,10 +40,12 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from common import storage
+from common import catalog, storage
 from common.errors import PipelineError
 from common.privacy import load_pseudonym_key, pseudonym
-from schemas.config import PipelineConfig, add_override_argument, load_config
+from jobs import runner
+from jobs.runner import Job, JobContext, Outcome
+from schemas.config import PipelineConfig
 
 log = logging.getLogger("metaprofile.export")
 
@@ -106,14 +107,14 @@ def forbidden_users(config: PipelineConfig, campaign: str, excludes: list[str]) 
 
 def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: dict,
                     support: dict, model_version: str) -> dict:
-    scores_uri = f"{config.storage.uri('scores')}/ds={ds.isoformat()}/campaign={campaign}"
+    scores_uri = catalog.partition(config, "scores", ds, campaign)
     segment = _read(scores_uri, ["user_id", "score", "rank"]).sort_by("rank")
     forbidden = forbidden_users(config, campaign, support.get("exclude_campaigns", []))
     leaked = [u for u in segment.column("user_id").to_pylist() if u in forbidden]
     if leaked:
         raise ExportError(f"campaign {campaign}: {len(leaked)} excluded user(s) reached the "
                           f"segment (first {leaked[0]}); nothing exported")
-    final = f"{config.storage.uri('segments')}/ds={ds.isoformat()}/campaign={campaign}"
+    final = catalog.partition(config, "segments", ds, campaign)
     files = {}
     with storage.atomic_directory(final) as directory:
         for fmt in config.lookalike.formats:
@@ -147,16 +148,16 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
 
 
 def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
-    scores_root = f"{config.storage.uri('scores')}/ds={ds.isoformat()}"
+    scores_root = catalog.partition(config, "scores", ds)
     if not storage.exists(f"{scores_root}/_SUCCESS"):
         raise ExportError(f"no finished scores at {scores_root}; run jobs/score.py first")
     document = storage.read_json(f"{scores_root}/_stats.json")
-    supports_root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    supports_root = catalog.partition(config, "supports", ds)
     exported, failed = {}, dict(document.get("failed_campaigns", {}))
     for campaign, stats in sorted(document["campaigns"].items()):
         if only and campaign not in only:
             continue
-        support = storage.read_json(f"{supports_root}/campaign={campaign}/support.json")
+        support = storage.read_json(f"{catalog.campaign_path(supports_root, campaign)}/support.json")
         try:
             exported[campaign] = export_campaign(config, ds, campaign, stats, support,
                                                  document["model_version"])
@@ -172,36 +173,26 @@ def _read(uri: str, columns: list[str]) -> pa.Table:
     return pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
-def build_parser(prog: str = "spark-submit jobs/export.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Write each scored campaign's segment (CSV/Parquet) and manifest under "
-                    "segments/ds=<ds>/campaign=<id>, after checking it against the exclusions.")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
-    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
-                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", action="append", default=[],
                         help="only these campaigns (repeatable; default: every scored one)")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/export.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, overrides=args.overrides)
-    ds = args.ds or config.window.end
-    try:
-        report = run(config, ds, args.campaign)
-    except ExportError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2))
+def _run(job: JobContext):
+    report = run(job.config, job.ds, job.args.campaign)
     if report["failed"] and not report["exported"]:
-        return EXIT_CAMPAIGN_FAILED
-    return 0
+        return Outcome(report, EXIT_CAMPAIGN_FAILED)
+    return report
+
+
+JOB = Job(
+    name="export", run=_run, arguments=_arguments, uses_spark=False,
+    description="Write each scored campaign's segment (CSV/Parquet) and manifest under "
+                "segments/ds=<ds>/campaign=<id>, after checking it against the exclusions.")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

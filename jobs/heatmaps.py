@@ -45,14 +45,24 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/heatmaps.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import storage
+from common import catalog, storage
 from common.errors import PipelineError
 from common.privacy import pseudonymise_frame
 from common.publish import Publisher
+from jobs import runner
+from jobs.runner import Job
 from jobs.typed_read import InputTypeError, read_folder
-from schemas.config import PipelineConfig, add_override_argument, load_config
+from schemas.config import PipelineConfig
 from schemas.contracts import LABELS, SNAPSHOT, demographics_schema, spark_ddl
-from schemas.tfrecord_spec import HOURS, spec_document, spec_fingerprint
+from schemas.tfrecord_spec import (
+    HOURS,
+    column_index_key,
+    column_value_key,
+    record_index_key,
+    record_value_key,
+    spec_document,
+    spec_fingerprint,
+)
 
 log = logging.getLogger("metaprofile.heatmaps")
 
@@ -103,8 +113,8 @@ def modality_frames(snapshot, config: PipelineConfig) -> list:
     for m in config.modalities:
         frames.append(snapshot.where(F.col("modality") == m.name).select(
             "user_id",
-            index_column(m.num_channels).alias(f"{m.name}__index"),
-            F.col("value").alias(f"{m.name}__value")))
+            index_column(m.num_channels).alias(column_index_key(m.name)),
+            F.col("value").alias(column_value_key(m.name))))
     return frames
 
 
@@ -178,10 +188,10 @@ def assemble_examples(modalities: list, demographics, labels, config: PipelineCo
         users = users.join(labels, on="user_id", how="left")
     columns = ["user_id", split_column(config).alias("split")]
     for m in config.modalities:
-        columns += [F.coalesce(f"{m.name}__index", F.array().cast("array<bigint>"))
-                    .alias(f"{m.name}__index"),
-                    F.coalesce(f"{m.name}__value", F.array().cast("array<float>"))
-                    .alias(f"{m.name}__value")]
+        columns += [F.coalesce(column_index_key(m.name), F.array().cast("array<bigint>"))
+                    .alias(column_index_key(m.name)),
+                    F.coalesce(column_value_key(m.name), F.array().cast("array<float>"))
+                    .alias(column_value_key(m.name))]
     columns += list(config.demographics.numeric)
     columns += [c.name for c in config.demographics.categorical]
     for t in config.source_tasks if labels is not None else ():
@@ -215,8 +225,8 @@ def example_datum(row: dict, config: PipelineConfig) -> dict:
     """A ``tfrecord`` writer datum for one assembled row (values as Python lists)."""
     datum = {"user_id": (row["user_id"].encode(), "byte")}
     for m in config.modalities:
-        datum[f"{m.name}/index"] = (row[f"{m.name}__index"], "int")
-        datum[f"{m.name}/value"] = (row[f"{m.name}__value"], "float")
+        datum[record_index_key(m.name)] = (row[column_index_key(m.name)], "int")
+        datum[record_value_key(m.name)] = (row[column_value_key(m.name)], "float")
     for n in config.demographics.numeric:
         value = row[n]
         datum[f"demo/{n}"] = (math.nan if value is None else value, "float")
@@ -254,7 +264,7 @@ def update_stats(stats: dict, row: dict, config: PipelineConfig,
             counts["negatives"] += 1
     empty = 0
     for m in config.modalities:
-        cells = len(row[f"{m.name}__index"])
+        cells = len(row[column_index_key(m.name)])
         stats["cells"][m.name] += cells
         if cells == 0:
             stats["empty_modality"][m.name] += 1
@@ -421,7 +431,7 @@ def build_manifest(config: PipelineConfig, ds: dt.date, reports: list[dict],
 
 
 def read_snapshot(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher):
-    uri = f"{config.storage.uri('snapshots')}/ds={ds.isoformat()}"
+    uri = catalog.partition(config, "snapshots", ds)
     if not publisher.exists(f"{uri}/_SUCCESS"):
         raise HeatmapsError(f"no finished snapshot at {uri} (no _SUCCESS); run "
                             f"`metaprofile encode --ds {ds}` first")
@@ -477,7 +487,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
     frames = modality_frames(snapshot, config)
     examples = assemble_examples(frames, demographics.drop("_rows"), valid, config)
     partitions = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    final = f"{config.storage.uri('heatmaps')}/ds={ds.isoformat()}"
+    final = catalog.partition(config, "heatmaps", ds)
     staging = publisher.staging(final)
     try:
         log.info("writing heatmap shards for %s into %d partition(s)", ds, partitions)
@@ -531,45 +541,23 @@ def label_and_user_accounting(checked, valid, examples, demographics,
 # --------------------------------------------------------------------------- entry point
 
 
-def build_parser(prog: str = "spark-submit jobs/heatmaps.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Join the snapshot of --ds with the demographics and the source-task "
-                    "labels into one TFRecord example per user: GZIP shards of bounded size "
-                    "under heatmaps/ds=<ds>, split train/validation/test by hashed user id, "
-                    "with a _manifest.json of the feature spec, counts and checksums.")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
-    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
-                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partitions", type=int, default=None,
                         help="writer tasks; each writes at least one shard per split it sees "
                              "(default: spark.sql.shuffle.partitions)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master, e.g. local[2], yarn, spark://host:7077 (default: "
-                             "spark-submit's, else local[*])")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/heatmaps.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, overrides=args.overrides)
-    ds = args.ds or config.window.end
-    if ds is None:
-        print(f"{prog}: error: --ds is required (the config has no window.end)", file=sys.stderr)
-        return 2
-    from jobs.spark import build_session
-    spark = build_session(f"metaprofile-heatmaps-{ds}", master=args.master)
-    try:
-        report = run(spark, config, ds, partitions=args.partitions)
-    except PipelineError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2))
-    return 0
+JOB = Job(
+    name="heatmaps", arguments=_arguments,
+    run=lambda job: run(job.spark, job.config, job.ds, partitions=job.args.partitions),
+    description="Join the snapshot of --ds with the demographics and the source-task labels "
+                "into one TFRecord example per user: GZIP shards of bounded size under "
+                "heatmaps/ds=<ds>, split train/validation/test by hashed user id, with a "
+                "_manifest.json of the feature spec, counts and checksums.")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

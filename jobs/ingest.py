@@ -56,8 +56,10 @@ if __package__ in (None, ""):  # spark-submit jobs/ingest.py: make the project i
 from common import storage
 from common.errors import PipelineError
 from common.publish import Publisher
-from jobs.encode import DATE_PATTERN, OFFSET_PATTERN, TIMESTAMP_PATTERN
-from schemas.config import PipelineConfig, add_override_argument, load_config
+from jobs import runner
+from jobs.encoding.validation import DATE_PATTERN, OFFSET_PATTERN, TIMESTAMP_PATTERN
+from jobs.runner import Job
+from schemas.config import PipelineConfig
 from schemas.contracts import (
     CAMPAIGN_REGISTRY,
     CAMPAIGN_SEEDS,
@@ -517,37 +519,24 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     return report
 
 
-def build_parser(prog: str = "spark-submit jobs/ingest.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Import a retailer's own tables (CSV, Parquet, JSON lines) into the raw "
-                    "contracts, by the config's import section: expressions per column, "
-                    "genre rules or a lookup, optional line-item merging, and exact "
-                    "accounting (rows in = rows out + merged + dropped by reason); the "
-                    "campaign seeds and registry by a SQL query over import.tables.")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", default=[],
                         choices=("purchases", "points", "demographics", *QUERY_TABLES),
                         help="import only this table (repeatable; default: every configured one)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/ingest.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from jobs.spark import build_session
-    from schemas.config import ConfigError
-    try:
-        config = load_config(args.config, overrides=args.overrides)
-        spark = build_session("metaprofile-import", args.master)
-        print(json.dumps(run(spark, config, args.only), indent=2))
-    except (ConfigError, IngestError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+JOB = Job(
+    name="import", file="ingest", uses_ds=False, arguments=_arguments,
+    run=lambda job: run(job.spark, job.config, job.args.only),
+    description="Import a retailer's own tables (CSV, Parquet, JSON lines) into the raw "
+                "contracts, by the config's import section: expressions per column, genre "
+                "rules or a lookup, optional line-item merging, and exact accounting (rows in "
+                "= rows out + merged + dropped by reason); the campaign seeds and registry by "
+                "a SQL query over import.tables.")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

@@ -40,11 +40,13 @@ from typing import Iterator, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/score.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import storage
+from common import catalog, storage
 from common.errors import PipelineError
 from common.publish import Publisher
+from jobs import runner
 from jobs.campaigns import read_opt_outs, read_seeds
-from schemas.config import PipelineConfig, add_override_argument, load_config
+from jobs.runner import Job
+from schemas.config import PipelineConfig
 
 log = logging.getLogger("metaprofile.score")
 
@@ -59,7 +61,7 @@ class ScoreError(PipelineError):
 def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
     """The ``support.json`` of every campaign under ``supports/ds=<ds>`` (or of ``only``)."""
     import pyarrow.fs as pafs
-    root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    root = catalog.partition(config, "supports", ds)
     fs, path = storage.resolve(root)
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         raise ScoreError(f"no supports at {root}; run `jobs/campaigns.py --ds {ds}` first")
@@ -163,7 +165,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     if not ready:
         raise ScoreError(f"no campaign under supports/ds={ds} passed its checks "
                          f"({len(skipped)} failed); nothing to score")
-    embeddings_uri = f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}"
+    embeddings_uri = catalog.partition(config, "embeddings", ds)
     embedded = storage.read_json(f"{embeddings_uri}/_manifest.json")
     versions = {s["model_version"] for s in ready.values()} | {embedded["model_version"]}
     if len(versions) > 1:
@@ -171,8 +173,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
                          f"rerun jobs/campaigns.py after jobs/embed.py")
     model_path = resolve_model(config, model or embedded["model"])
 
-    supports_root = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
-    members = _union([spark.read.parquet(f"{supports_root}/campaign={c}/members")
+    supports_root = catalog.partition(config, "supports", ds)
+    members = _union([spark.read.parquet(f"{catalog.campaign_path(supports_root, c)}/members")
                       .select(F.lit(c).alias("campaign_id"), "user_id", "role")
                       for c in supports])
     excluded = excluded_users(read_seeds(spark, config), read_opt_outs(spark, config),
@@ -209,7 +211,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
                 .where(F.col("size").isNull() | (F.col("rank") <= F.col("size")))
                 .select("campaign_id", "user_id", "score", "rank"))
 
-    root = f"{config.storage.uri('scores')}/ds={ds.isoformat()}"
+    root = catalog.partition(config, "scores", ds)
     staging = publisher.staging(root)
     try:
         (selected.repartition("campaign_id").sortWithinPartitions("rank")
@@ -219,7 +221,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         for c in ready:
             folder = f"{staging}/campaign_id={c}"
             publisher.mkdirs(folder)
-            publisher.rename(folder, f"{staging}/campaign={c}")
+            publisher.rename(folder, catalog.campaign_path(staging, c))
         document = {"ds": ds.isoformat(), "model_version": embedded["model_version"],
                     "users_scored": embedded["users"], "campaigns": stats,
                     "failed_campaigns": skipped}
@@ -350,43 +352,26 @@ def _union(frames):
     return result
 
 
-def build_parser(prog: str = "spark-submit jobs/score.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Score every user of embeddings/ds=<ds> against every campaign whose "
-                    "support set passed its checks, in one pass, and select each campaign's "
-                    "segment (top-K or threshold, exclusions removed) under scores/ds=<ds>.")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
-    parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
-                        help="snapshot date YYYY-MM-DD (default: the config's window.end)")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", action="append", default=[],
                         help="only these campaigns (repeatable; default: all with a support)")
     parser.add_argument("--model", default=None,
                         help="model artifact (default: the one the embeddings were made with)")
     parser.add_argument("--chunk-rows", type=int, default=512,
                         help="users per numpy block in an executor (default: %(default)s)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/score.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(args.config, overrides=args.overrides)
-    ds = args.ds or config.window.end
-    from jobs.spark import build_session
-    spark = build_session(f"metaprofile-score-{ds}", master=args.master)
-    try:
-        report = run(spark, config, ds, args.model, args.campaign, args.chunk_rows)
-    except PipelineError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(report, indent=2))
-    return 0
+JOB = Job(
+    name="score", arguments=_arguments,
+    run=lambda job: run(job.spark, job.config, job.ds, job.args.model, job.args.campaign,
+                        job.args.chunk_rows),
+    description="Score every user of embeddings/ds=<ds> against every campaign whose support "
+                "set passed its checks, in one pass, and select each campaign's segment (top-K "
+                "or threshold, exclusions removed) under scores/ds=<ds>.")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ if __package__ in (None, ""):  # spark-submit jobs/tasks.py: make the project im
 from common import storage
 from common.errors import PipelineError
 from common.publish import Publisher
-from jobs.encode import genre_matches, landing_partitions, parse_and_validate, read_raw
+from jobs import runner
+from jobs.encoding.validation import genre_matches, landing_partitions, parse_and_validate, read_raw
 from jobs.ingest import (
     NANOS_AS_LONG,
     IngestError,
@@ -52,8 +53,9 @@ from jobs.ingest import (
     run_query,
     set_conf,
 )
+from jobs.runner import Job
 from jobs.typed_read import InputTypeError, read_folder
-from schemas.config import PipelineConfig, TaskConfig, add_override_argument, load_config, rule_dict
+from schemas.config import PipelineConfig, TaskConfig, rule_dict
 from schemas.contracts import LABELS, RAW_SOURCES, demographics_schema, spark_ddl
 
 log = logging.getLogger("metaprofile.tasks")
@@ -231,36 +233,22 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
     return report
 
 
-def build_parser(prog: str = "spark-submit jobs/tasks.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Write the label files of the tasks that the config defines by a rule "
-                    "(new_buyer, buys_at_least over the raw purchase log; attribute over the "
-                    "demographics; query over the import.tables); hand-made labels of other "
-                    "tasks are kept. Prints the positives and negatives per task.")
-    parser.add_argument("--config", required=True, help="pipeline config YAML")
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", default=[], dest="only",
                         help="only this task (repeatable; default: every task with a rule)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master, e.g. local[2], yarn, spark://host:7077")
-    add_override_argument(parser)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "spark-submit jobs/tasks.py") -> int:
-    args = build_parser(prog).parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from jobs.spark import build_session
-    from schemas.config import ConfigError
-    try:
-        config = load_config(args.config, overrides=args.overrides)
-        spark = build_session("metaprofile-tasks", args.master)
-        print(json.dumps(run(spark, config, args.only), indent=2))
-    except (ConfigError, PipelineError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+JOB = Job(
+    name="tasks", uses_ds=False, arguments=_arguments,
+    run=lambda job: run(job.spark, job.config, job.args.only),
+    description="Write the label files of the tasks that the config defines by a rule "
+                "(new_buyer, buys_at_least over the raw purchase log; attribute over the "
+                "demographics; query over the import.tables); hand-made labels of other tasks "
+                "are kept. Prints the positives and negatives per task.")
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    return runner.main(JOB, argv, prog)
 
 
 if __name__ == "__main__":

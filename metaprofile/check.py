@@ -59,7 +59,12 @@ def _folder_findings(name: str, uri: str, contract, required: tuple[str, ...],
 
 
 def check_raw(config: PipelineConfig, source: str, ds: dt.date) -> list[Finding]:
-    from jobs.encode import landing_partitions, missing_dates, partition_dates, window_dates
+    from jobs.encoding.validation import (
+        landing_partitions,
+        missing_dates,
+        partition_dates,
+        window_dates,
+    )
     from schemas.contracts import RAW_SOURCES
 
     name = f"raw_{source}"
@@ -124,7 +129,7 @@ def sample_event_times(path: str, fmt: str) -> list[str] | None:
 def event_time_findings(config: PipelineConfig, name: str, folder: str) -> list[Finding]:
     import re
 
-    from jobs.encode import DATE_PATTERN, TIMESTAMP_PATTERN
+    from jobs.encoding.validation import DATE_PATTERN, TIMESTAMP_PATTERN
     from jobs.typed_read import data_files
 
     files = data_files(folder)

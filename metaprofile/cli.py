@@ -13,18 +13,12 @@ from typing import Sequence
 from common.workdir import PROJECT_ROOT, configure_environment
 from metaprofile import __version__
 from metaprofile.datasets.reports import format_generation_report, format_landing_report
-from schemas.config import add_override_argument
+from schemas.config import add_config_arguments
 
 log = logging.getLogger("metaprofile")
 
 DEFAULT_SYNTHETIC_CONFIG = str(PROJECT_ROOT / "conf" / "synthetic.yaml")
 DEFAULT_CJ_CONFIG = str(PROJECT_ROOT / "conf" / "completejourney.yaml")
-
-
-def _add_config_args(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument("--config", default=default,
-                        help="pipeline config YAML (default: %(default)s)")
-    add_override_argument(parser)
 
 
 def _load(args: argparse.Namespace):
@@ -197,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "of every class), demographics, source and target labels, "
                                    "campaign seeds, a registry, opt-outs and the ground truth "
                                    "under the config's storage root, and print the counts.")
-    _add_config_args(p, DEFAULT_SYNTHETIC_CONFIG)
+    add_config_arguments(p)
     p.add_argument("--users", type=int, default=10_000, help="number of users (default: %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="random seed; same seed, same data")
     p.add_argument("--format", choices=("parquet", "csv", "jsonl"), default="parquet",
@@ -217,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "import` and `metaprofile tasks` by the config: raw "
                                    "purchases, points, demographics, campaign seeds and "
                                    "registry, and task labels, with exact row accounting.")
-    _add_config_args(p, DEFAULT_CJ_CONFIG)
+    add_config_arguments(p)
     p.add_argument("--households", type=int, default=None,
                    help="only a deterministic slice: this many smallest household ids")
     p.set_defaults(func=cmd_completejourney)
@@ -239,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="make a model artifact the one the nightly jobs use",
                        description="Point models/published.json at a model artifact (checked "
                                    "against the config), keeping a history line per publication.")
-    _add_config_args(p, DEFAULT_SYNTHETIC_CONFIG)
+    add_config_arguments(p)
     p.add_argument("--model", required=True, help="model artifact directory")
     p.add_argument("--evaluation", default=None,
                    help="evaluation decision JSON to record with the publication")
@@ -258,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "dates without a partition. Prints one line per finding "
                                    "(ok, warn, error); exits 1 when there is an error, 2 when "
                                    "the config itself is invalid.")
-    _add_config_args(p, DEFAULT_SYNTHETIC_CONFIG)
+    add_config_arguments(p)
     p.add_argument("--ds", default=None,
                    help="window end YYYY-MM-DD (default: the config's window.end)")
     p.set_defaults(func=cmd_check)
@@ -266,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="validate or print a pipeline config")
     p.add_argument("action", choices=("validate", "show"),
                    help="validate: check and summarise; show: print with defaults resolved")
-    _add_config_args(p, DEFAULT_SYNTHETIC_CONFIG)
+    add_config_arguments(p)
     p.set_defaults(func=cmd_config)
     return parser
 

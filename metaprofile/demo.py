@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from common import catalog
 from common.workdir import PROJECT_ROOT, work_dir
 
 log = logging.getLogger("metaprofile.demo")
@@ -114,7 +115,7 @@ def segment_quality(config) -> list[str]:
     from common import storage
     from metaprofile.segment_check import dmp_lifts
     ds = config.window.end
-    root = f"{config.storage.uri('segments')}/ds={ds.isoformat()}"
+    root = catalog.partition(config, "segments", ds)
     dmp = dmp_lifts(config, ds)
     lines, lifts, dmp_values = [], [], []
     for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):

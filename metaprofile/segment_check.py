@@ -21,7 +21,7 @@ import glob
 import numpy as np
 import pyarrow.dataset as pads
 
-from common import storage
+from common import catalog, storage
 
 
 def _table(uri: str, columns: list[str]):
@@ -46,7 +46,7 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
     """Per exported campaign of ``ds``: the held-out lift of the DMP's segment."""
     from jobs.export import forbidden_users
     from model.baselines import fit_linear_head
-    embeddings = _table(f"{config.storage.uri('embeddings')}/ds={ds.isoformat()}",
+    embeddings = _table(catalog.partition(config, "embeddings", ds),
                         ["user_id", "features"])
     if "features" not in embeddings.column_names:
         return {}
@@ -54,14 +54,14 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
     features = np.stack(embeddings.column("features").to_numpy(zero_copy_only=False)
                         ).astype(np.float64)  # [U, F]
     row_of = {u: i for i, u in enumerate(ids)}
-    root = f"{config.storage.uri('segments')}/ds={ds.isoformat()}"
-    supports = f"{config.storage.uri('supports')}/ds={ds.isoformat()}"
+    root = catalog.partition(config, "segments", ds)
+    supports = catalog.partition(config, "supports", ds)
     lifts: dict[str, float | None] = {}
     for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
         manifest = storage.read_json(path)
         campaign = manifest["campaign_id"]
-        support = storage.read_json(f"{supports}/campaign={campaign}/support.json")
-        members = _table(f"{supports}/campaign={campaign}/members", ["user_id", "role"])
+        support = storage.read_json(f"{catalog.campaign_path(supports, campaign)}/support.json")
+        members = _table(f"{catalog.campaign_path(supports, campaign)}/members", ["user_id", "role"])
         rows = {role: np.array([row_of[u] for u, r in zip(
             members.column("user_id").to_pylist(), members.column("role").to_pylist())
             if r == role and u in row_of], np.int64) for role in ("support", "negative",

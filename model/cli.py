@@ -4,20 +4,19 @@
 ``func`` to a function of the parsed arguments that returns an exit code. TensorFlow is
 imported only when a command runs, so ``metaprofile --help`` stays fast.
 
-    metaprofile train --ds 2026-06-30 --steps 2000            # full size, conf/synthetic.yaml
-    metaprofile train --width 0.125 --steps 200 --resume      # a narrow demo network
-    metaprofile model-summary                                 # full-size parameter count
+    metaprofile train --config conf/synthetic.yaml --ds 2026-06-30 --steps 2000  # full size
+    metaprofile train --config conf/synthetic.yaml --width 0.125 --steps 200 --resume
+    metaprofile model-summary --config conf/synthetic.yaml    # full-size parameter count
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import os
-from pathlib import Path
 
-from schemas.config import add_override_argument
+from common import catalog
+from schemas.config import add_config_arguments
 
-DEFAULT_CONFIG = str(Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml")
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 
 
@@ -29,7 +28,7 @@ def add_subparsers(subparsers) -> None:
                     "(Eq. 1 loss, Adam, cyclical then SGDR learning rate), checkpointing so "
                     "that --resume continues a killed run exactly, and write a versioned "
                     "artifact <out>/<version>/ (model.keras, configs, specs, metrics).")
-    _add_config_args(p)
+    add_config_arguments(p)
     p.add_argument("--ds", type=dt.date.fromisoformat, default=None,
                    help="snapshot date YYYY-MM-DD (default: the config's window.end)")
     p.add_argument("--heatmaps", default=None,
@@ -71,15 +70,9 @@ def add_subparsers(subparsers) -> None:
         description="Build (not train) the meta-model for the config's real window and "
                     "channels, print each tower's Table 2 shapes, the parameter count per part "
                     "and why it differs from the paper's 'about 2 million'.")
-    _add_config_args(p)
+    add_config_arguments(p)
     _add_model_args(p)
     p.set_defaults(func=cmd_model_summary)
-
-
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help="pipeline config YAML (default: %(default)s)")
-    add_override_argument(parser)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ds = args.ds or config.window.end
     if ds is None:
         raise ValueError("no --ds given and the config has no window.end")
-    heatmaps = args.heatmaps or f"{config.storage.uri('heatmaps')}/ds={ds.isoformat()}"
+    heatmaps = args.heatmaps or catalog.partition(config, "heatmaps", ds)
     work_dir = args.work_dir or os.path.join(
         os.environ.get("METAPROFILE_WORK_DIR", ".work"), "train", f"{config.name}-{ds}")
     spec = InputSpec.from_config(config)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.input_spec import InputSpec
+from schemas.tfrecord_spec import column_index_key, column_value_key, heatmap_key
 
 
 def transform_values(values: np.ndarray, transform: str) -> np.ndarray:
@@ -52,8 +53,8 @@ def dense_batch(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: st
             columns[name] = columns[name].combine_chunks()
     out = {}
     for name, _ in spec.modalities:
-        out[f"heatmap/{name}"] = densify_column(columns[f"{name}__index"],
-                                                columns[f"{name}__value"],
+        out[heatmap_key(name)] = densify_column(columns[column_index_key(name)],
+                                                columns[column_value_key(name)],
                                                 spec.heatmap_shape(name), transform)
     rows = batch.num_rows
     if spec.numeric:

@@ -119,13 +119,6 @@ def support_order(pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
                                                                neg.reshape(-1)])
 
 
-def sample_episode_support(pool: SupportPool, k: int, rng: np.random.Generator,
-                           negatives: bool = True) -> dict[str, np.ndarray]:
-    """Support features of one episode, every key ``[2·T·K, ...]`` in :func:`support_order`."""
-    pos, neg = sample_support(pool.labels, pool.mask, k, rng, pool.tasks, negatives)
-    return pool.gather(support_order(pos, neg))
-
-
 # --------------------------------------------------------------------------- the pool
 
 

@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import tensorflow as tf
 
 from common import storage
 from schemas.config import PipelineConfig
 from schemas.input_spec import InputSpec
-from schemas.tfrecord_spec import spec_differences, spec_document
+from schemas.tfrecord_spec import (
+    heatmap_key,
+    record_index_key,
+    record_value_key,
+    spec_differences,
+    spec_document,
+)
 
 MANIFEST = "_manifest.json"
 AUTOTUNE = tf.data.AUTOTUNE
@@ -94,8 +99,8 @@ def feature_description(spec: InputSpec) -> dict:
     """``tf.io.parse_example`` features for the stored example (schemas/tfrecord_spec.py)."""
     features = {"user_id": tf.io.FixedLenFeature([], tf.string)}
     for name, _ in spec.modalities:
-        features[f"{name}/index"] = tf.io.VarLenFeature(tf.int64)
-        features[f"{name}/value"] = tf.io.VarLenFeature(tf.float32)
+        features[record_index_key(name)] = tf.io.VarLenFeature(tf.int64)
+        features[record_value_key(name)] = tf.io.VarLenFeature(tf.float32)
     for name in spec.numeric:
         features[f"demo/{name}"] = tf.io.FixedLenFeature([], tf.float32)
     for name, _ in spec.categorical:
@@ -154,7 +159,7 @@ def make_parser(spec: InputSpec, manifest: dict, transform: str):
         parsed = tf.io.parse_example(serialized, features)
         batch = {"user_id": parsed["user_id"]}
         for name, _ in spec.modalities:
-            batch[f"heatmap/{name}"] = densify(parsed[f"{name}/index"], parsed[f"{name}/value"],
+            batch[heatmap_key(name)] = densify(parsed[record_index_key(name)], parsed[record_value_key(name)],
                                                spec.heatmap_shape(name), transform)
         if spec.numeric:
             raw = tf.stack([parsed[f"demo/{n}"] for n in spec.numeric], axis=1)  # [B, F]
@@ -226,11 +231,3 @@ def make_dataset(heatmaps_uri: str, split: str, spec: InputSpec, batch_size: int
     ds = ds.batch(batch_size, drop_remainder=repeat)
     ds = ds.map(make_parser(spec, manifest, transform), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
-
-
-def split_size(manifest: dict, split: str) -> int:
-    return int(manifest["splits"][split]["examples"])
-
-
-def steps_per_epoch(manifest: dict, split: str, batch_size: int) -> int:
-    return max(1, math.ceil(split_size(manifest, split) / batch_size))

@@ -63,6 +63,7 @@ import keras
 
 from model.relation import RelationModule
 from schemas.input_spec import InputSpec
+from schemas.tfrecord_spec import heatmap_key
 
 PACKAGE = "metaprofile"
 
@@ -247,7 +248,7 @@ def build_profile_network(spec: InputSpec, cfg: ModelConfig) -> keras.Model:
     inputs = {}
     parts = []
     for name, _ in spec.modalities:
-        key = input_name(f"heatmap/{name}")
+        key = input_name(heatmap_key(name))
         inputs[key] = keras.Input(shape=spec.heatmap_shape(name), name=key)  # [B, D, 24, C]
         parts.append(build_tower(name, spec.heatmap_shape(name), cfg)(inputs[key]))
     demographics = build_demographic_tower(spec, cfg)

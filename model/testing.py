@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from schemas.input_spec import InputSpec
+from schemas.tfrecord_spec import heatmap_key
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def planted_users(spec: InputSpec, users: int, seed: int, *, labelled: float = 0
                 _plant(rng, heat, truth[:, t], signature)
         if target_signature(spec).modality == m:
             _plant(rng, heat, target, target_signature(spec))
-        batch[f"heatmap/{name}"] = heat
+        batch[heatmap_key(name)] = heat
     batch.update(_demographics(rng, spec, users))
     mask = (rng.random((users, tasks)) < labelled).astype(np.float32)  # [U, T]
     batch["labels"] = truth.astype(np.float32) * mask

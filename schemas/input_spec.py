@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.config import PipelineConfig
-from schemas.tfrecord_spec import HOURS
+from schemas.tfrecord_spec import HOURS, heatmap_key
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class InputSpec:
 
     @property
     def heatmap_keys(self) -> tuple[str, ...]:
-        return tuple(f"heatmap/{name}" for name, _ in self.modalities)
+        return tuple(heatmap_key(name) for name, _ in self.modalities)
 
     def heatmap_shape(self, modality: str) -> tuple[int, int, int]:
         return (self.days, self.hours, dict(self.modalities)[modality])

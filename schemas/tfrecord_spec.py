@@ -15,6 +15,30 @@ from dataclasses import asdict, dataclass
 from schemas import SCHEMA_VERSION
 from schemas.config import PipelineConfig
 
+# Feature keys, declared once. One modality's heatmap is spelt three ways: as TFRecord
+# features, as Spark/Arrow columns (no "/" in a column name), and as a batch's dense tensor.
+HEATMAP_PREFIX = "heatmap/"
+
+
+def record_index_key(modality: str) -> str:
+    return f"{modality}/index"
+
+
+def record_value_key(modality: str) -> str:
+    return f"{modality}/value"
+
+
+def column_index_key(modality: str) -> str:
+    return f"{modality}__index"
+
+
+def column_value_key(modality: str) -> str:
+    return f"{modality}__value"
+
+
+def heatmap_key(modality: str) -> str:
+    return f"{HEATMAP_PREFIX}{modality}"
+
 HOURS = 24
 
 
@@ -41,8 +65,8 @@ def feature_specs(config: PipelineConfig) -> tuple[FeatureSpec, ...]:
     specs = [FeatureSpec("user_id", "bytes", "fixed")]
     for m in config.modalities:
         shape = (days, HOURS, m.num_channels)
-        specs.append(FeatureSpec(f"{m.name}/index", "int64", "var", shape))
-        specs.append(FeatureSpec(f"{m.name}/value", "float", "var", shape))
+        specs.append(FeatureSpec(record_index_key(m.name), "int64", "var", shape))
+        specs.append(FeatureSpec(record_value_key(m.name), "float", "var", shape))
     specs += [FeatureSpec(f"demo/{n}", "float", "fixed") for n in config.demographics.numeric]
     specs += [FeatureSpec(f"demo/{c.name}", "bytes", "fixed")
               for c in config.demographics.categorical]

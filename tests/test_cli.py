@@ -37,7 +37,8 @@ def test_encode_refuses_full_with_snapshot_only(capsys):
 
 
 def test_generate_prints_counts(tmp_path, capsys):
-    code = main(["generate", "--users", "30", "--seed", "3", "--set", "window.days=5",
+    code = main(["generate", "--config", "conf/synthetic.yaml", "--users", "30", "--seed", "3",
+                 "--set", "window.days=5",
                  "--set", f"storage.root={tmp_path}"])
     assert code == 0
     out = capsys.readouterr().out
@@ -49,17 +50,19 @@ def test_generate_prints_counts(tmp_path, capsys):
 
 
 def test_config_validate_and_errors(tmp_path, capsys):
-    assert main(["config", "validate"]) == 0
+    assert main(["config", "validate", "--config", "conf/synthetic.yaml"]) == 0
     assert "valid (config 'synthetic'" in capsys.readouterr().out
-    assert main(["config", "validate", "--set", "window.days=0"]) == 2
+    assert main(["config", "validate", "--config", "conf/synthetic.yaml",
+                 "--set", "window.days=0"]) == 2
     err = capsys.readouterr().err
     assert "window.days: 0 is outside 1..3660" in err and "synthetic.yaml" in err
-    assert main(["config", "show", "--set", "window.days=30"]) == 0
+    assert main(["config", "show", "--config", "conf/synthetic.yaml",
+                 "--set", "window.days=30"]) == 0
     assert "days: 30" in capsys.readouterr().out
 
 
 def test_completejourney_slice_prints_accounting(tmp_path, capsys):
-    assert main(["completejourney", "--households", "5",
+    assert main(["completejourney", "--config", "conf/completejourney.yaml", "--households", "5",
                  "--set", f"storage.root={tmp_path}"]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "_completejourney.json").read_text())
@@ -73,7 +76,7 @@ def test_check_reports_every_input_and_fails_on_errors(tmp_path, capsys):
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    base = ["--set", "window.days=5", "--set", f"storage.root={tmp_path}"]
+    base = ["--config", "conf/synthetic.yaml", "--set", "window.days=5", "--set", f"storage.root={tmp_path}"]
     assert main(["generate", "--users", "30", "--seed", "3", *base]) == 0
     capsys.readouterr()
     assert main(["check", *base]) == 0
@@ -119,7 +122,7 @@ def test_check_points_a_new_retailer_to_the_import(tmp_path, capsys):
 def test_check_reads_the_first_event_times_of_the_newest_partition(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    base = ["--set", "window.days=3", "--set", "window.end=2026-06-30",
+    base = ["--config", "conf/synthetic.yaml", "--set", "window.days=3", "--set", "window.end=2026-06-30",
             "--set", f"storage.root={tmp_path}"]
     part = tmp_path / "raw_purchases" / "dt=2026-06-30" / "part-0.parquet"
     part.parent.mkdir(parents=True)

@@ -93,6 +93,7 @@ def test_config_validates_and_every_task_has_a_rule(landed):
 
 def test_the_mapping_lands_exactly_what_the_bespoke_converter_wrote(spark, landed, tmp_path):
     from jobs import encode
+    from jobs.encoding.validation import partition_dates
     config, _, _ = landed
     # Reading nanosecond Parquet needs a session setting; the jobs leave it as they found it.
     assert spark.conf.get("spark.sql.legacy.parquet.nanosAsLong", "false") == "false"
@@ -106,7 +107,7 @@ def test_the_mapping_lands_exactly_what_the_bespoke_converter_wrote(spark, lande
                                              ("events", "snapshots", "rejects", "manifests"))])
     report = encode.run(spark, short, short.window.end, full=True, snapshot=False)
     for source, counts in report["sources"].items():  # every landed row of the month counted
-        days = encode.partition_dates(short, short.window.end, full=True)
+        days = partition_dates(short, short.window.end, full=True)
         assert counts["rows_read"] == spark.read.parquet(short.storage.uri(f"raw_{source}")) \
             .where(f"dt between '{days[0]}' and '{days[-1]}'").count() > 0
         assert counts["rows_read"] == counts["rows_encoded"] + sum(

@@ -16,6 +16,13 @@ from conftest import SYNTHETIC_CONFIG
 
 from common.privacy import PseudonymKeyError
 from jobs import encode
+from jobs.encoding.snapshot import (
+    assemble_snapshot,
+    build_snapshot,
+    dirty_dates,
+    partition_fingerprint,
+)
+from jobs.encoding.validation import EncodeError, partition_dates
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.config import parse_config
 from schemas.contracts import RAW_SOURCES
@@ -206,7 +213,7 @@ def test_too_many_rejects_fail_the_run_naming_the_reason(spark, tmp_path):
               + [purchase(None, "2026-06-30T08:00:00Z")]
               + [purchase("u2", "2026-06-30T08:00:00Z")] * 1)
     write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
-    with pytest.raises(encode.EncodeError, match=r"purchases: 4 of 5 rows rejected .* most are "
+    with pytest.raises(EncodeError, match=r"purchases: 4 of 5 rows rejected .* most are "
                                                  r"non_numeric_value \(3\)"):
         encode.run(spark, config, dt.date(2026, 6, 30))
     assert not Path(config.storage.uri("events"), "dt=2026-06-30").exists()
@@ -282,7 +289,7 @@ def test_a_column_of_an_unusable_type_fails_before_spark_naming_file_and_types(s
         Path(config.storage.uri("raw_points")) / "dt=2026-06-30" / "p.parquet"
         if (Path(config.storage.uri("raw_points")) / "dt=2026-06-30").mkdir(parents=True)
         is None else None)
-    with pytest.raises(encode.EncodeError) as raised:
+    with pytest.raises(EncodeError) as raised:
         encode.run(spark, config, dt.date(2026, 6, 30))
     message = str(raised.value)
     assert (f"raw purchases: {folder / 'part-00000.parquet'}: column 'amount' has type bool; "
@@ -329,7 +336,7 @@ def test_missing_landing_partitions_are_counted_and_can_fail_the_run(spark, tmp_
             write_raw(config, "purchases", day, [purchase("u1", f"{day}T08:00:00Z")])
         write_raw(config, "points", "2026-06-30", [point("u1", "2026-06-30T08:00:00Z")])
         if policy == "fail":
-            with pytest.raises(encode.EncodeError, match=re.escape(
+            with pytest.raises(EncodeError, match=re.escape(
                     "purchases: 1 landing partition(s) of the window missing (2026-06-28); "
                     "points: 4 landing partition(s) of the window missing (2026-06-26, "
                     "2026-06-27, 2026-06-28, 2026-06-29)")):
@@ -373,10 +380,10 @@ def test_full_year_equals_day_by_day_and_reruns_are_idempotent(spark, tmp_path):
     generate(daily, options, progress=lambda _: None)
     ds = full.window.end
     encode.run(spark, full, ds, full=True)
-    for day in encode.partition_dates(daily, ds, full=True):
+    for day in partition_dates(daily, ds, full=True):
         if Path(daily.storage.uri("raw_purchases"), f"dt={day}").exists():
             encode.run(spark, daily, day, snapshot=False)
-    encode.build_snapshot(spark, daily, ds)
+    build_snapshot(spark, daily, ds)
     assert events_of(spark, full) == events_of(spark, daily)
     assert snapshot_of(spark, full, ds) == snapshot_of(spark, daily, ds)
 
@@ -395,7 +402,7 @@ def full_assembly(spark, config, ds):
     """The snapshot at ``ds`` assembled from every daily partition, without publishing it."""
     events = spark.read.parquet(config.storage.uri("events"))
     return {(r["user_id"], r["modality"]): r.asDict()
-            for r in encode.assemble_snapshot(events, config, ds).collect()}
+            for r in assemble_snapshot(events, config, ds).collect()}
 
 
 def snapshot_manifest(config, ds) -> dict:
@@ -434,7 +441,7 @@ def test_nightly_snapshots_update_the_previous_one_and_equal_a_full_assembly(spa
               [purchase("u1", "2026-04-05T10:00:00Z", amount="50"),
                purchase("newcomer", "2026-04-04T23:30:00Z", amount="3")])
     encode.run(spark, config, dt.date(2026, 4, 5), snapshot=False)
-    report = encode.build_snapshot(spark, config, dt.date(2026, 4, 8))
+    report = build_snapshot(spark, config, dt.date(2026, 4, 8))
     assert report["assembly"]["base_ds"] == "2026-04-08"
     assert report["assembly"]["dates_rederived"] == ["2026-04-04", "2026-04-05", "2026-04-06"]
     snapshot = snapshot_of(spark, config, "2026-04-08")
@@ -444,7 +451,7 @@ def test_nightly_snapshots_update_the_previous_one_and_equal_a_full_assembly(spa
     assert "2,12,0:50;2,12,10:1" in snapshot[("u1", "purchases")]["text"]
 
     # --full-snapshot reads every partition and gives the same rows.
-    report = encode.build_snapshot(spark, config, dt.date(2026, 4, 8), incremental=False)
+    report = build_snapshot(spark, config, dt.date(2026, 4, 8), incremental=False)
     assert report["assembly"] == {"mode": "full", "event_partitions_read": 7}  # dt=04-02 ..
     assert snapshot_manifest(config, "2026-04-08")["assembly"]["mode"] == "full"
     assert snapshot_of(spark, config, "2026-04-08") == snapshot
@@ -455,26 +462,26 @@ def test_dirty_dates_are_the_uncovered_dates_and_the_neighbours_of_changed_parti
             "event_fingerprints": {f"2026-04-0{i}": f"f{i}" for i in range(1, 9)}}
     same = dict(base["event_fingerprints"])
     day = dt.date.fromisoformat
-    assert encode.dirty_dates(day("2026-04-07"), 6, same, base) == []
+    assert dirty_dates(day("2026-04-07"), 6, same, base) == []
     # one day later: the new date is uncovered; a rewritten dt=04-08 touches 04-07 and 04-08
-    assert encode.dirty_dates(day("2026-04-08"), 6, {**same, "2026-04-08": "new"}, base) == \
+    assert dirty_dates(day("2026-04-08"), 6, {**same, "2026-04-08": "new"}, base) == \
         [day("2026-04-07"), day("2026-04-08")]
     # a partition that disappeared counts as changed, as one that appeared does
     gone = {k: v for k, v in same.items() if k != "2026-04-04"}
-    assert encode.dirty_dates(day("2026-04-07"), 6, gone, base) == \
+    assert dirty_dates(day("2026-04-07"), 6, gone, base) == \
         [day("2026-04-03"), day("2026-04-04"), day("2026-04-05")]
     # a longer window than the base's: the dates before the base window are uncovered
-    assert encode.dirty_dates(day("2026-04-07"), 7, same, base) == [day("2026-04-01")]
+    assert dirty_dates(day("2026-04-07"), 7, same, base) == [day("2026-04-01")]
 
 
 def test_partition_fingerprint_ignores_markers_and_sees_rewrites():
     files = [("part-0-aaa.parquet", 10), ("_SUCCESS", 0), ("_manifest.json", 99)]
-    assert encode.partition_fingerprint(files) == \
-        encode.partition_fingerprint([("part-0-aaa.parquet", 10)])
-    assert encode.partition_fingerprint(files) != \
-        encode.partition_fingerprint([("part-0-bbb.parquet", 10)])
-    assert encode.partition_fingerprint(files) != \
-        encode.partition_fingerprint([("part-0-aaa.parquet", 11)])
+    assert partition_fingerprint(files) == \
+        partition_fingerprint([("part-0-aaa.parquet", 10)])
+    assert partition_fingerprint(files) != \
+        partition_fingerprint([("part-0-bbb.parquet", 10)])
+    assert partition_fingerprint(files) != \
+        partition_fingerprint([("part-0-aaa.parquet", 11)])
 
 
 # --------------------------------------------------------------------------- pseudonyms

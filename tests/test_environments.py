@@ -82,7 +82,8 @@ def test_nothing_is_written_to_the_home_folder(tmp_path):
     script = (
         "import sys\n"
         "from metaprofile.cli import main\n"
-        f"assert main(['generate', '--users', '20', '--set', 'window.days=3', "
+        f"assert main(['generate', '--config', '{ROOT / 'conf' / 'synthetic.yaml'}', "
+        f"'--users', '20', '--set', 'window.days=3', "
         f"'--set', 'storage.root={tmp_path / 'data'}']) == 0\n"
         "from jobs.spark import build_session\n"
         "spark = build_session('home-check', master='local[1]')\n"

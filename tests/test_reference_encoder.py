@@ -18,6 +18,7 @@ from test_encode import point, purchase
 
 from bench.reference_encoder import encode_reference, parse_doubles, parse_timestamps
 from jobs import encode
+from jobs.encoding.validation import partition_dates
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.config import PipelineConfig, load_config, parse_config
 from schemas.contracts import RAW_SOURCES
@@ -126,7 +127,7 @@ def test_reference_gives_the_spark_cells_and_accounting(spark, tmp_path):
     config, landing = generated_with_edge_cases(tmp_path / "data")
     ds = config.window.end
     report = encode.run(spark, config, ds, full=True, snapshot=False)
-    reference = encode_reference(config, encode.partition_dates(config, ds, full=True))
+    reference = encode_reference(config, partition_dates(config, ds, full=True))
 
     assert reference.sources == report["sources"]
     assert set(reference.sources["purchases"]["rows_rejected"]) == {

@@ -15,7 +15,8 @@ import pytest
 from conftest import SYNTHETIC_CONFIG
 
 from common import storage
-from metaprofile.datasets.synthetic import BAD_ROW_KINDS, GeneratorOptions, generate, utc_offsets
+from metaprofile.datasets.bad_rows import BAD_ROW_KINDS
+from metaprofile.datasets.synthetic import GeneratorOptions, generate, utc_offsets
 from schemas.config import load_config
 
 OPTIONS = GeneratorOptions(users=400, seed=11, bad_row_fraction=0.003)

@@ -8,8 +8,8 @@ module only copies the package's tables to where that section's ``import.tables`
 (``${storage.root}/source/<table>.parquet``), optionally cut to a slice of households for
 fast tests, and then runs the same two jobs a retailer runs::
 
-    metaprofile completejourney                   # = copy, metaprofile import, metaprofile tasks
-    metaprofile completejourney --households 60   # the 60 smallest household ids
+    metaprofile completejourney --config conf/completejourney.yaml   # copy, import, tasks
+    metaprofile completejourney --config conf/completejourney.yaml --households 60  # a slice
 
 The report (the import's row accounting and the per-task counts) is printed and written to
 ``<storage.root>/_completejourney.json``. docs/completejourney.md lists the mapping, the

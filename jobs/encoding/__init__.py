@@ -1,0 +1,1 @@
+"""The encoder stage: validation, cells and snapshot; ``jobs/encode.py`` runs them."""
