@@ -1,137 +1,272 @@
-"""Staged, atomic publication of datasets: stage beside the destination, then rename.
+"""Staged, atomic publication: the one way any stage makes a dataset or artifact visible.
 
-One :class:`Publisher` per run. Everything it writes goes to a hidden staging folder
-``.staging-<run>`` beside the destination and is renamed into place with ``_SUCCESS``, so a
-reader sees the old dataset or the new one, never a mix.
+Everything a run writes goes first to a hidden staging folder ``.staging-<run>`` beside its
+destination; :meth:`Publisher.publish` then gives it ``_SUCCESS`` and renames it into place,
+so a reader sees the old dataset or the new one, never a mix. The staging folder's name
+starts with '.', which Spark's partition discovery and the readers here ignore.
+
+Three filesystems sit behind one small interface (:class:`Filesystem`):
+
+* local paths and ``file://`` URIs: the operating system, where rename is atomic;
+* other URIs in a Spark driver: Hadoop's FileSystem (HDFS, s3a, gs, abfs), through the
+  session's JVM, so the cluster's credentials and settings apply;
+* other URIs elsewhere: Arrow's filesystems (``s3a://`` is read as ``s3://``).
+
+Where rename is not atomic (object stores) the old dataset is removed first and
+``_SUCCESS`` is written after the move: readers must wait for the marker.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
+from typing import Iterator, Protocol
 
 from common import storage
 from common.errors import PipelineError
+
+SUCCESS = storage.SUCCESS
+ATOMIC_RENAME_SCHEMES = ("file", "hdfs")
 
 
 class PublishError(PipelineError):
     """A rename that the filesystem refused."""
 
 
-class Publisher:
-    """Stage directories beside their destination and rename them into place.
+class Filesystem(Protocol):
+    """What publishing needs of a filesystem; every ``uri`` is absolute."""
 
-    Local paths use the operating system directly; other URIs (HDFS, object stores) go
-    through Hadoop's FileSystem, one instance per URI root. On HDFS and local disk the final
-    rename is atomic; on object stores readers must wait for ``_SUCCESS``. Staging names
-    start with '.', which Spark's partition discovery ignores.
-    """
+    def exists(self, uri: str) -> bool: ...
+    def mkdirs(self, uri: str) -> None: ...
+    def rename(self, source: str, target: str) -> None: ...
+    def delete(self, uri: str) -> None: ...  # recursive; nothing to delete is fine
+    def list_files(self, uri: str) -> list[tuple[str, int]] | None: ...
+    def list_folders(self, uri: str) -> list[str]: ...
+    def read_bytes(self, uri: str) -> bytes | None: ...
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+
+
+class LocalFilesystem:
+    """Local disk, through the operating system."""
+
+    def exists(self, uri: str) -> bool:
+        return os.path.exists(storage.local_path(uri))
+
+    def mkdirs(self, uri: str) -> None:
+        os.makedirs(storage.local_path(uri), exist_ok=True)
+
+    def rename(self, source: str, target: str) -> None:
+        os.rename(storage.local_path(source), storage.local_path(target))
+
+    def delete(self, uri: str) -> None:
+        path = storage.local_path(uri)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+    def list_files(self, uri: str) -> list[tuple[str, int]] | None:
+        folder = storage.local_path(uri)
+        if not os.path.isdir(folder):
+            return None
+        with os.scandir(folder) as entries:
+            return [(e.name, e.stat().st_size) for e in entries if e.is_file()]
+
+    def list_folders(self, uri: str) -> list[str]:
+        folder = storage.local_path(uri)
+        if not os.path.isdir(folder):
+            return []
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if e.is_dir()]
+
+    def read_bytes(self, uri: str) -> bytes | None:
+        try:
+            with open(storage.local_path(uri), "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return None
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path = storage.local_path(uri)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+
+class ArrowFilesystem:
+    """Object stores and HDFS through ``pyarrow.fs`` (for tools without a Spark session)."""
+
+    def _info(self, uri: str):
+        fs, path = storage.resolve(uri)
+        return fs, path, fs.get_file_info(path)
+
+    def exists(self, uri: str) -> bool:
+        import pyarrow.fs as pafs
+        return self._info(uri)[2].type != pafs.FileType.NotFound
+
+    def mkdirs(self, uri: str) -> None:
+        fs, path = storage.resolve(uri)
+        fs.create_dir(path, recursive=True)
+
+    def rename(self, source: str, target: str) -> None:
+        fs, src = storage.resolve(source)
+        _, dst = storage.resolve(target)
+        fs.move(src, dst)
+
+    def delete(self, uri: str) -> None:
+        import pyarrow.fs as pafs
+        fs, path, info = self._info(uri)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+        elif info.type == pafs.FileType.File:
+            fs.delete_file(path)
+
+    def _children(self, uri: str):
+        import pyarrow.fs as pafs
+        fs, path, info = self._info(uri)
+        if info.type != pafs.FileType.Directory:
+            return None
+        return fs.get_file_info(pafs.FileSelector(path))
+
+    def list_files(self, uri: str) -> list[tuple[str, int]] | None:
+        import pyarrow.fs as pafs
+        children = self._children(uri)
+        if children is None:
+            return None
+        return [(c.base_name, int(c.size)) for c in children if c.type == pafs.FileType.File]
+
+    def list_folders(self, uri: str) -> list[str]:
+        import pyarrow.fs as pafs
+        return [c.base_name for c in self._children(uri) or ()
+                if c.type == pafs.FileType.Directory]
+
+    def read_bytes(self, uri: str) -> bytes | None:
+        return storage.read_bytes(uri) if self.exists(uri) else None
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        storage.write_bytes(data, uri)
+
+
+class HadoopFilesystem:
+    """Any URI Hadoop can open, through a Spark session's JVM (one instance per URI root)."""
 
     def __init__(self, spark):
         self.spark = spark
-        self.run_id = uuid.uuid4().hex[:8]
-        self._filesystems: dict = {}
-        self._staging_folders: set[str] = set()
+        self._instances: dict[str, object] = {}
 
-    is_local = staticmethod(storage.is_local)
-    local = staticmethod(storage.local_path)
-
-    def _hadoop(self, uri: str):
+    def _resolve(self, uri: str):
         jvm = self.spark.sparkContext._jvm
         path = jvm.org.apache.hadoop.fs.Path(uri)
-        root = uri.split("/", 3)[:3]
-        key = "/".join(root)
-        if key not in self._filesystems:
+        root = "/".join(uri.split("/", 3)[:3])
+        if root not in self._instances:
             conf = self.spark.sparkContext._jsc.hadoopConfiguration()
-            self._filesystems[key] = path.getFileSystem(conf)
-        return path, self._filesystems[key]
+            self._instances[root] = path.getFileSystem(conf)
+        return path, self._instances[root]
 
     def exists(self, uri: str) -> bool:
-        if self.is_local(uri):
-            return os.path.exists(self.local(uri))
-        path, fs = self._hadoop(uri)
+        path, fs = self._resolve(uri)
         return bool(fs.exists(path))
 
     def mkdirs(self, uri: str) -> None:
-        if self.is_local(uri):
-            os.makedirs(self.local(uri), exist_ok=True)
-        else:
-            path, fs = self._hadoop(uri)
-            fs.mkdirs(path)
+        path, fs = self._resolve(uri)
+        fs.mkdirs(path)
 
     def rename(self, source: str, target: str) -> None:
-        if self.is_local(source):
-            os.rename(self.local(source), self.local(target))
-            return
-        src, fs = self._hadoop(source)
-        dst, _ = self._hadoop(target)
+        src, fs = self._resolve(source)
+        dst, _ = self._resolve(target)
         if not fs.rename(src, dst):
             raise PublishError(f"cannot rename {source} to {target}")
 
     def delete(self, uri: str) -> None:
-        if self.is_local(uri):
-            shutil.rmtree(self.local(uri), ignore_errors=True)
-        else:
-            path, fs = self._hadoop(uri)
-            fs.delete(path, True)
+        path, fs = self._resolve(uri)
+        fs.delete(path, True)
 
     def list_files(self, uri: str) -> list[tuple[str, int]] | None:
-        """(name, size) of the files directly in folder ``uri``; None when it does not exist."""
-        if self.is_local(uri):
-            folder = self.local(uri)
-            if not os.path.isdir(folder):
-                return None
-            with os.scandir(folder) as entries:
-                return [(e.name, e.stat().st_size) for e in entries if e.is_file()]
-        path, fs = self._hadoop(uri)
+        path, fs = self._resolve(uri)
         if not fs.exists(path):
             return None
         return [(s.getPath().getName(), int(s.getLen())) for s in fs.listStatus(path)
                 if s.isFile()]
 
     def list_folders(self, uri: str) -> list[str]:
-        """Names of the folders directly in ``uri`` (none when it does not exist)."""
-        if self.is_local(uri):
-            folder = self.local(uri)
-            if not os.path.isdir(folder):
-                return []
-            with os.scandir(folder) as entries:
-                return [e.name for e in entries if e.is_dir()]
-        path, fs = self._hadoop(uri)
+        path, fs = self._resolve(uri)
         if not fs.exists(path):
             return []
         return [s.getPath().getName() for s in fs.listStatus(path) if s.isDirectory()]
 
-    def read_text(self, uri: str) -> str | None:
-        """The text of file ``uri``; None when it does not exist."""
-        if self.is_local(uri):
-            try:
-                with open(self.local(uri), encoding="utf-8") as fh:
-                    return fh.read()
-            except FileNotFoundError:
-                return None
-        path, fs = self._hadoop(uri)
+    def read_bytes(self, uri: str) -> bytes | None:
+        path, fs = self._resolve(uri)
         if not fs.exists(path):
             return None
         stream = fs.open(path)
         try:
             jvm = self.spark.sparkContext._jvm
-            return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+            return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
         finally:
             stream.close()
 
-    def write_text(self, uri: str, text: str) -> None:
-        if self.is_local(uri):
-            with open(self.local(uri), "w", encoding="utf-8") as fh:
-                fh.write(text)
-            return
-        path, fs = self._hadoop(uri)
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        path, fs = self._resolve(uri)
         stream = fs.create(path, True)
         try:
-            stream.write(bytearray(text.encode()))
+            stream.write(bytearray(data))
         finally:
             stream.close()
 
+
+def atomic_rename(uri: str) -> bool:
+    """Whether a rename at ``uri`` is atomic (local disk and HDFS; not object stores)."""
+    return storage.is_local(uri) or uri.split("://", 1)[0] in ATOMIC_RENAME_SCHEMES
+
+
+class Publisher:
+    """One run's staging folders and publications.
+
+    ``spark`` (optional) routes non-local URIs through Hadoop; without it they go through
+    Arrow. ``run_id`` names this run's staging folders.
+    """
+
+    def __init__(self, spark=None):
+        self.run_id = uuid.uuid4().hex[:8]
+        self._local = LocalFilesystem()
+        self._remote: Filesystem = HadoopFilesystem(spark) if spark is not None \
+            else ArrowFilesystem()
+        self._staging_folders: set[str] = set()
+
+    def filesystem(self, uri: str) -> Filesystem:
+        return self._local if storage.is_local(uri) else self._remote
+
+    # The filesystem operations, routed by URI.
+    def exists(self, uri: str) -> bool:
+        return self.filesystem(uri).exists(uri)
+
+    def mkdirs(self, uri: str) -> None:
+        self.filesystem(uri).mkdirs(uri)
+
+    def rename(self, source: str, target: str) -> None:
+        self.filesystem(source).rename(source, target)
+
+    def delete(self, uri: str) -> None:
+        self.filesystem(uri).delete(uri)
+
+    def list_files(self, uri: str) -> list[tuple[str, int]] | None:
+        """(name, size) of the files directly in folder ``uri``; None when it does not exist."""
+        return self.filesystem(uri).list_files(uri)
+
+    def list_folders(self, uri: str) -> list[str]:
+        """Names of the folders directly in ``uri`` (none when it does not exist)."""
+        return self.filesystem(uri).list_folders(uri)
+
+    def read_text(self, uri: str) -> str | None:
+        """The text of file ``uri``; None when it does not exist."""
+        data = self.filesystem(uri).read_bytes(uri)
+        return None if data is None else data.decode("utf-8")
+
+    def write_text(self, uri: str, text: str) -> None:
+        self.filesystem(uri).write_bytes(uri, text.encode("utf-8"))
+
+    # Staging and publishing.
     def staging(self, uri: str) -> str:
         """A staging location for ``uri``: inside a hidden sibling folder of this run.
 
@@ -150,9 +285,14 @@ class Publisher:
         self._staging_folders.clear()
 
     def publish(self, staging: str, final: str) -> None:
-        """Replace ``final`` by ``staging`` (which gets ``_SUCCESS`` first)."""
-        self.write_text(f"{staging}/_SUCCESS", "")
+        """Replace ``final`` by ``staging``, which gets ``_SUCCESS``."""
         self.mkdirs(final.rstrip("/").rsplit("/", 1)[0])
+        if not atomic_rename(final):  # object stores: remove, move, then mark
+            self.delete(final)
+            self.rename(staging, final)
+            self.write_text(f"{final}/{SUCCESS}", "")
+            return
+        self.write_text(f"{staging}/{SUCCESS}", "")
         retired = None
         if self.exists(final):
             retired = self.staging(final) + ".replaced"
@@ -160,3 +300,34 @@ class Publisher:
         self.rename(staging, final)
         if retired is not None:
             self.delete(retired)
+
+    @contextlib.contextmanager
+    def staged(self, uri: str) -> Iterator[str]:
+        """Yield a staging location for ``uri``; publish it there when the block succeeds.
+
+        On failure the staging is removed and ``uri`` keeps its old content.
+        """
+        staging = self.staging(uri)
+        self.mkdirs(staging)
+        try:
+            yield staging
+            self.publish(staging, uri)
+        finally:
+            self.cleanup()
+
+    def replace_file(self, uri: str, data: bytes) -> None:
+        """Replace the single file ``uri`` whole (a pointer, a manifest)."""
+        if not atomic_rename(uri):  # object stores replace one object atomically
+            self.filesystem(uri).write_bytes(uri, data)
+            return
+        staging = self.staging(uri)
+        try:
+            self.filesystem(staging).write_bytes(staging, data)
+            self.mkdirs(uri.rstrip("/").rsplit("/", 1)[0])
+            if storage.is_local(uri):
+                os.replace(storage.local_path(staging), storage.local_path(uri))
+            else:  # HDFS: rename does not overwrite
+                self.delete(uri)
+                self.rename(staging, uri)
+        finally:
+            self.cleanup()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 
 from common import storage
 from common.errors import PipelineError
+from common.publish import Publisher
 from schemas.config import PipelineConfig
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences
@@ -71,18 +71,10 @@ def publish(config: PipelineConfig, model_path: str, evaluation: dict | None = N
 
 
 def _replace_json(document: dict, uri: str) -> None:
-    if storage.is_local(uri):
-        path = storage.local_path(uri)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        staging = f"{path}.tmp"
-        with open(staging, "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(staging, path)
-    else:  # object stores replace a single object atomically
-        storage.write_json(document, uri)
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    Publisher().replace_file(uri, text.encode())
 
 
 def _append_line(line: str, uri: str) -> None:
     existing = storage.read_bytes(uri).decode() if storage.exists(uri) else ""
-    storage.write_bytes((existing + line + "\n").encode(), uri)
+    Publisher().replace_file(uri, (existing + line + "\n").encode())

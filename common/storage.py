@@ -2,17 +2,14 @@
 
 Local paths and ``file://`` URIs go to the local disk; ``s3a://`` is mapped to Arrow's S3
 filesystem and ``hdfs://`` to its HDFS filesystem, so the same config works on a cluster.
-Directory outputs are written to a temporary sibling and renamed into place on local disk,
-so readers never see a half-written dataset; every finished dataset gets a ``_SUCCESS``.
+Directory outputs are published through :class:`common.publish.Publisher` (staged, then
+renamed into place with ``_SUCCESS``), never written here in place.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -73,38 +70,3 @@ def read_json(uri: str) -> Any:
 def exists(uri: str) -> bool:
     fs, path = resolve(uri)
     return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-@contextlib.contextmanager
-def atomic_directory(uri: str) -> Iterator[str]:
-    """Yield a staging URI; on success it replaces ``uri`` whole and gains ``_SUCCESS``.
-
-    On local disk the swap is a rename, so readers see the old or the new dataset, never a
-    mix. On object stores (no atomic rename) the old data is deleted first and ``_SUCCESS``
-    is written last: readers must check for the marker.
-    """
-    if not is_local(uri):
-        fs, path = resolve(uri)
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_dir(path)
-        yield uri
-        write_bytes(b"", join(uri, SUCCESS))
-        return
-    target = local_path(uri)
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{os.path.basename(target)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(staging)
-    try:
-        yield staging
-        open(os.path.join(staging, SUCCESS), "wb").close()
-        retired = None
-        if os.path.exists(target):
-            retired = f"{staging}.old"
-            os.rename(target, retired)
-        os.rename(staging, target)
-        if retired:
-            shutil.rmtree(retired)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

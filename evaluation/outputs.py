@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from common import storage
+from common.publish import Publisher
 from evaluation import report
 from evaluation.settings import RESULT_COLUMNS
 
@@ -66,7 +67,7 @@ def write_outputs(out: str, result: dict, curves: dict) -> list[str]:
         return sorted(["results.json", "decision.json", "results.csv", "report.md", *images])
 
     if storage.is_local(out):
-        with storage.atomic_directory(out) as staging:
+        with Publisher().staged(out) as staging:
             return write_all(staging)
     staging = tempfile.mkdtemp(prefix="metaprofile-eval-")
     try:

@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from common import storage
+from common.features import densify
 from evaluation.settings import EvalConfig
 from model.baselines import aggregate_features
 from schemas.config import PipelineConfig
@@ -124,17 +125,13 @@ class UserStore:
     def densify(self, key: str, rows: np.ndarray) -> np.ndarray:
         """Dense ``[len(rows), D, 24, C]`` float32 heatmaps of ``rows``."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        shape = self.shapes[key]
-        out = np.zeros((len(rows), shape[0] * shape[1] * shape[2]), np.float32)
         starts, ends = self.offsets[key][rows], self.offsets[key][rows + 1]
         lengths = ends - starts
-        total = int(lengths.sum())
-        if total:
-            owner = np.repeat(np.arange(len(rows)), lengths)
-            first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-            positions = np.arange(total) - first + np.repeat(starts, lengths)
-            out[owner, self.cells[key][positions]] = self.values[key][positions]
-        return out.reshape(len(rows), *shape)  # [N, D, 24, C]
+        owner = np.repeat(np.arange(len(rows)), lengths)
+        first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        positions = np.arange(int(lengths.sum())) - first + np.repeat(starts, lengths)
+        return densify(owner, self.cells[key][positions], self.values[key][positions],
+                       len(rows), self.shapes[key], unique=True)  # [N, D, 24, C]
 
     def batch(self, rows: np.ndarray) -> dict:
         """The dense feature batch of ``rows``."""

@@ -196,7 +196,7 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
                 "model_version": artifact.version, "users": table.num_rows,
                 "embedding_dim": artifact.model_config.embedding_dim,
                 "features": aggregate_feature_names(spec)}
-    with storage.atomic_directory(final) as directory:
+    with Publisher().staged(final) as directory:
         fs, path = storage.resolve(storage.join(directory, "part-00000.parquet"))
         pq.write_table(table, path, filesystem=fs)
         storage.write_json(document, storage.join(directory, MANIFEST))

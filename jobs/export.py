@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from common import catalog, storage
 from common.errors import PipelineError
 from common.privacy import load_pseudonym_key, pseudonym
+from common.publish import Publisher
 from jobs import runner
 from jobs.runner import Job, JobContext, Outcome
 from schemas.config import PipelineConfig
@@ -116,7 +117,7 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
                           f"segment (first {leaked[0]}); nothing exported")
     final = catalog.partition(config, "segments", ds, campaign)
     files = {}
-    with storage.atomic_directory(final) as directory:
+    with Publisher().staged(final) as directory:
         for fmt in config.lookalike.formats:
             buffer = io.BytesIO()
             if fmt == "csv":

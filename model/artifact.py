@@ -17,9 +17,11 @@ artifacts without any training code. A version directory holds:
 ``_SUCCESS``             written last
 ======================== ==============================================================
 
-On local disk the directory is staged beside its final place and renamed, so a reader sees
-the whole artifact or none. Other file systems are written through ``tf.io.gfile`` (so any
-scheme TensorFlow has a file system for works) with ``_SUCCESS`` last; readers check it.
+The directory is published like every dataset (:class:`common.publish.Publisher`): staged
+beside its final place and renamed, so on local disk and HDFS a reader sees the whole
+artifact or none; on object stores ``_SUCCESS`` comes last and readers check it. Keras saves
+to a local file, so for a remote root the files are written locally first, then copied into
+the remote staging folder.
 """
 from __future__ import annotations
 
@@ -27,14 +29,13 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
+from common import storage
+from common.publish import Publisher
 from model.network import MetaProfileModel, ModelConfig, clone_meta_model
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences
@@ -74,14 +75,6 @@ def new_version(now: dt.datetime | None = None) -> str:
     return now.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local(uri: str) -> str:
-    return os.path.abspath(uri[len("file://"):] if uri.startswith("file://") else uri)
-
-
 def save_artifact(model: MetaProfileModel, model_cfg: ModelConfig, spec: InputSpec,
                   feature_spec: dict, metrics: dict, data_manifest_sha256: str,
                   models_root: str, version: str | None = None,
@@ -89,25 +82,23 @@ def save_artifact(model: MetaProfileModel, model_cfg: ModelConfig, spec: InputSp
     """Write ``<models_root>/<version>/`` and return its path. Refuses an existing version."""
     version = version or new_version()
     final = f"{models_root.rstrip('/')}/{version}"
-    if tf.io.gfile.exists(final):
+    publisher = Publisher()
+    if publisher.exists(final):
         raise FileExistsError(f"model version {final} already exists; versions are immutable")
     float32_cfg = dataclasses.replace(model_cfg, precision="float32")
     if model_cfg.precision != "float32":
         model = clone_meta_model(model, float32_cfg)
-    staging_parent = (os.path.dirname(_local(final)) if _is_local(models_root)
-                      else tempfile.gettempdir())
-    os.makedirs(staging_parent, exist_ok=True)
-    staging = os.path.join(staging_parent, f".{version}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(staging)
-    try:
-        _write_files(staging, model, float32_cfg, spec, feature_spec, metrics,
-                     data_manifest_sha256, normalisation or {})
-        if _is_local(models_root):
-            os.rename(staging, _local(final))
+    with publisher.staged(final) as staging:
+        if storage.is_local(staging):
+            _write_files(storage.local_path(staging), model, float32_cfg, spec, feature_spec,
+                         metrics, data_manifest_sha256, normalisation or {})
         else:
-            _upload(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            with tempfile.TemporaryDirectory() as local:
+                _write_files(local, model, float32_cfg, spec, feature_spec, metrics,
+                             data_manifest_sha256, normalisation or {})
+                for name in sorted(os.listdir(local)):
+                    with open(os.path.join(local, name), "rb") as fh:
+                        storage.write_bytes(fh.read(), f"{staging}/{name}")
     return final
 
 
@@ -124,19 +115,10 @@ def _write_files(directory: str, model: MetaProfileModel, model_cfg: ModelConfig
             fh.write("\n")
     with open(os.path.join(directory, MANIFEST_FILE), "w", encoding="ascii") as fh:
         fh.write(manifest_sha256 + "\n")
-    open(os.path.join(directory, SUCCESS), "wb").close()
-
-
-def _upload(staging: str, final: str) -> None:
-    tf.io.gfile.makedirs(final)
-    names = sorted(os.listdir(staging), key=lambda n: n == SUCCESS)  # _SUCCESS last
-    for name in names:
-        tf.io.gfile.copy(os.path.join(staging, name), f"{final}/{name}", overwrite=True)
 
 
 def _read_text(path: str) -> str:
-    with tf.io.gfile.GFile(path, "r") as fh:
-        return fh.read()
+    return storage.read_bytes(path).decode("utf-8")
 
 
 def load_artifact(path: str, expected_spec: InputSpec,
@@ -150,7 +132,7 @@ def load_artifact(path: str, expected_spec: InputSpec,
     """
     path = path.rstrip("/")
     missing = [n for n in (SUCCESS, MODEL_FILE, MANIFEST_FILE, *JSON_FILES)
-               if not tf.io.gfile.exists(f"{path}/{n}")]
+               if not storage.exists(f"{path}/{n}")]
     if missing:
         raise FileNotFoundError(f"{path} is not a complete model artifact: missing "
                                 f"{', '.join(missing)}")
@@ -172,9 +154,10 @@ def load_artifact(path: str, expected_spec: InputSpec,
 
 
 def _load_model(uri: str) -> MetaProfileModel:
-    if _is_local(uri):
-        return keras.saving.load_model(_local(uri), safe_mode=True)
+    if storage.is_local(uri):
+        return keras.saving.load_model(storage.local_path(uri), safe_mode=True)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, MODEL_FILE)
-        tf.io.gfile.copy(uri, local)
+        with open(local, "wb") as fh:
+            fh.write(storage.read_bytes(uri))
         return keras.saving.load_model(local, safe_mode=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.features import signed_log1p
 from schemas.input_spec import InputSpec
 
 LOGREG = "logreg"
@@ -34,10 +35,6 @@ COSINE = "cosine"
 CLASSIC_METHODS = (LOGREG, HGB, COSINE)
 C_GRID = tuple(float(c) for c in np.logspace(-3, 2, 8))  # inverse L2 strengths tried by CV
 SMALL_FIT_ROWS = 20_000  # below this many support users a fit runs on one thread
-
-
-def signed_log1p(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
 
 
 def aggregate_feature_names(spec: InputSpec) -> list[str]:

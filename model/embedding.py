@@ -14,33 +14,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.features import densify, standardise, transform_values
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import column_index_key, column_value_key, heatmap_key
-
-
-def transform_values(values: np.ndarray, transform: str) -> np.ndarray:
-    if transform == "log1p":
-        return np.sign(values) * np.log1p(np.abs(values))
-    if transform in ("none", None):
-        return values
-    raise ValueError(f"value_transform {transform!r} is not one of log1p, none")
 
 
 def densify_column(index: pa.ListArray, values: pa.ListArray, shape: tuple[int, int, int],
                    transform: str) -> np.ndarray:
     """One modality of a batch: list columns of flat cells → ``[B, D, 24, C]`` float32."""
-    rows = len(index)
-    cells = shape[0] * shape[1] * shape[2]
-    dense = np.zeros((rows, cells), np.float32)  # [B, D*24*C]
     flat = index.flatten().to_numpy(zero_copy_only=False)
-    if flat.size:
-        owners = pc.list_parent_indices(index).to_numpy(zero_copy_only=False)
-        if flat.min() < 0 or flat.max() >= cells:
-            bad = int(flat[(flat < 0) | (flat >= cells)][0])
-            raise ValueError(f"heatmap index {bad} is outside 0..{cells - 1} for shape {shape}")
-        stored = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-        np.add.at(dense, (owners, flat), transform_values(stored, transform))
-    return dense.reshape(rows, *shape)  # [B, D, 24, C]
+    owners = pc.list_parent_indices(index).to_numpy(zero_copy_only=False)
+    stored = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return densify(owners, flat, transform_values(stored, transform), len(index), shape)
 
 
 def dense_batch(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: str,
@@ -62,9 +47,7 @@ def dense_batch(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: st
                         for n in spec.numeric], axis=1)  # [B, F]; nulls become NaN
         means = np.array([normalisation.get(n, {}).get("mean", 0.0) for n in spec.numeric])
         stds = np.array([normalisation.get(n, {}).get("std", 1.0) for n in spec.numeric])
-        missing = np.isnan(raw)
-        out["demo/numeric"] = np.where(missing, 0.0, (raw - means) / stds).astype(np.float32)
-        out["demo/numeric_missing"] = missing.astype(np.float32)
+        out["demo/numeric"], out["demo/numeric_missing"] = standardise(raw, means, stds)
     else:
         out["demo/numeric"] = np.zeros((rows, 0), np.float32)
         out["demo/numeric_missing"] = np.zeros((rows, 0), np.float32)

@@ -22,6 +22,7 @@ import json
 import tensorflow as tf
 
 from common import storage
+from common.features import densify_tf, standardise_tf
 from schemas.config import PipelineConfig
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import (
@@ -111,30 +112,6 @@ def feature_description(spec: InputSpec) -> dict:
     return features
 
 
-def transform_values(values: tf.Tensor, transform: str) -> tf.Tensor:
-    if transform == "log1p":
-        return tf.sign(values) * tf.math.log1p(tf.abs(values))
-    if transform in ("none", None):
-        return values
-    raise ValueError(f"value_transform {transform!r} is not one of log1p, none")
-
-
-def densify(index: tf.SparseTensor, values: tf.SparseTensor, shape: tuple[int, int, int],
-            transform: str) -> tf.Tensor:
-    """Sparse flat cells of a batch → dense ``[B, D, 24, C]``.
-
-    ``scatter_nd`` adds repeated indices and needs no ordering, so it is exact for any
-    writer; the snapshot never repeats a cell.
-    """
-    cells = shape[0] * shape[1] * shape[2]
-    rows = index.indices[:, 0]  # [nnz] example of each stored cell
-    flat = tf.stack([rows, index.values], axis=1)  # [nnz, 2]
-    batch = index.dense_shape[0]
-    dense = tf.scatter_nd(flat, transform_values(values.values, transform),
-                          tf.stack([batch, tf.constant(cells, tf.int64)]))  # [B, D*24*C]
-    return tf.reshape(dense, (-1, *shape))  # [B, D, 24, C]
-
-
 def make_parser(spec: InputSpec, manifest: dict, transform: str):
     """A function from a batch of serialized examples to the batch dict of schemas/input_spec.py."""
     features = feature_description(spec)
@@ -159,14 +136,13 @@ def make_parser(spec: InputSpec, manifest: dict, transform: str):
         parsed = tf.io.parse_example(serialized, features)
         batch = {"user_id": parsed["user_id"]}
         for name, _ in spec.modalities:
-            batch[heatmap_key(name)] = densify(parsed[record_index_key(name)], parsed[record_value_key(name)],
-                                               spec.heatmap_shape(name), transform)
+            batch[heatmap_key(name)] = densify_tf(parsed[record_index_key(name)],
+                                                  parsed[record_value_key(name)],
+                                                  spec.heatmap_shape(name), transform)
         if spec.numeric:
             raw = tf.stack([parsed[f"demo/{n}"] for n in spec.numeric], axis=1)  # [B, F]
-            missing = tf.math.is_nan(raw)
-            standard = (raw - means) / stds
-            batch["demo/numeric"] = tf.where(missing, tf.zeros_like(raw), standard)
-            batch["demo/numeric_missing"] = tf.cast(missing, tf.float32)
+            batch["demo/numeric"], batch["demo/numeric_missing"] = standardise_tf(
+                raw, means, stds)
         else:
             size = tf.shape(parsed["user_id"])[0]
             batch["demo/numeric"] = tf.zeros([size, 0], tf.float32)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.resources
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common import storage
+from common.publish import Publisher
 from schemas.config import PipelineConfig
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,9 @@ def fetch_tables(config: PipelineConfig, households: int | None = None) -> dict[
         if selected is not None and USER_COLUMN in data.column_names:
             data = data.filter(pc.is_in(data[USER_COLUMN],
                                         value_set=pa.array(selected, data[USER_COLUMN].type)))
-        target = storage.local_path(table.uri)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        pq.write_table(data, f"{target}.tmp")
-        os.replace(f"{target}.tmp", target)
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink)
+        Publisher().replace_file(table.uri, sink.getvalue().to_pybytes())
         rows[name] = data.num_rows
     return rows
 

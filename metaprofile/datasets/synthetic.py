@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from common import storage
+from common.publish import Publisher
 from metaprofile.datasets.bad_rows import bad_row_counts, inject_bad_rows, write_partition
 from schemas.config import PipelineConfig
 from schemas.contracts import (
@@ -461,8 +462,8 @@ def generate(config: PipelineConfig, options: GeneratorOptions,
               for s in RAW_SOURCES}
     progress(f"generating {options.users:,} users over {len(days)} days "
              f"({days[0]} .. {days[-1]}) as {options.format}")
-    with storage.atomic_directory(paths["purchases"]) as purchases_dir, \
-            storage.atomic_directory(paths["points"]) as points_dir:
+    with Publisher().staged(paths["purchases"]) as purchases_dir, \
+            Publisher().staged(paths["points"]) as points_dir:
         staging = {"purchases": purchases_dir, "points": points_dir}
         for index, day in enumerate(days):
             tables = day_events(world, users, day, index, config.window.timezone, options)
@@ -498,9 +499,9 @@ def generate(config: PipelineConfig, options: GeneratorOptions,
         "ground_truth": make_ground_truth(world, users, truth),
     }
     for key, table in outputs.items():
-        with storage.atomic_directory(config.storage.uri(key)) as directory:
+        with Publisher().staged(config.storage.uri(key)) as directory:
             storage.write_parquet(table, storage.join(directory, "part-00000.parquet"))
-    with storage.atomic_directory(config.storage.uri("ground_truth") + "_world") as directory:
+    with Publisher().staged(config.storage.uri("ground_truth") + "_world") as directory:
         storage.write_json(world.to_json(), storage.join(directory, "world.json"))
 
     seconds = time.perf_counter() - started
