@@ -51,11 +51,11 @@ from jobs.heatmaps import (
 )
 from jobs.runner import Job, JobContext
 from schemas.config import PipelineConfig
+from schemas.contracts import EMBEDDINGS, spark_ddl
 
 log = logging.getLogger("metaprofile.embed")
 
-EMBEDDINGS_DDL = ("user_id STRING, embedding ARRAY<FLOAT>, features ARRAY<FLOAT>, "
-                  "model_version STRING")
+EMBEDDINGS_DDL = spark_ddl(EMBEDDINGS, nullable=True)
 MANIFEST = "_manifest.json"
 
 
@@ -190,7 +190,7 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
                 "features": pa.array(list(features.astype(np.float32)),
                                      pa.list_(pa.float32())),
                 "model_version": pa.array([artifact.version] * len(vectors))}))
-    table = pa.concat_tables(tables).sort_by("user_id")
+    table = pa.concat_tables(tables).sort_by("user_id").cast(EMBEDDINGS)
     final = catalog.partition(config, "embeddings", ds)
     document = {"ds": ds.isoformat(), "engine": "tf", "model": model_path,
                 "model_version": artifact.version, "users": table.num_rows,

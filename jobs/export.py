@@ -47,6 +47,7 @@ from common.publish import Publisher
 from jobs import runner
 from jobs.runner import Job, JobContext, Outcome
 from schemas.config import PipelineConfig
+from schemas.contracts import SEGMENT, check_table
 
 log = logging.getLogger("metaprofile.export")
 
@@ -109,7 +110,12 @@ def forbidden_users(config: PipelineConfig, campaign: str, excludes: list[str]) 
 def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: dict,
                     support: dict, model_version: str) -> dict:
     scores_uri = catalog.partition(config, "scores", ds, campaign)
-    segment = _read(scores_uri, ["user_id", "score", "rank"]).sort_by("rank")
+    segment = _read(scores_uri, SEGMENT.names).sort_by("rank")
+    try:
+        check_table(segment, SEGMENT)
+    except ValueError as exc:
+        raise ExportError(f"campaign {campaign}: {scores_uri} breaks the scores contract: "
+                          f"{exc}; rerun jobs/score.py") from None
     forbidden = forbidden_users(config, campaign, support.get("exclude_campaigns", []))
     leaked = [u for u in segment.column("user_id").to_pylist() if u in forbidden]
     if leaked:

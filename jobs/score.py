@@ -47,6 +47,7 @@ from jobs import runner
 from jobs.campaigns import read_opt_outs, read_seeds
 from jobs.runner import Job
 from schemas.config import PipelineConfig
+from schemas.contracts import SCORES
 
 log = logging.getLogger("metaprofile.score")
 
@@ -209,7 +210,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
                                     for c in campaigns], "campaign_id STRING, size BIGINT")
     selected = (ranked.join(F.broadcast(limits), "campaign_id")
                 .where(F.col("size").isNull() | (F.col("rank") <= F.col("size")))
-                .select("campaign_id", "user_id", "score", "rank"))
+                .select("campaign_id", *SCORES.names))
 
     root = catalog.partition(config, "scores", ds)
     staging = publisher.staging(root)

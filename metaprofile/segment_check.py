@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow.dataset as pads
 
 from common import catalog, storage
+from schemas.contracts import SUPPORT_MEMBERS
 
 
 def _table(uri: str, columns: list[str]):
@@ -61,7 +62,7 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
         manifest = storage.read_json(path)
         campaign = manifest["campaign_id"]
         support = storage.read_json(f"{catalog.campaign_path(supports, campaign)}/support.json")
-        members = _table(f"{catalog.campaign_path(supports, campaign)}/members", ["user_id", "role"])
+        members = _table(f"{catalog.campaign_path(supports, campaign)}/members", SUPPORT_MEMBERS.names)
         rows = {role: np.array([row_of[u] for u, r in zip(
             members.column("user_id").to_pylist(), members.column("role").to_pylist())
             if r == role and u in row_of], np.int64) for role in ("support", "negative",

@@ -134,6 +134,43 @@ REJECT_REASONS = (
 
 RAW_SOURCES = {"purchases": RAW_PURCHASES, "points": RAW_POINTS}
 
+# ----------------------------------------------------------------- the nightly lookalike's
+# Written by jobs/embed.py, campaigns.py, score.py and export.py, each under
+# <dataset>/ds=<ds>[/campaign=<id>] (common/catalog.py).
+
+# embeddings/ds=<ds>: one row per user of the snapshot.
+EMBEDDINGS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),  # pseudonym
+        pa.field("embedding", _list(pa.float32()), nullable=False),  # the profile g_θ(user)
+        pa.field("features", _list(pa.float32()), nullable=False),  # the DMP aggregates
+        pa.field("model_version", pa.string(), nullable=False),
+    ],
+    metadata={"contract": "embeddings", "version": str(SCHEMA_VERSION)},
+)
+
+# Why a seed of a campaign is where it is (supports/ds=<ds>/campaign=<id>/members).
+SEED_ROLES = ("support", "holdout", "negative", "unknown", "opted_out", "conflicting")
+SUPPORT_MEMBERS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),  # one of SEED_ROLES
+    ],
+    metadata={"contract": "support_members", "version": str(SCHEMA_VERSION)},
+)
+
+# scores/ds=<ds>/campaign=<id>: the selected users, best first; the exported segment
+# (segments/ds=<ds>/campaign=<id>/segment.csv|parquet) has the same columns.
+SCORES = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("score", pa.float64(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),  # 1 = best
+    ],
+    metadata={"contract": "scores", "version": str(SCHEMA_VERSION)},
+)
+SEGMENT = SCORES.with_metadata({"contract": "segment", "version": str(SCHEMA_VERSION)})
+
 
 def demographics_schema(config: PipelineConfig) -> pa.Schema:
     """user_id plus the configured fields: numeric as float64, categorical as string."""
@@ -185,8 +222,13 @@ def _ddl_type(t: pa.DataType) -> str:
         raise TypeError(f"no Spark DDL type for Arrow type {t}") from None
 
 
-def spark_ddl(schema: pa.Schema) -> str:
-    """The schema as a Spark DDL string (``StructType.fromDDL`` / ``spark.read.schema``)."""
+def spark_ddl(schema: pa.Schema, nullable: bool = False) -> str:
+    """The schema as a Spark DDL string (``StructType.fromDDL`` / ``spark.read.schema``).
+
+    ``nullable=True`` drops the NOT NULL constraints: for the result schema of an Arrow
+    batch function, which Spark takes as declared.
+    """
     return ", ".join(
-        f"`{f.name}` {_ddl_type(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in schema
+        f"`{f.name}` {_ddl_type(f.type)}{'' if f.nullable or nullable else ' NOT NULL'}"
+        for f in schema
     )

@@ -39,6 +39,11 @@ SAMPLES = {
                   "text": "2,10,28:5000;100,20,25:6000"}],
     "REJECTS": [{"source": "purchases", "reason": "non_numeric_value",
                  "record": '{"amount": "12,50"}', "input_file": "part-0.csv"}],
+    "EMBEDDINGS": [{"user_id": "p1", "embedding": [0.5, -1.0], "features": [1.0],
+                    "model_version": "20260630T021500Z"}],
+    "SUPPORT_MEMBERS": [{"user_id": "p1", "role": "holdout"}],
+    "SCORES": [{"user_id": "p1", "score": 0.75, "rank": 1}],
+    "SEGMENT": [{"user_id": "p1", "score": 0.75, "rank": 1}],
 }
 
 

@@ -18,9 +18,11 @@ from schemas.config import load_config
 from schemas.contracts import (
     CAMPAIGN_REGISTRY,
     CAMPAIGN_SEEDS,
+    EMBEDDINGS,
     LABELS,
     OPT_OUTS,
     SNAPSHOT,
+    check_table,
     demographics_schema,
 )
 
@@ -127,6 +129,7 @@ def segment(config, campaign):
 def test_embeddings_cover_every_user_with_the_model_version(world, spark):
     config, model, reports = world
     table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
+    check_table(table.select(EMBEDDINGS.names), EMBEDDINGS)
     assert sorted(table.column("user_id").to_pylist()) == USERS
     assert set(table.column("model_version").to_pylist()) == {"v-test"}
     assert reports["embed"]["users"] == 40 and reports["embed"]["embedding_dim"] == 8
