@@ -94,7 +94,8 @@ def pipeline_rate(config, batch_size: int, batches: int) -> float:
 def training_rate(config, batch_size: int, steps: int) -> float | None:
     """Full-size profile network + a linear head, trained on in-memory tensors."""
     try:
-        from model.network import ModelConfig, build_profile_network
+        from model.network import build_profile_network
+        from model.settings import ModelConfig
     except ImportError:
         return None
     import keras

@@ -118,7 +118,8 @@ def fresh_full_size_model(config) -> str:
     import keras
 
     from model.artifact import save_artifact
-    from model.network import ModelConfig, build_meta_model
+    from model.network import build_meta_model
+    from model.settings import ModelConfig
     from schemas.input_spec import InputSpec
     from schemas.tfrecord_spec import spec_document
     root = BENCH / "models"
@@ -161,7 +162,7 @@ def bench_score(users: int, dim: int, campaign_counts: list[int],
                 .cast(pa.list_(pa.float32()))})
             pq.write_table(table, data / f"part-{i:03d}.parquet")
         (data / "_SUCCESS").touch()
-    from model.network import ModelConfig
+    from model.settings import ModelConfig
     rng = np.random.default_rng(1)
     units = ModelConfig().relation_units  # the full-size model's f_θ
 

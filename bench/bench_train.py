@@ -36,8 +36,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from model.episodes import SupportPool, sample_support, support_order  # noqa: E402
-from model.network import ModelConfig, build_meta_model, feature_keys, full_size_spec  # noqa: E402
-from model.schedules import ScheduleConfig  # noqa: E402
+from model.network import build_meta_model, feature_keys, full_size_spec
+from model.schedules import build_schedule  # noqa: E402
+from model.settings import (
+    ModelConfig,  # noqa: E402
+    ScheduleConfig,  # noqa: E402
+)
 from model.testing import planted_users  # noqa: E402
 from model.train import make_train_step  # noqa: E402
 from schemas.input_spec import InputSpec  # noqa: E402
@@ -69,7 +73,7 @@ def time_training(spec: InputSpec, cfg: ModelConfig, batch_size: int, shots: int
                   else lambda: query)
     strategy = tf.distribute.get_strategy()
     model = build_meta_model(spec, cfg)
-    optimizer = keras.optimizers.Adam(learning_rate=ScheduleConfig().build())
+    optimizer = keras.optimizers.Adam(learning_rate=build_schedule(ScheduleConfig()))
     optimizer.build(model.trainable_variables)
     step = make_train_step(model, optimizer, strategy, len(spec.tasks), shots, negatives=True)
     rng = np.random.default_rng(seed)

@@ -150,13 +150,20 @@ _FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
            "scratch_cache_dir": "scratch_cache_dir"}
 
 
-def eval_config_from_args(args: argparse.Namespace):
+def eval_config_from_args(args: argparse.Namespace, config=None):
+    """The evaluation settings: the defaults (or the ``--quick`` preset), then the config's
+    ``evaluate`` section, then the flags given on the command line."""
     from evaluation.settings import EvalConfig
-    changes = {field: getattr(args, dest) for dest, field in _FIELDS.items()
-               if getattr(args, dest, None) is not None}
+    from schemas.settings import read_settings
+
+    changes = dict(config.section("evaluate")) if config is not None else {}
+    changes.update({field: getattr(args, dest) for dest, field in _FIELDS.items()
+                    if getattr(args, dest, None) is not None})
     if changes.get("tasks"):
         changes.setdefault("max_tasks", None)  # explicit tasks: evaluate all of them
-    return EvalConfig.quick_preset(**changes) if args.quick else EvalConfig(**changes)
+    base = EvalConfig.quick_preset() if args.quick else EvalConfig()
+    return read_settings(EvalConfig, changes, "evaluate", base=base, fixed=("quick",),
+                         source=getattr(args, "config", "<config>"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -164,7 +171,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from schemas.config import load_config
 
     config = load_config(args.config, overrides=args.overrides)
-    result = evaluate(config, args.model, ds=args.ds, eval_cfg=eval_config_from_args(args),
+    eval_cfg = eval_config_from_args(args, config)
+    result = evaluate(config, args.model, ds=args.ds, eval_cfg=eval_cfg,
                       out=args.out, heatmaps=args.heatmaps,
                       compare_published=args.compare_published, progress=_print)
     if args.print_decision:  # last line: the publish decision, for schedulers (XCom)

@@ -127,8 +127,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if any(f.level == ERROR for f in findings) else 0
 
 
+def check_settings(config, source: str) -> None:
+    """Type the config's ``model``, ``train`` and ``evaluate`` sections now, so that a typo
+    fails ``config validate`` rather than a training run hours later (ConfigError)."""
+    from evaluation.settings import EvalConfig
+    from model.settings import ModelConfig, TrainConfig
+    from schemas.settings import read_settings
+
+    fixed = {"train": ("checkpoint_dir", "log_dir", "resume"), "evaluate": ("quick",)}
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig),
+                         ("evaluate", EvalConfig)):
+        read_settings(cls, config.section(section), section, source=source,
+                      fixed=fixed.get(section, ()))
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    check_settings(config, args.config)
     if args.action == "show":
         print(config.to_yaml(), end="")
     else:

@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from model.episodes import sample_support, support_order
 from model.losses import masked_multitask_loss
-from model.network import MetaProfileModel, ModelConfig, build_meta_model, feature_keys
+from model.network import MetaProfileModel, build_meta_model, feature_keys
+from model.settings import ModelConfig
 from model.train import episode_logits
 from schemas.input_spec import InputSpec
 

@@ -36,7 +36,8 @@ import keras
 
 from common import storage
 from common.publish import Publisher
-from model.network import MetaProfileModel, ModelConfig, clone_meta_model
+from model.network import MetaProfileModel, clone_meta_model
+from model.settings import ModelConfig
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences
 

@@ -15,7 +15,9 @@ import datetime as dt
 import os
 
 from common import catalog
+from model.settings import ModelConfig, TrainConfig
 from schemas.config import add_config_arguments
+from schemas.settings import read_settings
 
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 
@@ -42,27 +44,42 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --work-dir")
     _add_model_args(p)
-    p.add_argument("--steps", type=int, default=2000, help="episodes (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="query users B per episode")
-    p.add_argument("--k-shot", type=int, default=1, help="supports per task and class (K)")
-    p.add_argument("--no-negatives", dest="negatives", action="store_false",
+    t, sc = TrainConfig(), TrainConfig().schedule
+    p.add_argument("--steps", type=int, help=f"episodes (default: {t.steps})")
+    p.add_argument("--batch-size", type=int,
+                   help=f"query users B per episode (default: {t.batch_size})")
+    p.add_argument("--k-shot", type=int,
+                   help=f"supports per task and class, K (default: {t.k_shot})")
+    p.add_argument("--no-negatives", dest="negatives", action="store_const", const=False,
                    help="positive supports only (logit r(q, p+))")
-    p.add_argument("--pool-per-class", type=int, default=16,
-                   help="support pool users kept per task and class (~0.55 MB each)")
-    p.add_argument("--pool-batches", type=int, default=50,
-                   help="first training batches scanned to fill the support pool")
-    p.add_argument("--validate-every", type=int, default=100, help="steps; 0 = never")
-    p.add_argument("--val-batches", type=int, default=50, help="batches per validation")
-    p.add_argument("--patience", type=int, default=10,
-                   help="validations without a better mean AUROC before stopping; 0 = never")
-    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    p.add_argument("--log-every", type=int, default=10, help="steps between progress lines")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--base-lr", type=float, default=1e-4, help="cyclical LR lower bound")
-    p.add_argument("--max-lr", type=float, default=1e-3, help="cyclical LR upper bound")
-    p.add_argument("--step-size", type=int, default=200, help="half a cyclical LR cycle, steps")
-    p.add_argument("--cycles", type=int, default=2, help="cyclical LR cycles before SGDR")
-    p.add_argument("--first-period", type=int, default=400, help="first SGDR period, steps")
+    p.add_argument("--pool-per-class", type=int,
+                   help=f"support pool users kept per task and class, ~0.55 MB each "
+                        f"(default: {t.pool_per_class})")
+    p.add_argument("--pool-batches", type=int,
+                   help=f"first training batches scanned to fill the support pool "
+                        f"(default: {t.pool_batches})")
+    p.add_argument("--validate-every", type=int,
+                   help=f"steps; 0 = never (default: {t.validate_every})")
+    p.add_argument("--val-batches", type=int,
+                   help=f"batches per validation (default: {t.val_batches})")
+    p.add_argument("--patience", type=int,
+                   help=f"validations without a better mean AUROC before stopping; 0 = never "
+                        f"(default: {t.patience})")
+    p.add_argument("--checkpoint-every", type=int,
+                   help=f"steps between checkpoints (default: {t.checkpoint_every})")
+    p.add_argument("--log-every", type=int,
+                   help=f"steps between progress lines (default: {t.log_every})")
+    p.add_argument("--seed", type=int, help=f"weights and support draws (default: {t.seed})")
+    p.add_argument("--base-lr", type=float,
+                   help=f"cyclical LR lower bound (default: {sc.base_lr:g})")
+    p.add_argument("--max-lr", type=float,
+                   help=f"cyclical LR upper bound (default: {sc.max_lr:g})")
+    p.add_argument("--step-size", type=int,
+                   help=f"half a cyclical LR cycle, steps (default: {sc.step_size})")
+    p.add_argument("--cycles", type=int,
+                   help=f"cyclical LR cycles before SGDR (default: {sc.cycles})")
+    p.add_argument("--first-period", type=int,
+                   help=f"first SGDR period, steps (default: {sc.first_period})")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
@@ -76,39 +93,50 @@ def add_subparsers(subparsers) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--width", "--scale", dest="width", type=float, default=1.0,
-                        help="multiplies Table 2's filter counts (default: %(default)s)")
-    parser.add_argument("--embedding-dim", type=int, default=512,
-                        help="user embedding size (default: %(default)s)")
+    m = ModelConfig()
+    parser.add_argument("--width", "--scale", dest="width", type=float,
+                        help=f"multiplies Table 2's filter counts (default: {m.width:g})")
+    parser.add_argument("--embedding-dim", type=int,
+                        help=f"user embedding size (default: {m.embedding_dim})")
     parser.add_argument("--relation-units", type=lambda s: tuple(int(u) for u in s.split(",")),
-                        default=(256,), help="hidden sizes of f_θ, e.g. 256 or 256,64")
-    parser.add_argument("--totals-units", type=int, default=0,
+                        help="hidden sizes of f_θ, e.g. 256 or 256,64 (default: "
+                             f"{','.join(map(str, m.relation_units))})")
+    parser.add_argument("--totals-units", type=int,
                         help="units of a branch beside each tower's max pools that sees the "
                              "log1p channel and hour-of-day totals (0 = the plain Table 2 "
-                             "tower; default: %(default)s)")
+                             f"tower; default: {m.totals_units})")
 
 
-def model_config_from_args(args: argparse.Namespace):
-    from model.network import ModelConfig
-    return ModelConfig(width=args.width, embedding_dim=args.embedding_dim,
-                       relation_units=tuple(args.relation_units),
-                       totals_units=args.totals_units)
+# Flags that are aliases of a settings field: argparse destination -> field. A flag given
+# on the command line overrides the config's section (and its --set overrides).
+MODEL_FLAGS = ("width", "embedding_dim", "relation_units", "totals_units")
+TRAIN_FLAGS = ("steps", "batch_size", "k_shot", "negatives", "pool_per_class", "pool_batches",
+               "validate_every", "val_batches", "patience", "checkpoint_every", "log_every",
+               "seed")
+SCHEDULE_FLAGS = ("base_lr", "max_lr", "step_size", "cycles", "first_period")
 
 
-def train_config_from_args(args: argparse.Namespace, work_dir: str):
-    from model.schedules import ScheduleConfig
-    from model.train import TrainConfig
-    schedule = ScheduleConfig(base_lr=args.base_lr, max_lr=args.max_lr,
-                              step_size=args.step_size, cycles=args.cycles,
-                              first_period=args.first_period)
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, k_shot=args.k_shot,
-                       negatives=args.negatives, pool_per_class=args.pool_per_class,
-                       pool_batches=args.pool_batches, schedule=schedule,
-                       validate_every=args.validate_every, val_batches=args.val_batches,
-                       patience=args.patience, checkpoint_every=args.checkpoint_every,
-                       log_every=args.log_every, seed=args.seed,
-                       checkpoint_dir=os.path.join(work_dir, "checkpoints"),
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def model_config_from_args(args: argparse.Namespace, config) -> ModelConfig:
+    """The config's ``model`` section, with the flags given on top."""
+    values = {**config.section("model"), **_given(args, MODEL_FLAGS)}
+    return read_settings(ModelConfig, values, "model", source=args.config)
+
+
+def train_config_from_args(args: argparse.Namespace, config, work_dir: str) -> TrainConfig:
+    """The config's ``train`` section, with the flags given on top; the checkpoint and log
+    folders come from ``work_dir``, and ``resume`` from ``--resume``."""
+    values = {**config.section("train"), **_given(args, TRAIN_FLAGS)}
+    schedule = {**values.get("schedule", {}), **_given(args, SCHEDULE_FLAGS)}
+    if schedule:
+        values["schedule"] = schedule
+    base = TrainConfig(checkpoint_dir=os.path.join(work_dir, "checkpoints"),
                        log_dir=os.path.join(work_dir, "logs"), resume=args.resume)
+    return read_settings(TrainConfig, values, "train", base=base, source=args.config,
+                         fixed=("checkpoint_dir", "log_dir", "resume"))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -127,8 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or os.path.join(
         os.environ.get("METAPROFILE_WORK_DIR", ".work"), "train", f"{config.name}-{ds}")
     spec = InputSpec.from_config(config)
-    model_cfg = model_config_from_args(args)
-    train_cfg = train_config_from_args(args, work_dir)
+    model_cfg = model_config_from_args(args, config)
+    train_cfg = train_config_from_args(args, config, work_dir)
     manifest = read_manifest(heatmaps)
     check_manifest(manifest, config)
     train_data = make_dataset(heatmaps, TRAIN_SPLIT, spec, train_cfg.batch_size, shuffle=True,
@@ -206,7 +234,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     from schemas.input_spec import InputSpec
 
     config = load_config(args.config, overrides=args.overrides)
-    print(describe(InputSpec.from_config(config), model_config_from_args(args)))
+    print(describe(InputSpec.from_config(config), model_config_from_args(args, config)))
     print()
     print(parameter_explanation())
     return 0

@@ -54,14 +54,13 @@ user half, and scoring would no longer cost about the same for 1 and 100 campaig
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
 from model.relation import RelationModule
+from model.settings import ModelConfig
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import heatmap_key
 
@@ -74,73 +73,7 @@ TABLE2_LEVELS: tuple[tuple[int, tuple[int, int], tuple[int, int]], ...] = (
     (256, (3, 2), (3, 2)),
     (512, (1, 1), (4, 3)),
 )
-PRECISIONS = ("float32", "mixed_float16")
-EMBEDDING_ACTIVATIONS = ("linear", "relu")
 FULL_SIZE_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "synthetic.yaml"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Size and numerics of the meta-model. Defaults are the full-size network.
-
-    ``precision`` is not a modelling choice: training switches it to ``mixed_float16`` on a
-    GPU, and artifacts are always written with ``float32``.
-    """
-
-    width: float = 1.0  # multiplies Table 2's filter counts
-    embedding_dim: int = 512  # user embedding E
-    relation_units: tuple[int, ...] = (256,)  # hidden ReLU layers of f_θ
-    demo_units: int = 32  # demographic tower output
-    categorical_embedding_dim: int = 4  # per categorical demographic field
-    embedding_activation: str = "linear"  # of the fusion layer; see module docstring
-    bn_momentum: float = 0.99  # batch-norm moving-statistics momentum; lower for short runs
-    # A branch beside each tower's max pools: log1p of the channel totals and hour-of-day
-    # totals over the window, through one Dense ReLU layer of this many units (0 = off, the
-    # plain Table 2 tower). Max pools keep where a tower fired most, not how much a user
-    # bought: these sums are what a DMP's aggregates carry.
-    totals_units: int = 0
-    precision: str = "float32"  # or 'mixed_float16'
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not self.width > 0:
-            problems.append(f"width: {self.width} must be positive")
-        for name in ("embedding_dim", "demo_units", "categorical_embedding_dim"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}: {getattr(self, name)} must be at least 1")
-        if self.totals_units < 0:
-            problems.append(f"totals_units: {self.totals_units} must be 0 (off) or positive")
-        if not self.relation_units or min(self.relation_units) < 1:
-            problems.append(f"relation_units: {self.relation_units} needs one or more "
-                            "positive sizes")
-        if not 0.0 <= self.bn_momentum < 1.0:
-            problems.append(f"bn_momentum: {self.bn_momentum} must lie in [0, 1)")
-        if self.embedding_activation not in EMBEDDING_ACTIVATIONS:
-            problems.append(f"embedding_activation: {self.embedding_activation!r} is not one "
-                            f"of {EMBEDDING_ACTIVATIONS}")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision: {self.precision!r} is not one of {PRECISIONS}")
-        if problems:
-            raise ValueError("invalid model config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["relation_units"] = list(self.relation_units)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"model config: unknown field(s) {unknown}; known: {sorted(known)}")
-        values = dict(d)
-        if "relation_units" in values:
-            values["relation_units"] = tuple(int(u) for u in values["relation_units"])
-        return cls(**values)
-
-
-# --------------------------------------------------------------------------- input names
 
 
 def input_name(batch_key: str) -> str:

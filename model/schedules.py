@@ -15,54 +15,14 @@ on the same curve.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
 import keras
 from keras import ops
 
+from model.settings import ScheduleConfig
+
 PACKAGE = "metaprofile"
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Parameters of :class:`CyclicThenRestarts` (defaults suit a few thousand steps)."""
-
-    base_lr: float = 1e-4
-    max_lr: float = 1e-3
-    step_size: int = 200  # half a triangular cycle, in steps
-    cycles: int = 2  # full triangular cycles before SGDR
-    first_period: int = 400  # length of the first SGDR period, in steps
-    t_mul: float = 2.0  # each SGDR period is t_mul times longer than the previous one
-    m_mul: float = 0.8  # each restart peaks at m_mul times the previous peak
-    min_lr: float = 1e-6  # the floor every SGDR period decays to
-    restart_lr: float | None = None  # first SGDR peak; None = max_lr
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 < self.base_lr <= self.max_lr:
-            problems.append(f"need 0 < base_lr ({self.base_lr}) <= max_lr ({self.max_lr})")
-        if self.step_size < 1 or self.first_period < 1:
-            problems.append("step_size and first_period must be at least 1")
-        if self.cycles < 0:
-            problems.append(f"cycles {self.cycles} must not be negative")
-        if self.t_mul < 1 or not 0 < self.m_mul <= 1:
-            problems.append(f"need t_mul >= 1 ({self.t_mul}) and 0 < m_mul <= 1 ({self.m_mul})")
-        if not 0 <= self.min_lr <= (self.restart_lr or self.max_lr):
-            problems.append(f"min_lr {self.min_lr} must lie in [0, first SGDR peak]")
-        if problems:
-            raise ValueError("invalid schedule: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ScheduleConfig":
-        return cls(**d)
-
-    def build(self) -> "CyclicThenRestarts":
-        return CyclicThenRestarts(**self.to_dict())
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -124,3 +84,8 @@ class CyclicThenRestarts(keras.optimizers.schedules.LearningRateSchedule):
         return {"base_lr": self.base_lr, "max_lr": self.max_lr, "step_size": self.step_size,
                 "cycles": self.cycles, "first_period": self.first_period, "t_mul": self.t_mul,
                 "m_mul": self.m_mul, "min_lr": self.min_lr, "restart_lr": self.restart_lr}
+
+
+def build_schedule(cfg: ScheduleConfig) -> CyclicThenRestarts:
+    """The learning-rate schedule that ``cfg`` describes."""
+    return CyclicThenRestarts(**cfg.to_dict())

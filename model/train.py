@@ -69,7 +69,8 @@ from model.network import (
     feature_keys,
 )
 from model.relation import class_prototypes
-from model.schedules import ScheduleConfig
+from model.schedules import build_schedule
+from model.settings import TrainConfig
 from schemas.input_spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -80,51 +81,6 @@ POOL_FILE = "support_pool.npz"
 CHANGEABLE = ("steps", "resume", "patience", "validate_every", "val_batches", "log_every",
               "checkpoint_every", "keep_checkpoints", "checkpoint_dir", "log_dir",
               "restore_best")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Meta-training settings; every step is one episode of ``batch_size`` query users."""
-
-    steps: int = 2000
-    batch_size: int = 32  # B, the query batch the dataset yields (split over local replicas)
-    k_shot: int = 1  # K supports per task and class
-    negatives: bool = True  # also draw negative supports (logit r(q,p+) - r(q,p-))
-    pool_per_class: int = 16  # support pool: labelled users kept per task and class
-    pool_batches: int = 50  # ... scanned from at most this many first batches of the stream
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    validate_every: int = 100  # steps; 0 = never validate
-    val_batches: int | None = 50  # validation batches per validation; None = whole dataset
-    val_k_shot: int = 5  # supports per class of the fixed validation episode
-    patience: int = 10  # validations without a better mean AUROC before stopping; 0 = never
-    checkpoint_every: int = 100  # steps (a checkpoint is also written at the end)
-    keep_checkpoints: int = 3
-    log_every: int = 10  # steps between progress lines and TensorBoard train scalars
-    seed: int = 0  # weights, support draws
-    checkpoint_dir: str | None = None  # default <out_dir>/checkpoints
-    log_dir: str | None = None  # default <out_dir>/logs (TensorBoard)
-    resume: bool = False  # continue from the latest checkpoint in checkpoint_dir
-    restore_best: bool = True  # return the best-validation weights, not the last ones
-
-    def __post_init__(self) -> None:
-        problems = [f"{name}: {getattr(self, name)} must be at least 1" for name in
-                    ("steps", "batch_size", "k_shot", "pool_per_class", "pool_batches",
-                     "val_k_shot", "checkpoint_every", "keep_checkpoints", "log_every")
-                    if getattr(self, name) < 1]
-        problems += [f"{name}: {getattr(self, name)} must not be negative"
-                     for name in ("validate_every", "patience") if getattr(self, name) < 0]
-        if problems:
-            raise ValueError("invalid train config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "schedule": self.schedule.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        values = dict(d)
-        if isinstance(values.get("schedule"), dict):
-            values["schedule"] = ScheduleConfig.from_dict(values["schedule"])
-        return cls(**values)
 
 
 @dataclass
@@ -368,7 +324,7 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
 
     with strategy.scope():
         model = build_meta_model(spec, run_cfg)
-        optimizer = keras.optimizers.Adam(learning_rate=train_cfg.schedule.build())
+        optimizer = keras.optimizers.Adam(learning_rate=build_schedule(train_cfg.schedule))
         if precision == "mixed_float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)

@@ -306,6 +306,13 @@ class PipelineConfig:
     lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
     behaviour: BehaviourTasksConfig = field(default_factory=BehaviourTasksConfig)
     imports: ImportConfig = field(default_factory=ImportConfig)  # the `import` section
+    # The `model`, `train` and `evaluate` sections as written (plain data): the layer that
+    # runs them types them with schemas.settings.read_settings.
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """The config's ``model``, ``train`` or ``evaluate`` settings (empty when unset)."""
+        return self.settings.get(name, {})
 
     def modality(self, name: str) -> ModalityConfig:
         for m in self.modalities:
@@ -359,6 +366,7 @@ class PipelineConfig:
                               "formats": list(self.lookalike.formats)},
                 "storage": {"root": self.storage.root, **dict(self.storage.paths)},
                 **({"import": import_to_dict(self.imports)} if self.imports.enabled else {}),
+                **{name: dict(values) for name, values in self.settings.items()},
             }
         )
 

@@ -47,6 +47,7 @@ from schemas.config_model import (
     join_uri,
 )
 from schemas.import_config import check_query, parse_import
+from schemas.settings import SETTINGS_SECTIONS
 
 _OVERRIDE_PART_RE = re.compile(r"^([^\[\]]+)((?:\[\d+\])*)$")  # name, then [i][j]...
 
@@ -260,7 +261,8 @@ class _Reader:
     def build(self, raw: Any, base_dir: str) -> PipelineConfig:
         top = self.mapping(raw, "", ("version", "name", "window", "raw", "pseudonymisation",
                                      "modalities", "value_transform", "demographics", "tasks",
-                                     "heatmaps", "lookalike", "storage", "import"))
+                                     "heatmaps", "lookalike", "storage", "import",
+                                     *SETTINGS_SECTIONS))
         if not isinstance(raw, dict):
             top = {}
         version = self.get(top, "version", "", int, required=True)
@@ -283,7 +285,17 @@ class _Reader:
                                lambda value, where: self.uri(
                                    value.replace(STORAGE_ROOT_PLACEHOLDER, storage.root),
                                    where, base_dir))
+        settings = {}
+        for section in SETTINGS_SECTIONS:
+            if top.get(section) is None:
+                continue
+            if isinstance(top[section], dict):
+                settings[section] = _deep_copy(top[section])
+            else:
+                self.problem(section, f"expected a mapping of {section} settings, got "
+                                      f"{top[section]!r}")
         return PipelineConfig(
+            settings=settings,
             name=name, window=window, raw=raw_cfg, pseudonymisation=pseudo,
             modalities=modalities, value_transform=transform, demographics=demographics,
             source_tasks=source_tasks, target_tasks=target_tasks, storage=storage,

@@ -207,3 +207,64 @@ def test_an_impossible_date_names_its_field_from_the_file_and_from_set(tmp_path,
     with pytest.raises(ConfigError, match=re.escape("window.end: expected a date YYYY-MM-DD, "
                                                     "got '2011-09-31'")):
         load_config(written, base_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- run settings
+
+
+def test_settings_sections_type_over_the_defaults_and_flags_override_them(tmp_path):
+    import argparse
+
+    from evaluation.cli import eval_config_from_args
+    from model.cli import model_config_from_args, train_config_from_args
+    from model.settings import TrainConfig
+
+    raw = raw_synthetic()
+    raw.update(model={"width": 0.125, "relation_units": [64, 16]},
+               train={"steps": 300, "schedule": {"max_lr": 0.002}},
+               evaluate={"repeats": 2, "seed_counts": [5, 50]})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path, overrides=["train.batch_size=8", "evaluate.methods=cosine,hgb"])
+    args = argparse.Namespace(config=str(path), resume=False, quick=False, steps=None,
+                              width=None, embedding_dim=64, relation_units=None,
+                              totals_units=None, max_lr=None, base_lr=None, repeats=3)
+    model = model_config_from_args(args, config)
+    assert (model.width, model.relation_units, model.embedding_dim) == (0.125, (64, 16), 64)
+    train = train_config_from_args(args, config, str(tmp_path / "work"))
+    assert (train.steps, train.batch_size, train.schedule.max_lr) == (300, 8, 0.002)
+    assert train.schedule.base_lr == TrainConfig().schedule.base_lr  # untouched default
+    assert train.checkpoint_dir == str(tmp_path / "work" / "checkpoints")
+    args.steps, args.max_lr = 50, 0.005  # a flag given on the command line wins
+    train = train_config_from_args(args, config, str(tmp_path / "work"))
+    assert (train.steps, train.schedule.max_lr) == (50, 0.005)
+    evaluation = eval_config_from_args(args, config)
+    assert evaluation.repeats == 3 and evaluation.seed_counts == (5, 50)
+    assert evaluation.methods == ("cosine", "hgb")
+    assert "steps: 300" in config.to_yaml()  # the sections survive show / round trips
+
+
+@pytest.mark.parametrize("section, values, words", [
+    ("train", {"steps": "many"}, "train.steps: expected an integer, got 'many'"),
+    ("train", {"stepz": 3}, "train.stepz: unknown setting; allowed: batch_size"),
+    ("train", {"checkpoint_dir": "/x"}, "train.checkpoint_dir: unknown setting"),
+    ("train", {"schedule": {"max_lr": "fast"}}, "train.schedule.max_lr: expected a number"),
+    ("train", {"steps": 0}, "train: invalid train config: steps: 0 must be at least 1"),
+    ("model", {"relation_units": ["a"]}, "model.relation_units: expected a list of integers"),
+    ("evaluate", {"scratch_cache": "yes"}, "evaluate.scratch_cache: expected true or false"),
+])
+def test_bad_settings_name_the_field(tmp_path, capsys, section, values, words):
+    from metaprofile.cli import main
+
+    raw = raw_synthetic()
+    raw[section] = values
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["config", "validate", "--config", str(path)]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_a_settings_section_must_be_a_mapping():
+    raw = raw_synthetic()
+    raw["train"] = 300
+    assert any(p.startswith("train: expected a mapping") for p in problems_of(raw))

@@ -391,7 +391,8 @@ def test_zero_training_on_stored_embeddings_equals_prototype_scores():
     import keras
 
     from model.adapt import embed, prototype_scores
-    from model.network import ModelConfig, build_meta_model
+    from model.network import build_meta_model
+    from model.settings import ModelConfig
     from model.testing import planted_users, tiny_spec
     keras.utils.set_random_seed(2)
     spec = tiny_spec(days=7)

@@ -126,7 +126,8 @@ def _tiny_artifact(config, version: str, seed: int) -> str:
     import keras
 
     from model.artifact import save_artifact
-    from model.network import ModelConfig, build_meta_model
+    from model.network import build_meta_model
+    from model.settings import ModelConfig
     from schemas.input_spec import InputSpec
     from schemas.tfrecord_spec import spec_document
     keras.utils.set_random_seed(seed)

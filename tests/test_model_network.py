@@ -18,7 +18,6 @@ from model.episodes import (
 from model.losses import masked_multitask_loss, per_task_loss
 from model.metrics import auroc
 from model.network import (
-    ModelConfig,
     build_demographic_tower,
     build_meta_model,
     build_profile_network,
@@ -30,7 +29,8 @@ from model.network import (
     tower_output_shapes,
 )
 from model.relation import RelationModule, class_prototypes
-from model.schedules import CyclicThenRestarts, ScheduleConfig
+from model.schedules import CyclicThenRestarts
+from model.settings import ModelConfig, ScheduleConfig
 from model.testing import planted_users, tiny_spec
 from schemas.input_spec import InputSpec
 

@@ -23,10 +23,9 @@ from model.adapt import (
 )
 from model.artifact import ArtifactMismatch, load_artifact, save_artifact
 from model.metrics import auroc
-from model.network import ModelConfig
-from model.schedules import ScheduleConfig
+from model.settings import ModelConfig, ScheduleConfig, TrainConfig
 from model.testing import planted_dataset, planted_users, tiny_spec
-from model.train import TrainConfig, train
+from model.train import train
 from schemas.input_spec import InputSpec
 
 # Keras' weight saving converts TensorFlow variables with np.array(); numpy 2 warns about it.
