@@ -362,9 +362,10 @@ case "$1" in
          echo "late log line" >&2 ;;
   evaluate) out=$(opt --out "$@"); mkdir -p "$out"; better=true
             [[ " $FAKE_NOT_BETTER " == *" $(opt --ds "$@") "* ]] && better=false
-            printf '{"better": %s, "auroc": 0.7}\n' "$better" > "$out/decision.json"; echo evaluated ;;
+            printf '{"better": %s, "auroc": 0.7}\n' "$better" > "$out/decision.json"; echo evaluated
+            if [[ " $* " == *" --print-decision "* ]]; then cat "$out/decision.json"; fi ;;
   publish) echo "published $(opt --model "$@")" ;;
-  campaigns) printf '[\n  "c1",\n  "broken",\n  "c3"\n]\n' ;;
+  campaigns) echo "campaigns log line" >&2; printf '["c1", "broken", "c3"]\n' ;;
   *) echo "fake metaprofile: unknown command $1" >&2; exit 2 ;;
 esac
 """
@@ -382,7 +383,7 @@ def fake_jobs(tmp_path_factory, airflow_home) -> dict:
     venv = root / "venv"
     (venv / "bin").mkdir(parents=True)
     scripts = {"metaprofile": FAKE_METAPROFILE, "spark-submit": FAKE_SPARK_SUBMIT,
-               # decision.json is read with the job environment's storage helpers
+               # PYSPARK_PYTHON of the spark-submits points here
                "python": f'#!/usr/bin/env bash\nexec {sys.executable} "$@"\n'}
     for name, text in scripts.items():
         (venv / "bin" / name).write_text(text)
@@ -426,7 +427,7 @@ def test_training_run_publishes_a_better_model_and_emits_the_asset(fake_jobs):
         f"metaprofile train --config {config} --ds 2026-06-28 --out {models} --resume --steps 5",
         f"metaprofile evaluate --config {config} --ds 2026-06-28 --model {model} "
         f"--compare-published --out {fake_jobs['root']}/reports/evaluation/ds=2026-06-28 "
-        "--quick",
+        "--print-decision --quick",
         f"metaprofile publish --config {config} --model {model}",
     ]
     assert result["asset_events"] == [[PUBLISHED_MODEL_URI,

@@ -91,7 +91,8 @@ def world(tmp_path_factory) -> dict:
                  "--set", "raw.max_reject_ratio=0.5",
                  # 200 users give each brand a handful of earlier buyers (seeds)
                  "--set", "lookalike.min_seeds=2"]
-    for command in (["generate", "--users", "200", *overrides],
+    for command in (["generate", "--config", str(ROOT / "conf" / "synthetic.yaml"),
+                     "--users", "200", *overrides],
                     ["config", "show", "--config", str(ROOT / "conf" / "synthetic.yaml"),
                      *overrides]):
         result = subprocess.run([METAPROFILE, *command], capture_output=True, text=True,

@@ -29,7 +29,7 @@ from model.network import (
     tower_output_shapes,
 )
 from model.relation import RelationModule, class_prototypes
-from model.schedules import CyclicThenRestarts
+from model.schedules import CyclicThenRestarts, build_schedule
 from model.settings import ModelConfig, ScheduleConfig
 from model.testing import planted_users, tiny_spec
 from schemas.input_spec import InputSpec
@@ -262,9 +262,9 @@ def test_schedule_triangular_phase_then_warm_restarts():
 
 
 def test_schedule_with_constant_periods_and_a_floor():
-    schedule = ScheduleConfig(base_lr=0.01, max_lr=0.02, step_size=5, cycles=0,
-                              first_period=8, t_mul=1.0, m_mul=1.0, min_lr=0.001,
-                              restart_lr=0.01).build()
+    schedule = build_schedule(ScheduleConfig(base_lr=0.01, max_lr=0.02, step_size=5, cycles=0,
+                                             first_period=8, t_mul=1.0, m_mul=1.0,
+                                             min_lr=0.001, restart_lr=0.01))
     assert float(schedule(0)) == pytest.approx(0.01)
     assert float(schedule(4)) == pytest.approx(0.0055)
     assert float(schedule(8)) == pytest.approx(0.01)
@@ -272,7 +272,7 @@ def test_schedule_with_constant_periods_and_a_floor():
 
 
 def test_schedule_serialises():
-    schedule = ScheduleConfig().build()
+    schedule = build_schedule(ScheduleConfig())
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert restored.get_config() == schedule.get_config()
     for step in (0, 333, 801, 2500):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SYNTHETIC_CONFIG
 
 from model import cli as model_cli
 from model.adapt import (
@@ -254,7 +255,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def test_cli_model_summary_prints_the_full_size_count(capsys):
-    args = _parser().parse_args(["model-summary"])
+    args = _parser().parse_args(["model-summary", "--config", str(SYNTHETIC_CONFIG)])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "1,612,745" in out and "52x12x64 -> 13x6x128 -> 4x3x256 -> 1x1x512" in out
@@ -278,7 +279,8 @@ def test_cli_train_writes_an_artifact(tmp_path, monkeypatch, capsys):
     fake.check_manifest = lambda manifest, config: None
     monkeypatch.setitem(__import__("sys").modules, "model.inputs", fake)
     args = _parser().parse_args([
-        "train", "--set", f"storage.root={tmp_path}", "--set", "window.days=14",
+        "train", "--config", str(SYNTHETIC_CONFIG), "--set", f"storage.root={tmp_path}",
+        "--set", "window.days=14",
         "--width", "0.0625", "--embedding-dim", "8", "--relation-units", "8,4",
         "--steps", "4", "--validate-every", "4", "--log-every", "2", "--val-batches", "2",
         "--pool-per-class", "6", "--batch-size", "16", "--version", "test",
