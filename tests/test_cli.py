@@ -61,6 +61,7 @@ def test_config_validate_and_errors(tmp_path, capsys):
     assert "days: 30" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_completejourney_slice_prints_accounting(tmp_path, capsys):
     assert main(["completejourney", "--config", "conf/completejourney.yaml", "--households", "5",
                  "--set", f"storage.root={tmp_path}"]) == 0

@@ -29,6 +29,8 @@ from schemas.contracts import (
     demographics_schema,
 )
 
+pytestmark = pytest.mark.slow
+
 CONFIG = Path(__file__).resolve().parents[1] / "conf" / "completejourney.yaml"
 HOUSEHOLDS = 25
 UTC_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")

@@ -187,6 +187,7 @@ def test_duplicates_and_cancellations(spark, tmp_path):
 # --------------------------------------------------------------------------- quarantine
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_every_generated_bad_row_class_is_quarantined_with_its_reason(spark, tmp_path, fmt):
     config = config_for(tmp_path, window__days=6, raw__format=fmt, raw__max_reject_ratio=0.5)
@@ -299,6 +300,7 @@ def test_a_column_of_an_unusable_type_fails_before_spark_naming_file_and_types(s
     assert not Path(config.storage.uri("rejects")).exists()  # stopped before any Spark work
 
 
+@pytest.mark.slow
 def test_date_only_event_times_land_at_the_configured_hour_with_day_precision(spark, tmp_path):
     """A daily export: '2026-06-30' (text) or a Parquet date is that date at raw.day_hour in
     raw.timestamp_timezone; without raw.event_time_precision: day it is unparseable."""
@@ -327,6 +329,7 @@ def test_date_only_event_times_land_at_the_configured_hour_with_day_precision(sp
     assert results["second"]["purchases"]["rows_rejected"] == {"unparseable_timestamp": 3}
 
 
+@pytest.mark.slow
 def test_missing_landing_partitions_are_counted_and_can_fail_the_run(spark, tmp_path, caplog):
     days = ["2026-06-26", "2026-06-27", "2026-06-29", "2026-06-30"]  # 06-28 never landed
     for policy in ("warn", "fail"):
@@ -372,6 +375,7 @@ def test_missing_landing_partitions_are_counted_and_can_fail_the_run(spark, tmp_
 # --------------------------------------------------------------------------- incremental
 
 
+@pytest.mark.slow
 def test_full_year_equals_day_by_day_and_reruns_are_idempotent(spark, tmp_path):
     full = config_for(tmp_path / "full", window__days=8, raw__max_reject_ratio=1.0)
     daily = config_for(tmp_path / "daily", window__days=8, raw__max_reject_ratio=1.0)
@@ -410,6 +414,7 @@ def snapshot_manifest(config, ds) -> dict:
                       .read_text())
 
 
+@pytest.mark.slow
 def test_nightly_snapshots_update_the_previous_one_and_equal_a_full_assembly(spark, tmp_path):
     config = config_for(tmp_path, window__days=6, raw__max_reject_ratio=1.0)
     days = [dt.date(2026, 4, 1) + dt.timedelta(days=i) for i in range(8)]

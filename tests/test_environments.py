@@ -75,6 +75,7 @@ def test_airflow_environment_is_separate_and_pinned():
     assert versions["pyspark-client"]
 
 
+@pytest.mark.slow
 def test_nothing_is_written_to_the_home_folder(tmp_path):
     """A CLI run and a Spark session with HOME pointed at an empty folder leave it empty."""
     home = tmp_path / "home"

@@ -33,8 +33,8 @@ from schemas.config import load_config
 from schemas.contracts import LABELS
 
 # Keras' weight saving converts TensorFlow variables with np.array(); numpy 2 warns about it.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")]
 
 # --------------------------------------------------------------------------- end to end
 

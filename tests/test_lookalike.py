@@ -127,6 +127,7 @@ def segment(config, campaign):
     return pq.read_table(f"{path}/segment.parquet"), json.load(open(f"{path}/_manifest.json"))
 
 
+@pytest.mark.slow
 def test_embeddings_cover_every_user_with_the_model_version(world, spark):
     config, model, reports = world
     table = pq.read_table(f"{config.storage.uri('embeddings')}/ds={DS}")
@@ -136,6 +137,7 @@ def test_embeddings_cover_every_user_with_the_model_version(world, spark):
     assert reports["embed"]["users"] == 40 and reports["embed"]["embedding_dim"] == 8
 
 
+@pytest.mark.slow
 def test_spark_and_tensorflow_engines_give_the_same_embeddings(world, spark, tmp_path):
     # The TF engine runs on a copy of the world: the shared fixture's embeddings must stay
     # the Spark engine's, or the tests after this one would score other vectors.
@@ -158,6 +160,7 @@ def test_spark_and_tensorflow_engines_give_the_same_embeddings(world, spark, tmp
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_campaign_checks_isolate_bad_campaigns_and_account_for_seeds(world):
     config, _, reports = world
     verdicts = reports["campaigns"]["campaigns"]
@@ -171,6 +174,7 @@ def test_campaign_checks_isolate_bad_campaigns_and_account_for_seeds(world):
             seeds["unknown"], seeds["opted_out"]) == (8, 1, 4, 1, 1, 1)
 
 
+@pytest.mark.slow
 def test_segments_respect_every_exclusion_and_size(world):
     config, _, reports = world
     top, manifest = segment(config, "cmp_top")
@@ -205,6 +209,7 @@ def top_k(config, ids, scores, campaign, k):
     return [u for _, u in sorted((-s, u) for s, u in zip(scores, ids) if u not in never)[:k]]
 
 
+@pytest.mark.slow
 def test_probe_head_is_fitted_on_the_seeds_against_the_background(world):
     from model.baselines import aggregate_feature_names
     from schemas.input_spec import InputSpec
@@ -219,6 +224,7 @@ def test_probe_head_is_fitted_on_the_seeds_against_the_background(world):
     assert len(head["weights"]) == vectors.shape[1] + features.shape[1]
 
 
+@pytest.mark.slow
 def test_top_k_equals_scoring_everyone_and_sorting(world):
     from model.baselines import LinearHead
     config, _, _ = world
@@ -229,6 +235,7 @@ def test_top_k_equals_scoring_everyone_and_sorting(world):
     assert top.column("user_id").to_pylist() == top_k(config, ids, scores, "cmp_top", 5)
 
 
+@pytest.mark.slow
 def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
     from jobs import campaigns, export, score
     from model.artifact import load_artifact
@@ -251,6 +258,7 @@ def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
     assert top.column("user_id").to_pylist() == top_k(copy, ids, logits, "cmp_top", 5)
 
 
+@pytest.mark.slow
 def test_rerun_gives_identical_segments(world, spark):
     from jobs import export, score
     config, _, _ = world
@@ -265,6 +273,7 @@ def test_rerun_gives_identical_segments(world, spark):
     assert digest() == before
 
 
+@pytest.mark.slow
 def test_one_campaign_run_fails_alone(world, spark, capsys):
     from jobs import campaigns
     config, _, _ = world
@@ -318,6 +327,7 @@ def test_holdout_lift_is_recall_at_the_cutoff_over_reach():
     assert holdout_lift(scores, eligible, np.zeros(8, bool), 2) is None
 
 
+@pytest.mark.slow
 def test_dmp_side_by_side_reads_the_night_without_spark(world):
     from metaprofile.segment_check import dmp_lifts
     config, _, _ = world

@@ -97,6 +97,7 @@ def test_training_learns_the_planted_signal(trained):
     assert "support_pool.npz" in states
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_continues_exactly(tmp_path, deterministic_ops):
     config = _train_config(6, validate_every=3, checkpoint_every=3, log_every=3,
                            restore_best=False)
@@ -195,6 +196,7 @@ def test_adaptation_scores_an_unseen_target_task(trained):
         np.testing.assert_array_equal(kept, now)
 
 
+@pytest.mark.slow
 def test_a_reused_learner_starts_every_run_afresh(trained):
     """Evaluation reuses one traced learner per method; a run after another must score
     exactly like a run on a new model and optimizer."""

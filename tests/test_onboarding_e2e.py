@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.slow, pytest.mark.spark]
 EXAMPLE = ROOT / "conf" / "examples" / "online_retail.yaml"
 ITEMS = [("85048", "15CM CHRISTMAS GLASS BALL 20 LIGHTS", "6.95"),
          ("22086", "PAPER CHAIN KIT 50'S CHRISTMAS", "2.95"),
