@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -61,6 +60,7 @@ from schemas.contracts import (
     OPT_OUTS,
     spark_ddl,
 )
+from schemas.manifests import MANIFEST, SUPPORT, EmbeddingsManifest, SupportDocument
 
 if TYPE_CHECKING:
     import numpy as np
@@ -283,7 +283,8 @@ def read_inputs(spark, config: PipelineConfig, ds: dt.date, publisher: Publisher
                             f"{config.storage.uri('campaign_registry')}")
     registry = _read(spark, config.storage.uri("campaign_registry"), CAMPAIGN_REGISTRY,
                      "campaign_registry")
-    manifest = storage.read_json(f"{embeddings_uri}/_manifest.json")
+    where = f"{embeddings_uri}/{MANIFEST}"
+    manifest = EmbeddingsManifest.from_json(storage.read_bytes(where), where)
     return (embeddings, registry, read_seeds(spark, config), read_opt_outs(spark, config),
             manifest)
 
@@ -319,7 +320,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
         verdicts[c] = {
             "campaign_id": c, "name": entries[c]["name"],
             "status": "failed" if problems else "ok", "problems": problems,
-            "ds": ds.isoformat(), "model_version": embedded["model_version"],
+            "ds": ds.isoformat(), "model_version": embedded.model_version,
             "segment_size": entries[c]["segment_size"],
             "score_threshold": entries[c]["score_threshold"],
             "exclude_campaigns": list(entries[c]["exclude_campaigns"] or []),
@@ -337,8 +338,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
             "seconds": round(time.perf_counter() - started, 2)}
 
 
-def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: dict, seeds,
-                   campaigns: list[str]) -> dict[str, dict]:
+def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: EmbeddingsManifest,
+                   seeds, campaigns: list[str]) -> dict[str, dict]:
     """Each campaign's scoring head (``lookalike.head``): ``{"kind": "prototype"}``, or a
     fitted probe. A campaign whose probe cannot be fitted is scored with its prototype, and
     the head says why."""
@@ -346,8 +347,8 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: dict, se
         return {}
     if "features" not in embeddings.columns:
         raise CampaignError(
-            f"the embeddings of {embedded['ds']} have no features column (written by an "
-            f"older embed job): rerun `metaprofile embed --ds {embedded['ds']}`, or set "
+            f"the embeddings of {embedded.ds} have no features column (written by an "
+            f"older embed job): rerun `metaprofile embed --ds {embedded.ds}`, or set "
             f"lookalike.head=prototype")
     import numpy as np
     started = time.perf_counter()
@@ -394,7 +395,8 @@ def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts
             target = catalog.campaign_path(staging, c)
             publisher.mkdirs(target)
             publisher.rename(folder, f"{target}/members")
-            publisher.write_text(f"{target}/support.json", json.dumps(verdicts[c], indent=2))
+            publisher.write_text(f"{target}/{SUPPORT}",
+                                 SupportDocument.from_dict(verdicts[c], SUPPORT).to_json())
             publisher.publish(target, catalog.campaign_path(root, c))
     finally:
         publisher.cleanup()

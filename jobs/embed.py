@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -52,11 +51,11 @@ from jobs.heatmaps import (
 from jobs.runner import Job, JobContext
 from schemas.config import PipelineConfig
 from schemas.contracts import EMBEDDINGS, spark_ddl
+from schemas.manifests import MANIFEST, EmbeddingsManifest
 
 log = logging.getLogger("metaprofile.embed")
 
 EMBEDDINGS_DDL = spark_ddl(EMBEDDINGS, nullable=True)
-MANIFEST = "_manifest.json"
 
 
 class EmbedError(PipelineError):
@@ -140,16 +139,16 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         log.info("embedding the users of %s with model %s", ds, info["version"])
         embedded.sortWithinPartitions("user_id").write.mode("overwrite").parquet(staging)
         users = spark.read.parquet(staging).select(F.count(F.lit(1)).alias("n")).first()["n"]
-        manifest = {"ds": ds.isoformat(), "engine": "spark", "model": model_path,
-                    "model_version": info["version"], "users": users,
-                    "embedding_dim": info["embedding_dim"],
-                    "features": aggregate_feature_names(InputSpec.from_config(config))}
-        publisher.write_text(f"{staging}/{MANIFEST}", json.dumps(manifest, indent=2))
+        manifest = EmbeddingsManifest(
+            ds=ds.isoformat(), engine="spark", model=model_path, model_version=info["version"],
+            users=users, embedding_dim=info["embedding_dim"],
+            features=tuple(aggregate_feature_names(InputSpec.from_config(config))))
+        publisher.write_text(f"{staging}/{MANIFEST}", manifest.to_json())
         publisher.publish(staging, final)
     finally:
         publisher.cleanup()
     seconds = time.perf_counter() - started
-    return {**manifest, "embeddings": final, "seconds": round(seconds, 2),
+    return {**manifest.to_dict(), "embeddings": final, "seconds": round(seconds, 2),
             "users_per_second": round(users / seconds, 1)}
 
 
@@ -192,16 +191,16 @@ def run_tf(config: PipelineConfig, ds: dt.date, model: str | None = None,
                 "model_version": pa.array([artifact.version] * len(vectors))}))
     table = pa.concat_tables(tables).sort_by("user_id").cast(EMBEDDINGS)
     final = catalog.partition(config, "embeddings", ds)
-    document = {"ds": ds.isoformat(), "engine": "tf", "model": model_path,
-                "model_version": artifact.version, "users": table.num_rows,
-                "embedding_dim": artifact.model_config.embedding_dim,
-                "features": aggregate_feature_names(spec)}
+    document = EmbeddingsManifest(
+        ds=ds.isoformat(), engine="tf", model=model_path, model_version=artifact.version,
+        users=table.num_rows, embedding_dim=artifact.model_config.embedding_dim,
+        features=tuple(aggregate_feature_names(spec)))
     with Publisher().staged(final) as directory:
         fs, path = storage.resolve(storage.join(directory, "part-00000.parquet"))
         pq.write_table(table, path, filesystem=fs)
-        storage.write_json(document, storage.join(directory, MANIFEST))
+        storage.write_bytes(document.to_json().encode(), storage.join(directory, MANIFEST))
     seconds = time.perf_counter() - started
-    return {**document, "embeddings": final, "seconds": round(seconds, 2),
+    return {**document.to_dict(), "embeddings": final, "seconds": round(seconds, 2),
             "users_per_second": round(table.num_rows / seconds, 1)}
 
 

@@ -48,6 +48,7 @@ from jobs import runner
 from jobs.runner import Job, JobContext, Outcome
 from schemas.config import PipelineConfig
 from schemas.contracts import SEGMENT, check_table
+from schemas.manifests import SCORE_STATS, SUPPORT, ScoreStats, SupportDocument
 
 log = logging.getLogger("metaprofile.export")
 
@@ -108,7 +109,7 @@ def forbidden_users(config: PipelineConfig, campaign: str, excludes: list[str]) 
 
 
 def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: dict,
-                    support: dict, model_version: str) -> dict:
+                    support: SupportDocument, model_version: str) -> dict:
     scores_uri = catalog.partition(config, "scores", ds, campaign)
     segment = _read(scores_uri, SEGMENT.names).sort_by("rank")
     try:
@@ -116,7 +117,7 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
     except ValueError as exc:
         raise ExportError(f"campaign {campaign}: {scores_uri} breaks the scores contract: "
                           f"{exc}; rerun jobs/score.py") from None
-    forbidden = forbidden_users(config, campaign, support.get("exclude_campaigns", []))
+    forbidden = forbidden_users(config, campaign, list(support.exclude_campaigns))
     leaked = [u for u in segment.column("user_id").to_pylist() if u in forbidden]
     if leaked:
         raise ExportError(f"campaign {campaign}: {len(leaked)} excluded user(s) reached the "
@@ -135,13 +136,13 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
             storage.write_bytes(data, storage.join(directory, name))
             files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         manifest = {
-            "campaign_id": campaign, "name": support.get("name"), "ds": ds.isoformat(),
+            "campaign_id": campaign, "name": support.name, "ds": ds.isoformat(),
             "model_version": model_version,
-            "selection": ({"segment_size": support["segment_size"]}
-                          if support.get("segment_size") is not None
-                          else {"score_threshold": support["score_threshold"]}),
+            "selection": ({"segment_size": support.segment_size}
+                          if support.segment_size is not None
+                          else {"score_threshold": support.score_threshold}),
             "counts": {"selected": segment.num_rows, "eligible_users": stats["eligible_users"],
-                       "excluded_users": stats["excluded_users"], "seeds": support["seeds"]},
+                       "excluded_users": stats["excluded_users"], "seeds": support.seeds},
             "score_quantiles": {
                 "segment": exact_quantiles(segment.column("score").to_numpy()),
                 "all_users": histogram_quantiles(stats["histogram"])},
@@ -158,16 +159,18 @@ def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
     scores_root = catalog.partition(config, "scores", ds)
     if not storage.exists(f"{scores_root}/_SUCCESS"):
         raise ExportError(f"no finished scores at {scores_root}; run jobs/score.py first")
-    document = storage.read_json(f"{scores_root}/_stats.json")
+    where = f"{scores_root}/{SCORE_STATS}"
+    document = ScoreStats.from_json(storage.read_bytes(where), where)
     supports_root = catalog.partition(config, "supports", ds)
-    exported, failed = {}, dict(document.get("failed_campaigns", {}))
-    for campaign, stats in sorted(document["campaigns"].items()):
+    exported, failed = {}, dict(document.failed_campaigns)
+    for campaign, stats in sorted(document.campaigns.items()):
         if only and campaign not in only:
             continue
-        support = storage.read_json(f"{catalog.campaign_path(supports_root, campaign)}/support.json")
+        where = f"{catalog.campaign_path(supports_root, campaign)}/{SUPPORT}"
+        support = SupportDocument.from_json(storage.read_bytes(where), where)
         try:
             exported[campaign] = export_campaign(config, ds, campaign, stats, support,
-                                                 document["model_version"])
+                                                 document.model_version)
             log.info("campaign %s: %d users exported", campaign, exported[campaign]["selected"])
         except ExportError as exc:
             log.error("%s", exc)

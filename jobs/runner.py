@@ -9,8 +9,9 @@ a :class:`JobContext`) and ends with a two-line ``main`` that hands it to :func:
   stops with exit status 2;
 * ``--master`` picks the Spark master; the session starts only when ``run`` first asks for
   it, so modes without Spark (``campaigns --active``, ``embed --engine tf``) start none;
-* a bad config or a :class:`UsageError` is one line and exit status 2; a :class:`~common.errors.PipelineError` is one
-  line and exit status 1; anything else is a bug and keeps its traceback;
+* a bad config or a :class:`UsageError` is one line and exit status 2; a
+  :class:`~common.errors.PipelineError` or a bad manifest is one line and exit status 1;
+  anything else is a bug and keeps its traceback;
 * the report goes to stdout as JSON (one line where a DAG takes it as its XCom).
 """
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Any, Callable, Sequence
 
 from common.errors import PipelineError
 from schemas.config import ConfigError, PipelineConfig, add_config_arguments, load_config
+from schemas.manifests import ManifestError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-EXIT_ERROR = 1  # a PipelineError: the run stopped and published nothing
+EXIT_ERROR = 1  # a PipelineError or a bad manifest: the run stopped and published nothing
 EXIT_USAGE = 2  # bad options or config, as argparse exits
 
 
@@ -120,7 +122,7 @@ def main(job: Job, argv: Sequence[str] | None = None, prog: str | None = None) -
     except (ConfigError, UsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except PipelineError as exc:
+    except (PipelineError, ManifestError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     outcome = result if isinstance(result, Outcome) else Outcome(result)

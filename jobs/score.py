@@ -48,6 +48,14 @@ from jobs.campaigns import read_opt_outs, read_seeds
 from jobs.runner import Job
 from schemas.config import PipelineConfig
 from schemas.contracts import SCORES
+from schemas.manifests import (
+    MANIFEST,
+    SCORE_STATS,
+    SUPPORT,
+    EmbeddingsManifest,
+    ScoreStats,
+    SupportDocument,
+)
 
 log = logging.getLogger("metaprofile.score")
 
@@ -75,7 +83,8 @@ def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ())
         if only and campaign not in only:
             continue
         if storage.exists(f"{root}/{name}/_SUCCESS"):
-            supports[campaign] = storage.read_json(f"{root}/{name}/support.json")
+            where = f"{root}/{name}/{SUPPORT}"
+            supports[campaign] = SupportDocument.from_json(storage.read_bytes(where), where)
     return supports
 
 
@@ -161,18 +170,19 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     started = time.perf_counter()
     publisher = Publisher(spark)
     supports = read_supports(config, ds, only)
-    ready = {c: s for c, s in sorted(supports.items()) if s["status"] == "ok"}
-    skipped = {c: s["problems"] for c, s in supports.items() if s["status"] != "ok"}
+    ready = {c: s for c, s in sorted(supports.items()) if s.ok}
+    skipped = {c: list(s.problems) for c, s in supports.items() if not s.ok}
     if not ready:
         raise ScoreError(f"no campaign under supports/ds={ds} passed its checks "
                          f"({len(skipped)} failed); nothing to score")
     embeddings_uri = catalog.partition(config, "embeddings", ds)
-    embedded = storage.read_json(f"{embeddings_uri}/_manifest.json")
-    versions = {s["model_version"] for s in ready.values()} | {embedded["model_version"]}
+    where = f"{embeddings_uri}/{MANIFEST}"
+    embedded = EmbeddingsManifest.from_json(storage.read_bytes(where), where)
+    versions = {s.model_version for s in ready.values()} | {embedded.model_version}
     if len(versions) > 1:
         raise ScoreError(f"embeddings and supports come from different models {sorted(versions)}; "
                          f"rerun jobs/campaigns.py after jobs/embed.py")
-    model_path = resolve_model(config, model or embedded["model"])
+    model_path = resolve_model(config, model or embedded.model)
 
     supports_root = catalog.partition(config, "supports", ds)
     members = _union([spark.read.parquet(f"{catalog.campaign_path(supports_root, c)}/members")
@@ -184,11 +194,11 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
                        excluded.groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n")).collect()}
     campaigns = []
     for c, s in ready.items():
-        keep = None if s["segment_size"] is None else s["segment_size"] + excluded_counts.get(c, 0)
-        campaigns.append({"campaign_id": c, "keep": keep, "score_threshold": s["score_threshold"]})
+        keep = None if s.segment_size is None else s.segment_size + excluded_counts.get(c, 0)
+        campaigns.append({"campaign_id": c, "keep": keep, "score_threshold": s.score_threshold})
     index = {c["campaign_id"]: j for j, c in enumerate(campaigns)}
     heads = campaign_heads(ready, index, model_path, config,
-                           embedded["embedding_dim"] + len(embedded.get("features", [])))
+                           embedded.embedding_dim + len(embedded.features))
     holdout: dict[str, list[int]] = {}
     for r in members.where(F.col("role") == "holdout").where(
             F.col("campaign_id").isin(list(index))).collect():  # held-out seeds only
@@ -206,7 +216,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
                   .join(excluded, ["campaign_id", "user_id"], "left_anti"))
     ranked = candidates.withColumn("rank", F.row_number().over(
         Window.partitionBy("campaign_id").orderBy(F.desc("score"), F.asc("user_id"))))
-    limits = spark.createDataFrame([(c["campaign_id"], ready[c["campaign_id"]]["segment_size"])
+    limits = spark.createDataFrame([(c["campaign_id"], ready[c["campaign_id"]].segment_size)
                                     for c in campaigns], "campaign_id STRING, size BIGINT")
     selected = (ranked.join(F.broadcast(limits), "campaign_id")
                 .where(F.col("size").isNull() | (F.col("rank") <= F.col("size")))
@@ -218,15 +228,15 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         (selected.repartition("campaign_id").sortWithinPartitions("rank")
          .write.partitionBy("campaign_id").mode("overwrite").parquet(staging))
         stats = campaign_stats(spark, scored, staging, ready, excluded_counts,
-                               embedded["users"])
+                               embedded.users)
         for c in ready:
             folder = f"{staging}/campaign_id={c}"
             publisher.mkdirs(folder)
             publisher.rename(folder, catalog.campaign_path(staging, c))
-        document = {"ds": ds.isoformat(), "model_version": embedded["model_version"],
-                    "users_scored": embedded["users"], "campaigns": stats,
-                    "failed_campaigns": skipped}
-        publisher.write_text(f"{staging}/_stats.json", json.dumps(document, indent=2))
+        document = ScoreStats(ds=ds.isoformat(), model_version=embedded.model_version,
+                              users_scored=embedded.users, campaigns=stats,
+                              failed_campaigns=skipped)
+        publisher.write_text(f"{staging}/{SCORE_STATS}", document.to_json())
         publisher.publish(staging, root)
     finally:
         scored.unpersist()
@@ -234,7 +244,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         publisher.cleanup()
     seconds = time.perf_counter() - started
     return {"ds": ds.isoformat(), "scores": root, "campaigns": len(ready),
-            "failed_campaigns": skipped, "users": embedded["users"],
+            "failed_campaigns": skipped, "users": embedded.users,
             "selected": {c: s["selected"] for c, s in stats.items()},
             "seconds": round(seconds, 2)}
 
@@ -248,7 +258,7 @@ def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
     import numpy as np
 
     from model.scoring import CampaignHeads
-    kinds = {c: ready[c].get("head", {"kind": "prototype"})["kind"] for c in index}
+    kinds = {c: ready[c].head["kind"] for c in index}
     unknown = sorted({k for k in kinds.values() if k not in ("probe", "prototype")})
     if unknown:
         raise ScoreError(f"supports with unknown head kind(s) {unknown}; rerun "
@@ -258,26 +268,26 @@ def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
     parts = {}
     if prototypes:
         weights = relation_weights(model_path, config)
-        has_negatives = np.array([ready[c]["negative_prototype"] is not None
+        has_negatives = np.array([ready[c].negative_prototype is not None
                                   for c in prototypes])
         parts = {"relation": weights,
                  "prototype_columns": np.array([index[c] for c in prototypes], np.int64),
                  "positive_part": weights.support_part(np.array(
-                     [ready[c]["prototype"] for c in prototypes], np.float32)),
+                     [ready[c].prototype for c in prototypes], np.float32)),
                  "negative_part": weights.support_part(np.array(
-                     [ready[c]["negative_prototype"] or ready[c]["prototype"]
+                     [ready[c].negative_prototype or ready[c].prototype
                       for c in prototypes], np.float32)) if has_negatives.any() else None,
                  "has_negatives": has_negatives}
     for c in probes:
-        if len(ready[c]["head"]["weights"]) != row_width:
-            raise ScoreError(f"campaign {c}: its probe has {len(ready[c]['head']['weights'])} "
+        if len(ready[c].head["weights"]) != row_width:
+            raise ScoreError(f"campaign {c}: its probe has {len(ready[c].head['weights'])} "
                              f"weights but the embedding table's rows have {row_width} "
                              f"values; rerun jobs/campaigns.py on these embeddings")
     if probes:
         parts |= {"probe_columns": np.array([index[c] for c in probes], np.int64),
-                  "probe_weights": np.array([ready[c]["head"]["weights"] for c in probes],
+                  "probe_weights": np.array([ready[c].head["weights"] for c in probes],
                                             np.float64).T,
-                  "probe_bias": np.array([ready[c]["head"]["bias"] for c in probes],
+                  "probe_bias": np.array([ready[c].head["bias"] for c in probes],
                                          np.float64)}
     return CampaignHeads(columns=len(index), **parts)
 
@@ -297,7 +307,7 @@ def excluded_users(seeds, opt_outs, ready: dict):
     every opted-out user."""
     spark = seeds.sparkSession
     pairs = [(c, c) for c in ready]
-    pairs += [(c, other) for c, s in ready.items() for other in s["exclude_campaigns"]]
+    pairs += [(c, other) for c, s in ready.items() for other in s.exclude_campaigns]
     sources = spark.createDataFrame(pairs, "campaign_id STRING, source STRING")
     seeds = (sources.join(seeds.withColumnRenamed("campaign_id", "source"), "source")
              .select("campaign_id", "user_id"))
@@ -333,7 +343,7 @@ def campaign_stats(spark, scored, selected_uri: str, ready: dict, excluded_count
         recall = (sum(x >= cutoff for x in scores) / len(scores)
                   if scores and cutoff is not None else None)
         reach = n / eligible if eligible > 0 else None
-        prevalence = s["seeds"]["usable_positives"] / max(users, 1)
+        prevalence = s.seeds["usable_positives"] / max(users, 1)
         lift = recall / reach if recall is not None and reach else None
         stats[c] = {
             "selected": n, "eligible_users": eligible, "excluded_users": excluded_counts.get(c, 0),

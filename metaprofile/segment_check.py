@@ -23,6 +23,7 @@ import pyarrow.dataset as pads
 
 from common import catalog, storage
 from schemas.contracts import SUPPORT_MEMBERS
+from schemas.manifests import SUPPORT, SupportDocument
 
 
 def _table(uri: str, columns: list[str]):
@@ -61,13 +62,14 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
     for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
         manifest = storage.read_json(path)
         campaign = manifest["campaign_id"]
-        support = storage.read_json(f"{catalog.campaign_path(supports, campaign)}/support.json")
+        where = f"{catalog.campaign_path(supports, campaign)}/{SUPPORT}"
+        support = SupportDocument.from_json(storage.read_bytes(where), where)
         members = _table(f"{catalog.campaign_path(supports, campaign)}/members", SUPPORT_MEMBERS.names)
         rows = {role: np.array([row_of[u] for u, r in zip(
             members.column("user_id").to_pylist(), members.column("role").to_pylist())
             if r == role and u in row_of], np.int64) for role in ("support", "negative",
                                                                    "holdout")}
-        forbidden = forbidden_users(config, campaign, support.get("exclude_campaigns", []))
+        forbidden = forbidden_users(config, campaign, list(support.exclude_campaigns))
         listed = np.array([u in forbidden for u in ids])  # seeds and opted-out users
         rng = np.random.default_rng(seed)
         unlabelled = np.flatnonzero(~listed)

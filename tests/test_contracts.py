@@ -132,3 +132,24 @@ def test_feature_spec_and_fingerprint(synthetic_config):
     assert spec_differences(doc, changed) == ["window_days: model expects 365, data has 30"]
     other = dict(doc, modalities={**doc["modalities"], "points": ["a"]})
     assert spec_differences(doc, other)[0].startswith("modalities.points: model expects")
+
+
+def test_manifests_round_trip_and_name_the_file_and_field():
+    from schemas.manifests import EmbeddingsManifest, ManifestError, SupportDocument
+
+    written = EmbeddingsManifest(ds="2026-06-30", engine="spark", model="/m/v1",
+                                 model_version="v1", users=3, embedding_dim=8,
+                                 features=("purchases/c0",))
+    assert EmbeddingsManifest.from_json(written.to_json(), "m.json") == written
+    with pytest.raises(ManifestError, match=r"e/_manifest.json: no field 'users'; rewrite it "
+                                            r"with jobs/embed.py"):
+        EmbeddingsManifest.from_dict({k: v for k, v in written.to_dict().items()
+                                      if k != "users"}, "e/_manifest.json")
+    with pytest.raises(ManifestError, match="field 'segment_size' is 'ten'"):
+        SupportDocument.from_dict({"campaign_id": "c", "name": "n", "status": "ok",
+                                   "problems": [], "ds": "d", "model_version": "v",
+                                   "segment_size": "ten", "score_threshold": None,
+                                   "exclude_campaigns": [], "seeds": {}, "holdout_share": 0.1,
+                                   "prototype": None, "negative_prototype": None}, "s.json")
+    with pytest.raises(ManifestError, match="s.json: not JSON"):
+        SupportDocument.from_json("{", "s.json")
