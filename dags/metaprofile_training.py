@@ -10,7 +10,7 @@ publishes it only when it beats both the from-scratch baseline and the published
 | `heatmaps` | `spark-submit jobs/heatmaps.py --config C --ds D`: TFRecord shards and manifest |
 | `storage` | `metaprofile config show`: the config's `models` and `reports` URIs (paths only) |
 | `train` | `metaprofile train --config C --ds D --out <models>` on the GPU pool; XCom: the model directory |
-| `evaluate` | `metaprofile evaluate ... --model <dir> --compare-published --out <reports>/evaluation/ds=D`; XCom: `decision.json` |
+| `evaluate` | `metaprofile evaluate ... --model <dir> --compare-published --out <reports>/evaluation/ds=D --print-decision`; XCom: `decision.json`, its last stdout line |
 | `better_than_published` | short-circuit: the rest is skipped unless `decision.json` says `"better": true` |
 | `publish` | `metaprofile publish --config C --model <dir>`; updates the asset `metaprofile_published_model` |
 
