@@ -136,33 +136,26 @@ def add_subparsers(subparsers) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-# argparse destination -> EvalConfig field, for the flags that override a field directly.
-_FIELDS = {"tasks": "tasks", "repeats": "repeats", "seeds": "seeds",
-           "experiments": "experiments", "methods": "methods",
-           "figure_methods": "figure_methods", "seed_sweep_methods": "seed_sweep_methods",
-           "adaptation_fraction": "adaptation_fraction", "masking_levels": "masking_levels",
-           "imbalance_ratios": "imbalance_ratios", "imbalance_total": "imbalance_total",
-           "seed_counts": "seed_counts", "pu_seed_counts": "pu_seed_counts",
-           "pu_background": "pu_background", "fine_tune_epochs": "fine_tune_epochs",
-           "patience": "patience", "batch_size": "batch_size", "k_shot": "k_shot",
-           "learning_rate": "learning_rate", "scratch_learning_rate": "scratch_learning_rate",
-           "embed_batch_size": "embed_batch_size", "scratch_cache": "scratch_cache",
-           "scratch_cache_dir": "scratch_cache_dir"}
+# Flags that are aliases of an EvalConfig field (the argparse destination is the field name).
+EVAL_FLAGS = ("tasks", "repeats", "seeds", "experiments", "methods", "figure_methods",
+              "seed_sweep_methods", "adaptation_fraction", "masking_levels", "imbalance_ratios",
+              "imbalance_total", "seed_counts", "pu_seed_counts", "pu_background",
+              "fine_tune_epochs", "patience", "batch_size", "k_shot", "learning_rate",
+              "scratch_learning_rate", "embed_batch_size", "scratch_cache", "scratch_cache_dir")
 
 
 def eval_config_from_args(args: argparse.Namespace, config=None):
     """The evaluation settings: the defaults (or the ``--quick`` preset), then the config's
     ``evaluate`` section, then the flags given on the command line."""
-    from evaluation.settings import EvalConfig
-    from schemas.settings import read_settings
+    from evaluation.settings import EVAL_DERIVED_FIELDS, EvalConfig
+    from schemas.settings import given_flags, read_settings
 
     changes = dict(config.section("evaluate")) if config is not None else {}
-    changes.update({field: getattr(args, dest) for dest, field in _FIELDS.items()
-                    if getattr(args, dest, None) is not None})
+    changes.update(given_flags(args, EVAL_FLAGS))
     if changes.get("tasks"):
         changes.setdefault("max_tasks", None)  # explicit tasks: evaluate all of them
     base = EvalConfig.quick_preset() if args.quick else EvalConfig()
-    return read_settings(EvalConfig, changes, "evaluate", base=base, fixed=("quick",),
+    return read_settings(EvalConfig, changes, "evaluate", base=base, fixed=EVAL_DERIVED_FIELDS,
                          source=getattr(args, "config", "<config>"))
 
 

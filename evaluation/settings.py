@@ -43,6 +43,10 @@ RESULT_COLUMNS = ("task", "experiment", "level", "method", "repeat", "seed", "au
                   "seconds", "status")
 
 
+# EvalConfig fields that a config's evaluate section may not set: --quick sets ``quick``.
+EVAL_DERIVED_FIELDS = ("quick",)
+
+
 class LeakageError(ValueError):
     """The evaluation would let target labels or adaptation users leak into what is scored."""
 

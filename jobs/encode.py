@@ -46,13 +46,7 @@ if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project i
 from common.privacy import load_pseudonym_key, pseudonymise_batches
 from common.publish import Publisher
 from jobs import runner
-from jobs.encoding.cells import (
-    collapse_copies,
-    encode_cells,
-    reject_records,
-    rejected_copies,
-    union_all,
-)
+from jobs.encoding.cells import collapse_copies, encode_cells, reject_records, rejected_copies
 from jobs.encoding.snapshot import build_snapshot
 from jobs.encoding.validation import (
     EncodeError,
@@ -66,6 +60,7 @@ from jobs.encoding.validation import (
     window_dates,
 )
 from jobs.runner import Job, JobContext, UsageError
+from jobs.spark import union_all
 from jobs.typed_read import InputTypeError, check_local_inputs
 from schemas.config import PipelineConfig
 from schemas.contracts import RAW_SOURCES

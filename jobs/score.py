@@ -46,6 +46,7 @@ from common.publish import Publisher
 from jobs import runner
 from jobs.campaigns import read_opt_outs, read_seeds
 from jobs.runner import Job
+from jobs.spark import union_all
 from schemas.config import PipelineConfig
 from schemas.contracts import SCORES
 from schemas.manifests import (
@@ -185,7 +186,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     model_path = resolve_model(config, model or embedded.model)
 
     supports_root = catalog.partition(config, "supports", ds)
-    members = _union([spark.read.parquet(f"{catalog.campaign_path(supports_root, c)}/members")
+    members = union_all([spark.read.parquet(f"{catalog.campaign_path(supports_root, c)}/members")
                       .select(F.lit(c).alias("campaign_id"), "user_id", "role")
                       for c in supports])
     excluded = excluded_users(read_seeds(spark, config), read_opt_outs(spark, config),
@@ -355,12 +356,6 @@ def campaign_stats(spark, scored, selected_uri: str, ready: dict, excluded_count
         }
     return stats
 
-
-def _union(frames):
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

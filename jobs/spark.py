@@ -49,3 +49,11 @@ def build_session(app_name: str, master: str | None = None,
 def _submitted() -> bool:
     """True when running under spark-submit, which already chose the master."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def union_all(frames):
+    """The frames' rows in one DataFrame, columns matched by name."""
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result

@@ -130,15 +130,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def check_settings(config, source: str) -> None:
     """Type the config's ``model``, ``train`` and ``evaluate`` sections now, so that a typo
     fails ``config validate`` rather than a training run hours later (ConfigError)."""
-    from evaluation.settings import EvalConfig
-    from model.settings import ModelConfig, TrainConfig
+    from evaluation.settings import EVAL_DERIVED_FIELDS, EvalConfig
+    from model.settings import TRAIN_DERIVED_FIELDS, ModelConfig, TrainConfig
     from schemas.settings import read_settings
 
-    fixed = {"train": ("checkpoint_dir", "log_dir", "resume"), "evaluate": ("quick",)}
-    for section, cls in (("model", ModelConfig), ("train", TrainConfig),
-                         ("evaluate", EvalConfig)):
-        read_settings(cls, config.section(section), section, source=source,
-                      fixed=fixed.get(section, ()))
+    for section, cls, fixed in (("model", ModelConfig, ()),
+                                ("train", TrainConfig, TRAIN_DERIVED_FIELDS),
+                                ("evaluate", EvalConfig, EVAL_DERIVED_FIELDS)):
+        read_settings(cls, config.section(section), section, source=source, fixed=fixed)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

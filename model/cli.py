@@ -15,9 +15,9 @@ import datetime as dt
 import os
 
 from common import catalog
-from model.settings import ModelConfig, TrainConfig
+from model.settings import TRAIN_DERIVED_FIELDS, ModelConfig, TrainConfig
 from schemas.config import add_config_arguments
-from schemas.settings import read_settings
+from schemas.settings import given_flags, read_settings
 
 TRAIN_SPLIT, VALIDATION_SPLIT = "train", "validation"
 
@@ -107,8 +107,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                              f"tower; default: {m.totals_units})")
 
 
-# Flags that are aliases of a settings field: argparse destination -> field. A flag given
-# on the command line overrides the config's section (and its --set overrides).
+# Flags that are aliases of a settings field (the argparse destination is the field name).
+# A flag given on the command line overrides the config's section and its --set overrides.
 MODEL_FLAGS = ("width", "embedding_dim", "relation_units", "totals_units")
 TRAIN_FLAGS = ("steps", "batch_size", "k_shot", "negatives", "pool_per_class", "pool_batches",
                "validate_every", "val_batches", "patience", "checkpoint_every", "log_every",
@@ -116,27 +116,23 @@ TRAIN_FLAGS = ("steps", "batch_size", "k_shot", "negatives", "pool_per_class", "
 SCHEDULE_FLAGS = ("base_lr", "max_lr", "step_size", "cycles", "first_period")
 
 
-def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
 def model_config_from_args(args: argparse.Namespace, config) -> ModelConfig:
     """The config's ``model`` section, with the flags given on top."""
-    values = {**config.section("model"), **_given(args, MODEL_FLAGS)}
+    values = {**config.section("model"), **given_flags(args, MODEL_FLAGS)}
     return read_settings(ModelConfig, values, "model", source=args.config)
 
 
 def train_config_from_args(args: argparse.Namespace, config, work_dir: str) -> TrainConfig:
     """The config's ``train`` section, with the flags given on top; the checkpoint and log
     folders come from ``work_dir``, and ``resume`` from ``--resume``."""
-    values = {**config.section("train"), **_given(args, TRAIN_FLAGS)}
-    schedule = {**values.get("schedule", {}), **_given(args, SCHEDULE_FLAGS)}
+    values = {**config.section("train"), **given_flags(args, TRAIN_FLAGS)}
+    schedule = {**values.get("schedule", {}), **given_flags(args, SCHEDULE_FLAGS)}
     if schedule:
         values["schedule"] = schedule
     base = TrainConfig(checkpoint_dir=os.path.join(work_dir, "checkpoints"),
                        log_dir=os.path.join(work_dir, "logs"), resume=args.resume)
     return read_settings(TrainConfig, values, "train", base=base, source=args.config,
-                         fixed=("checkpoint_dir", "log_dir", "resume"))
+                         fixed=TRAIN_DERIVED_FIELDS)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

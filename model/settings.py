@@ -9,6 +9,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 PRECISIONS = ("float32", "mixed_float16")
+# TrainConfig fields that the train command derives (its --work-dir, --resume); a config's
+# train section may not set them.
+TRAIN_DERIVED_FIELDS = ("checkpoint_dir", "log_dir", "resume")
 EMBEDDING_ACTIVATIONS = ("linear", "relu")
 
 

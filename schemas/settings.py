@@ -28,6 +28,12 @@ from schemas.config_model import ConfigError
 SETTINGS_SECTIONS = ("model", "train", "evaluate")
 
 
+def given_flags(args, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` that were given on the command line (``argparse``
+    namespace; an alias flag defaults to None), by field name."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
 def read_settings(cls, values: Mapping[str, Any] | None, section: str, *, base=None,
                   fixed: tuple[str, ...] = (), source: str = "<config>"):
     """An instance of dataclass ``cls``: ``base`` (default: ``cls()``) with ``values`` set.

@@ -226,6 +226,7 @@ TYPED_PURCHASES = pa.schema([("user_id", pa.int64()), ("event_time", pa.timestam
                              ("quantity", pa.int32()), ("status", pa.string())])
 
 
+@pytest.mark.slow
 def test_typed_parquet_encodes_like_text_with_the_same_quarantine(spark, tmp_path):
     """A retailer's typed Parquet (int ids, a zoned timestamp, a double amount, an int
     quantity; a second file with a zoneless timestamp) lands the same events and rejects as

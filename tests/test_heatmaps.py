@@ -307,6 +307,7 @@ def test_missing_snapshot_is_a_clear_error(spark, tmp_path):
         heatmaps.run(spark, config, DS)
 
 
+@pytest.mark.slow
 def test_side_inputs_are_pseudonymised_with_the_snapshot_key(spark, tmp_path, monkeypatch):
     from common.privacy import pseudonym
     from jobs import heatmaps

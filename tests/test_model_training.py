@@ -177,6 +177,7 @@ def test_artifact_refuses_a_mismatched_spec(trained, tmp_path):
 # --------------------------------------------------------------------------- adaptation
 
 
+@pytest.mark.slow
 def test_adaptation_scores_an_unseen_target_task(trained):
     model, model_cfg = trained[0].model, trained[0].model_config
     labelled, labels = planted_users(SPEC, 64, seed=10)

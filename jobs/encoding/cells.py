@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from jobs.encoding.validation import CORRUPT, genre_matches
+from jobs.spark import union_all
 from schemas.config import ModalityConfig, PipelineConfig
 from schemas.contracts import RAW_SOURCES
 
@@ -112,9 +113,3 @@ def reject_records(rejected, source: str):
     return rejected.select(F.lit(source).alias("source"), "reason", record.alias("record"),
                            "input_file", "dt")
 
-
-def union_all(frames):
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
