@@ -41,7 +41,14 @@ import pyarrow.dataset as pads
 from common import privacy, storage
 from jobs.encoding.validation import TIMESTAMP_PATTERN, VALUE_COLUMN
 from schemas.config import ModalityConfig, PipelineConfig
-from schemas.contracts import PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS
+from schemas.contracts import (
+    ID_TRIM_PATTERN,
+    MAX_RAW_VALUE,
+    PURCHASE_STATUSES,
+    RAW_SOURCES,
+    REJECT_REASONS,
+    REPLACEMENT_CHARACTER,
+)
 
 EPOCH = dt.date(1970, 1, 1)
 SECONDS_PER_DAY = 86_400
@@ -166,6 +173,11 @@ def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _spark_trim(text: pa.Array) -> pa.Array:
     """Spark's ``trim``: leading and trailing spaces only."""
     return pc.utf8_trim(text, characters=" ")
+
+
+def trimmed_ids(ids: pa.Array) -> pa.Array:
+    """The encoder's ``trimmed_id``: whitespace (tabs and line breaks too) around an id."""
+    return pc.replace_substring_regex(ids, ID_TRIM_PATTERN, "")
 
 
 def _blank(text: pa.Array) -> np.ndarray:
@@ -373,12 +385,18 @@ def check_rows(table: pa.Table, config: PipelineConfig, source: str) -> CheckedR
     upper = (config.raw.valid_until - EPOCH).days * SECONDS_PER_DAY
     value_text = _spark_trim(column[VALUE_COLUMN[source]])
     value, numeric = parse_doubles(value_text)
+    raw_text = [column[name] for name in RAW_SOURCES[source].names]
+    undecodable = np.zeros(table.num_rows, dtype=bool)
+    for text in raw_text:
+        undecodable |= _mask(pc.match_substring(text, REPLACEMENT_CHARACTER))
     checks = [
-        ("null_user_id", _blank(column["user_id"])),
+        ("malformed_line", undecodable),
+        ("null_user_id", ~_mask(pc.not_equal(trimmed_ids(column["user_id"]), ""))),
         ("unparseable_timestamp", ~parsed),
         ("out_of_range_timestamp", parsed & ((utc < lower) | (utc >= upper))),
         ("non_numeric_value", _blank(value_text) | ~numeric | ~np.isfinite(value)),
         ("negative_value", value < 0),
+        ("value_too_large", value > MAX_RAW_VALUE),
     ]
     quantity = None
     if source == "purchases":
@@ -388,8 +406,9 @@ def check_rows(table: pa.Table, config: PipelineConfig, source: str) -> CheckedR
         quantity = np.where(empty, 1.0, quantity)  # an empty quantity means 1
         statuses = pa.array(PURCHASE_STATUSES)
         checks += [
-            ("non_numeric_value", ~(empty | quantity_numeric) | np.isnan(quantity)),
+            ("non_numeric_value", ~(empty | quantity_numeric) | ~np.isfinite(quantity)),
             ("negative_value", quantity < 0),
+            ("value_too_large", quantity > MAX_RAW_VALUE),
             ("unknown_status", ~Distinct(column["status"]).where(
                 lambda v: _mask(pc.is_in(normalised_status(v), statuses)))),
             ("unknown_genre", ~Distinct(column["genre"]).where(
@@ -519,7 +538,7 @@ def encode_batch(table: pa.Table, config: PipelineConfig, source: str,
     date = np.floor_divide(local, SECONDS_PER_DAY)
     hour = np.floor_divide(np.mod(local, SECONDS_PER_DAY), 3600)
     landing = rows.column("dt").cast(pa.int32()).to_numpy()
-    names, user = published_users(_array(rows.column("user_id")), key)
+    names, user = published_users(trimmed_ids(_array(rows.column("user_id"))), key)
     value = checked.value[keep]
     quantity = checked.quantity[keep] if checked.quantity is not None else None
     routing = ("status", "genre") if source == "purchases" else ("point_type",)

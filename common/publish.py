@@ -14,20 +14,64 @@ Three filesystems sit behind one small interface (:class:`Filesystem`):
 
 Where rename is not atomic (object stores) the old dataset is removed first and
 ``_SUCCESS`` is written after the move: readers must wait for the marker.
+
+Inside an attempt (:func:`common.attempts.attempt`: one job and date, under its lock) the
+staging folders are named ``.staging-<scope>--<run>``, the publish checks the lock's fencing
+token first, and the first staging in a folder removes what killed attempts of the same
+scope left there (:func:`sweep`). A killed publish that had already moved the old dataset
+aside gets it back.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import uuid
-from typing import Iterator, Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
 
 from common import storage
 from common.errors import PipelineError
+from common.faults import crash_point
 
 SUCCESS = storage.SUCCESS
 ATOMIC_RENAME_SCHEMES = ("file", "hdfs")
+STAGING_PREFIX = ".staging-"
+SCOPE_SEPARATOR = "--"  # between an attempt's scope and its run id (a scope has no "--")
+RETIRED_SUFFIX = ".replaced"  # the old dataset, moved aside during a publish
+
+
+@dataclass
+class AttemptScope:
+    """What the publisher needs of the running attempt (set by :mod:`common.attempts`)."""
+
+    scope: str  # e.g. "encode-2026-06-30": one job and date
+    run_id: str
+    fence: Callable[[], None]  # raises unless the attempt still holds its lock
+    swept: list[str] = field(default_factory=list)  # stale staging folders removed
+    restored: list[str] = field(default_factory=list)  # datasets a killed publish had moved
+    seen_parents: set[str] = field(default_factory=set)
+
+    @property
+    def prefix(self) -> str:
+        return f"{STAGING_PREFIX}{self.scope}{SCOPE_SEPARATOR}"
+
+
+_attempt: list[AttemptScope] = []  # at most one: a process runs one attempt at a time
+
+
+def enter_attempt(scope: AttemptScope) -> None:
+    _attempt[:] = [scope]
+
+
+def leave_attempt() -> None:
+    _attempt.clear()
+
+
+def current_attempt() -> AttemptScope | None:
+    return _attempt[0] if _attempt else None
 
 
 class PublishError(PipelineError):
@@ -228,7 +272,9 @@ class Publisher:
     """
 
     def __init__(self, spark=None):
-        self.run_id = uuid.uuid4().hex[:8]
+        self.attempt = current_attempt()
+        self.run_id = self.attempt.run_id if self.attempt else uuid.uuid4().hex[:8]
+        self.prefix = self.attempt.prefix if self.attempt else STAGING_PREFIX
         self._local = LocalFilesystem()
         self._remote: Filesystem = HadoopFilesystem(spark) if spark is not None \
             else ArrowFilesystem()
@@ -274,7 +320,9 @@ class Publisher:
         keeps a plain name, so Spark can read it back before it is published.
         """
         parent, name = uri.rstrip("/").rsplit("/", 1)
-        folder = f"{parent}/.staging-{self.run_id}"
+        if self.attempt is not None and parent not in self.attempt.seen_parents:
+            sweep(self, parent, self.attempt)
+        folder = f"{parent}/{self.prefix}{self.run_id}"
         self._staging_folders.add(folder)
         return f"{folder}/{name}"
 
@@ -286,20 +334,27 @@ class Publisher:
 
     def publish(self, staging: str, final: str) -> None:
         """Replace ``final`` by ``staging``, which gets ``_SUCCESS``."""
+        crash_point("staged")
+        if self.attempt is not None:
+            self.attempt.fence()
         self.mkdirs(final.rstrip("/").rsplit("/", 1)[0])
         if not atomic_rename(final):  # object stores: remove, move, then mark
             self.delete(final)
+            crash_point("swapped")
             self.rename(staging, final)
-            self.write_text(f"{final}/{SUCCESS}", "")
+            self.write_text(f"{final}/{SUCCESS}", completion_record(self, final))
+            crash_point("published")
             return
-        self.write_text(f"{staging}/{SUCCESS}", "")
+        self.write_text(f"{staging}/{SUCCESS}", completion_record(self, staging))
         retired = None
         if self.exists(final):
-            retired = self.staging(final) + ".replaced"
+            retired = self.staging(final) + RETIRED_SUFFIX
             self.rename(final, retired)
+            crash_point("swapped")
         self.rename(staging, final)
         if retired is not None:
             self.delete(retired)
+        crash_point("published")
 
     @contextlib.contextmanager
     def staged(self, uri: str) -> Iterator[str]:
@@ -324,10 +379,103 @@ class Publisher:
         try:
             self.filesystem(staging).write_bytes(staging, data)
             self.mkdirs(uri.rstrip("/").rsplit("/", 1)[0])
+            crash_point("staged")
+            if self.attempt is not None:
+                self.attempt.fence()
             if storage.is_local(uri):
                 os.replace(storage.local_path(staging), storage.local_path(uri))
             else:  # HDFS: rename does not overwrite
                 self.delete(uri)
                 self.rename(staging, uri)
+            crash_point("published")
         finally:
             self.cleanup()
+
+
+def dataset_files(publisher: Publisher, uri: str, prefix: str = "") -> dict[str, int]:
+    """``{relative path: bytes}`` of every file under folder ``uri``, but ``_SUCCESS``."""
+    files = {f"{prefix}{name}": size for name, size in publisher.list_files(uri) or ()
+             if f"{prefix}{name}" != SUCCESS}
+    for folder in publisher.list_folders(uri):
+        files.update(dataset_files(publisher, f"{uri}/{folder}", f"{prefix}{folder}/"))
+    return files
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def completion_record(publisher: Publisher, uri: str) -> str:
+    """The text of a dataset's ``_SUCCESS``: each file's size, and on local disk its SHA-256
+    (object stores keep their own checksums; reading every object back would double the
+    cost of a publish there)."""
+    files: dict[str, dict] = {}
+    for name, size in sorted(dataset_files(publisher, uri).items()):
+        files[name] = {"bytes": size}
+        if storage.is_local(uri):
+            files[name]["sha256"] = _sha256(storage.local_path(f"{uri}/{name}"))
+    return json.dumps({"files": files}, indent=1) + "\n"
+
+
+def verify(publisher: Publisher, uri: str) -> list[str]:
+    """What is wrong with the published dataset at ``uri`` (nothing: an empty list).
+
+    Checks its ``_SUCCESS`` record against the files: none missing, none of another size or
+    checksum, none unlisted. A ``_SUCCESS`` without a record (written before records) only
+    says the dataset was published.
+    """
+    text = publisher.read_text(f"{uri}/{SUCCESS}")
+    if text is None:
+        return [f"{uri}: no {SUCCESS}: not published (a killed or running attempt?)"]
+    if not text.strip():
+        return []
+    try:
+        listed = json.loads(text)["files"]
+    except (ValueError, KeyError, TypeError):
+        return [f"{uri}/{SUCCESS}: not a completion record"]
+    present = dataset_files(publisher, uri)
+    problems = [f"{uri}/{name}: listed in {SUCCESS} but missing"
+                for name in sorted(set(listed) - set(present))]
+    problems += [f"{uri}/{name}: not listed in {SUCCESS}"
+                 for name in sorted(set(present) - set(listed))]
+    for name in sorted(set(listed) & set(present)):
+        expected = listed[name]
+        if present[name] != expected.get("bytes"):
+            problems.append(f"{uri}/{name}: {present[name]} bytes, {SUCCESS} says "
+                            f"{expected.get('bytes')}")
+        elif "sha256" in expected and storage.is_local(uri) and \
+                _sha256(storage.local_path(f"{uri}/{name}")) != expected["sha256"]:
+            problems.append(f"{uri}/{name}: checksum differs from {SUCCESS}'s")
+    return problems
+
+
+def is_staging_of(name: str, scope: AttemptScope) -> bool:
+    """Whether folder ``name`` is a staging folder of an attempt of ``scope``'s job and date."""
+    return name.startswith(scope.prefix) and SCOPE_SEPARATOR not in name[len(scope.prefix):]
+
+
+def sweep(publisher: Publisher, parent: str, scope: AttemptScope) -> None:
+    """Remove the staging folders that killed attempts of ``scope`` left in ``parent``.
+
+    Only safe under the scope's lock: no other live attempt of the same job and date can own
+    them. A dataset that a killed publish had moved aside (``<name>.replaced``) and not yet
+    replaced is moved back first, so nothing that was published is lost.
+    """
+    scope.seen_parents.add(parent)
+    ours = f"{scope.prefix}{scope.run_id}"
+    for name in publisher.list_folders(parent):
+        if name == ours or not is_staging_of(name, scope):
+            continue
+        folder = f"{parent}/{name}"
+        for entry in publisher.list_folders(folder):
+            if entry.endswith(RETIRED_SUFFIX):
+                original = f"{parent}/{entry[:-len(RETIRED_SUFFIX)]}"
+                if not publisher.exists(original):
+                    publisher.rename(f"{folder}/{entry}", original)
+                    scope.restored.append(original)
+        publisher.delete(folder)
+        scope.swept.append(folder)

@@ -97,6 +97,9 @@ def registry_problems(row: dict, known: set[str]) -> list[str]:
     unknown = sorted(set(row.get("exclude_campaigns") or ()) - known)
     if unknown:
         problems.append(f"exclude_campaigns names unknown campaign(s) {unknown}")
+    if row.get("campaign_id") in set(row.get("exclude_campaigns") or ()):
+        problems.append("exclude_campaigns names the campaign itself; take it out (a "
+                        "campaign's own seeds are always left out of its segment)")
     return problems
 
 
@@ -302,6 +305,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
     verdicts = {c: {"campaign_id": c, "status": "failed",
                     "problems": ["not in the campaign registry"]} for c in unknown}
     campaigns = [c for c in selected if c in entries]
+    orphans = orphan_seeds(seeds, set(entries))
     seeds = seeds.where(F.col("campaign_id").isin(campaigns))
     valid_seeds = seeds.where(F.col("label").isin(0, 1))
     # First pass without a holdout tells how many usable positives each campaign has.
@@ -335,7 +339,22 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
     roles.unpersist()
     return {"ds": ds.isoformat(),
             "campaigns": {c: _report(verdict) for c, verdict in verdicts.items()},
+            "seeds_for_unknown_campaigns": orphans,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def orphan_seeds(seeds, registered: set[str]) -> dict[str, int]:
+    """Seed rows per campaign id that the registry does not know (or null): not used, but
+    counted and warned about, so a mistyped id is seen rather than silently ignored."""
+    from pyspark.sql import functions as F
+
+    counts = {r["campaign_id"]: r["n"] for r in
+              seeds.where(~F.col("campaign_id").isin(*sorted(registered))
+                          | F.col("campaign_id").isNull())
+              .groupBy("campaign_id").agg(F.count(F.lit(1)).alias("n")).collect()}
+    if counts:
+        log.warning("seed rows for campaigns not in the registry (not used): %s", counts)
+    return {str(k): v for k, v in sorted(counts.items(), key=lambda kv: str(kv[0]))}
 
 
 def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: EmbeddingsManifest,
@@ -436,6 +455,8 @@ def _run(job: JobContext):
 
 JOB = Job(
     name="campaigns", run=_run, arguments=_arguments,
+    writes=lambda args: not args.list_active,
+    lock_key=lambda args: ",".join(sorted(args.campaign)) or None,
     description="Check campaign registry entries and seed lists, and write each campaign's "
                 "support set (prototypes and seed roles) under supports/ds=<ds>/campaign=<id>.")
 

@@ -43,6 +43,7 @@ from typing import Iterable, Sequence
 if __package__ in (None, ""):  # spark-submit jobs/encode.py: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common import erasures
 from common.privacy import load_pseudonym_key, pseudonymise_batches
 from common.publish import Publisher
 from jobs import runner
@@ -57,10 +58,11 @@ from jobs.encoding.validation import (
     parse_and_validate,
     partition_dates,
     read_raw,
+    trimmed_id,
     window_dates,
 )
 from jobs.runner import Job, JobContext, UsageError
-from jobs.spark import union_all
+from jobs.spark import erased_flag, union_all
 from jobs.typed_read import InputTypeError, check_local_inputs
 from schemas.config import PipelineConfig
 from schemas.contracts import RAW_SOURCES
@@ -86,7 +88,9 @@ def account(per_date: dict, source: str, counts: Iterable) -> None:
         entry = per_date[row["dt"].isoformat()].setdefault(
             source, {"rows_read": 0, "rows_encoded": 0, "rows_rejected": {}})
         entry["rows_read"] += row["rows"]
-        if row["reason"] is None:
+        if row["reason"] == erasures.ERASED:  # a listed user's rows: counted, never kept
+            entry["rows_erased"] = entry.get("rows_erased", 0) + row["rows"]
+        elif row["reason"] is None:
             entry["rows_encoded"] += row["rows"] - row["duplicates"]
             if row["duplicates"]:
                 entry["rows_rejected"]["duplicate_row"] = row["duplicates"]
@@ -102,6 +106,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
 
     started = time.perf_counter()
     key = load_pseudonym_key(config.pseudonymisation)
+    erased = erasures.digests(config)
     dates = partition_dates(config, ds, full)
     publisher = Publisher(spark)
     events_uri, rejects_uri = config.storage.uri("events"), config.storage.uri("rejects")
@@ -132,11 +137,15 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
             log.info("%s: reading %d landing partition(s)", source, len(paths))
             checked = (parse_and_validate(read_raw(spark, config, source, paths), config, source)
                        .withColumn("dt", F.col("dt").cast("date")))
+            if erased:
+                checked = mark_erased(spark, checked, erased)
             groups = collapse_copies(checked, source).persist(StorageLevel.MEMORY_AND_DISK)
             cached.append(groups)
-            cell_frames.append(encode_cells(groups.where(F.col("reason").isNull()), config,
-                                            source))
-            reject_frames.append(reject_records(rejected_copies(groups), source))
+            valid = groups.where(F.col("reason").isNull())
+            cell_frames.append(encode_cells(
+                valid.withColumn("user_id", trimmed_id(F.col("user_id"))), config, source))
+            kept = groups.where(~F.col("reason").eqNullSafe(erasures.ERASED))
+            reject_frames.append(reject_records(rejected_copies(kept), source))
             # Exact accounting per landing date; this pass also fills the cache.
             counts = (groups.groupBy("dt", "reason")
                       .agg(F.sum("copies").alias("rows"),
@@ -144,6 +153,9 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
                            .alias("duplicates"))
                       .collect())
             account(per_date, source, counts)
+            for path in paths:  # a landed partition without rows still counts, as zeros
+                per_date[path.rsplit("/dt=", 1)[1]].setdefault(
+                    source, {"rows_read": 0, "rows_encoded": 0, "rows_rejected": {}})
             log.info("%s: validated %s rows", source, f"{sum(r['rows'] for r in counts):,}")
 
         rejects_staging = publisher.staging(f"{rejects_uri}/_run")
@@ -187,6 +199,17 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
     return report
 
 
+def mark_erased(spark, checked, digests: list[str]):
+    """``reason`` = erased for the rows of users on the erasure list; they are counted, not
+    rejected (their rows never reach the rejects either)."""
+    from pyspark.sql import functions as F
+
+    return (erased_flag(spark, checked, digests)
+            .withColumn("reason", F.when(F.col("_erased"), F.lit(erasures.ERASED))
+                        .otherwise(F.col("reason")))
+            .drop("_erased"))
+
+
 def _totals(per_date: dict) -> dict:
     totals: dict[str, dict] = {}
     for sources in per_date.values():
@@ -195,6 +218,8 @@ def _totals(per_date: dict) -> dict:
                                            "rows_rejected": {}})
             t["rows_read"] += c["rows_read"]
             t["rows_encoded"] += c["rows_encoded"]
+            if c.get("rows_erased"):
+                t["rows_erased"] = t.get("rows_erased", 0) + c["rows_erased"]
             for reason, n in c["rows_rejected"].items():
                 t["rows_rejected"][reason] = t["rows_rejected"].get(reason, 0) + n
     return totals

@@ -51,9 +51,10 @@ from common.privacy import pseudonymise_frame
 from common.publish import Publisher
 from jobs import runner
 from jobs.runner import Job
+from jobs.spark import without_erased
 from jobs.typed_read import InputTypeError, read_folder
 from schemas.config import PipelineConfig
-from schemas.contracts import LABELS, SNAPSHOT, demographics_schema, spark_ddl
+from schemas.contracts import LABELS, MAX_RAW_VALUE, SNAPSHOT, demographics_schema, spark_ddl
 from schemas.tfrecord_spec import (
     HOURS,
     column_index_key,
@@ -118,6 +119,30 @@ def modality_frames(snapshot, config: PipelineConfig) -> list:
     return frames
 
 
+def usable_number(column):
+    """A numeric demographic as double; NaN, ±inf and values beyond ±MAX_RAW_VALUE (which
+    would make the training set's mean and std inf) read as missing, and are counted."""
+    from pyspark.sql import functions as F
+
+    value = column.cast("double")
+    return F.when(~F.isnan(value) & (F.abs(value) <= MAX_RAW_VALUE), value)
+
+
+def demographics_accounting(demographics, config: PipelineConfig) -> dict:
+    """Rows without a user id (left out) and, per numeric field, values that
+    :func:`usable_number` reads as missing."""
+    from pyspark.sql import functions as F
+
+    fields = config.demographics.numeric
+    row = demographics.agg(
+        F.count(F.lit(1)).alias("_rows"),
+        F.sum(F.col("user_id").isNull().cast("int")).alias("_no_id"),
+        *[F.sum((F.col(n).isNotNull() & usable_number(F.col(n)).isNull()).cast("int"))
+          .alias(n) for n in fields]).first()
+    return {"rows": int(row["_rows"]), "rows_without_user_id": int(row["_no_id"] or 0),
+            "unusable_values": {n: int(row[n] or 0) for n in fields if row[n]}}
+
+
 def clean_demographics(demographics, config: PipelineConfig):
     """One row per user: numeric fields as double (NaN → null), categorical as string.
 
@@ -126,8 +151,7 @@ def clean_demographics(demographics, config: PipelineConfig):
     """
     from pyspark.sql import functions as F
 
-    numeric = [F.min(F.nanvl(F.col(n).cast("double"), F.lit(None).cast("double"))).alias(n)
-               for n in config.demographics.numeric]
+    numeric = [F.min(usable_number(F.col(n))).alias(n) for n in config.demographics.numeric]
     categorical = [F.min(F.when(F.trim(F.col(c.name)) != "", F.trim(F.col(c.name))))
                    .alias(c.name) for c in config.demographics.categorical]
     return (demographics.where(F.col("user_id").isNotNull())
@@ -461,8 +485,9 @@ def read_table(spark, uri: str, contract, what: str, missing_ok: bool = False):
 
 def read_demographics(spark, config: PipelineConfig):
     """The demographics side input; a config that names no field needs no table."""
-    return read_table(spark, config.storage.uri("demographics"), demographics_schema(config),
-                      "demographics", missing_ok=not config.demographics.field_names)
+    frame = read_table(spark, config.storage.uri("demographics"), demographics_schema(config),
+                       "demographics", missing_ok=not config.demographics.field_names)
+    return without_erased(spark, frame, config, "demographics")
 
 
 def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = None) -> dict:
@@ -474,12 +499,14 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
     publisher = Publisher(spark)
     snapshot, snapshot_uri, snapshot_manifest = read_snapshot(spark, config, ds, publisher)
     demographics = read_demographics(spark, config)
-    labels = read_table(spark, config.storage.uri("source_labels"), LABELS, "source_labels",
-                        missing_ok=not config.source_tasks)  # behaviour tasks need no file
+    labels = without_erased(spark, read_table(
+        spark, config.storage.uri("source_labels"), LABELS, "source_labels",
+        missing_ok=not config.source_tasks), config, "source_labels")  # behaviour tasks: no file
     # The snapshot is pseudonymised; bring the side inputs along.
     demographics = pseudonymise_frame(demographics, config.pseudonymisation)
     labels = pseudonymise_frame(labels, config.pseudonymisation)
 
+    demographic_rows = demographics_accounting(demographics, config)
     demographics = clean_demographics(demographics, config).persist(StorageLevel.MEMORY_AND_DISK)
     checked = label_problems(labels, config)
     valid = pivot_labels(checked.where(F.col("problem").isNull()), config).persist(
@@ -495,6 +522,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, partitions: int | None = Non
             examples.repartition(partitions, "user_id").sortWithinPartitions("user_id")
             .mapInArrow(shard_writer(config, staging), SHARD_REPORT_DDL).collect())]
         inputs = label_and_user_accounting(checked, valid, examples, demographics, config)
+        inputs["demographics"].update(demographic_rows)
         inputs.update({"snapshot": snapshot_uri,
                        "snapshot_modalities": snapshot_manifest.get("modalities", {}),
                        "pseudonymised": config.pseudonymisation.enabled})

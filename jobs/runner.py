@@ -12,6 +12,9 @@ a :class:`JobContext`) and ends with a two-line ``main`` that hands it to :func:
 * a bad config or a :class:`UsageError` is one line and exit status 2; a
   :class:`~common.errors.PipelineError` or a bad manifest is one line and exit status 1;
   anything else is a bug and keeps its traceback;
+* a job that writes runs as an attempt (:mod:`common.attempts`): the only one of its job and
+  date (``--wait-for-lock`` waits for another), which first removes what killed attempts
+  left; its report gains an ``attempt`` entry saying what was removed;
 * the report goes to stdout as JSON (one line where a DAG takes it as its XCom).
 """
 from __future__ import annotations
@@ -24,7 +27,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from common.attempts import attempt
 from common.errors import PipelineError
+from common.locks import add_lock_argument
 from schemas.config import ConfigError, PipelineConfig, add_config_arguments, load_config
 from schemas.manifests import ManifestError
 
@@ -81,6 +86,10 @@ class Job:
     needs_ds: bool = True  # and cannot run without one
     uses_spark: bool = True  # takes --master
     file: str | None = None  # jobs/<file>.py when it differs from the name
+    # Whether these options write (a read-only mode takes no lock), and what narrows the
+    # lock beyond (job, ds), e.g. the campaigns of a per-campaign run.
+    writes: Callable[[argparse.Namespace], bool] = lambda args: True
+    lock_key: Callable[[argparse.Namespace], str | None] = lambda args: None
 
     def default_prog(self) -> str:
         return f"spark-submit jobs/{self.file or self.name}.py"
@@ -94,6 +103,7 @@ def build_parser(job: Job, prog: str | None = None) -> argparse.ArgumentParser:
         parser.add_argument("--ds", type=dt.date.fromisoformat, default=None,
                             help="snapshot date YYYY-MM-DD (default: the config's window.end)")
     job.arguments(parser)
+    add_lock_argument(parser)
     if job.uses_spark:
         parser.add_argument("--master", default=None,
                             help="Spark master, e.g. local[2], yarn, spark://host:7077 "
@@ -118,7 +128,13 @@ def main(job: Job, argv: Sequence[str] | None = None, prog: str | None = None) -
         return EXIT_USAGE
     context = JobContext(job.name, args, config, ds)
     try:
-        result = job.run(context)
+        if job.writes(args):
+            with attempt(config, job.name, ds, job.lock_key(args), args.wait_for_lock) as run:
+                result = job.run(context)
+                if isinstance(result, (dict, Outcome)):
+                    _add_attempt(result, run.report())
+        else:
+            result = job.run(context)
     except (ConfigError, UsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -130,3 +146,9 @@ def main(job: Job, argv: Sequence[str] | None = None, prog: str | None = None) -
     if outcome.message:
         print(f"{prog}: {outcome.message}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _add_attempt(result: dict | Outcome, report: dict) -> None:
+    target = result.report if isinstance(result, Outcome) else result
+    if isinstance(target, dict):
+        target["attempt"] = report

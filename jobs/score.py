@@ -48,7 +48,7 @@ from jobs.campaigns import read_opt_outs, read_seeds
 from jobs.runner import Job
 from jobs.spark import union_all
 from schemas.config import PipelineConfig
-from schemas.contracts import SCORES
+from schemas.contracts import SCORES, SUPPORT_MEMBERS, spark_ddl
 from schemas.manifests import (
     MANIFEST,
     SCORE_STATS,
@@ -186,7 +186,9 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     model_path = resolve_model(config, model or embedded.model)
 
     supports_root = catalog.partition(config, "supports", ds)
-    members = union_all([spark.read.parquet(f"{catalog.campaign_path(supports_root, c)}/members")
+    # With the contract's schema: a failed campaign with no usable seed has no member file.
+    members = union_all([spark.read.schema(spark_ddl(SUPPORT_MEMBERS, nullable=True))
+                         .parquet(f"{catalog.campaign_path(supports_root, c)}/members")
                       .select(F.lit(c).alias("campaign_id"), "user_id", "role")
                       for c in supports])
     excluded = excluded_users(read_seeds(spark, config), read_opt_outs(spark, config),

@@ -57,3 +57,36 @@ def union_all(frames):
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
+
+
+def erased_flag(spark, frame, digests: list[str], column: str = "_erased"):
+    """``frame`` with a boolean ``column``: whether the row's raw ``user_id`` (trimmed as
+    the encoder trims ids) is on the erasure list (``common/erasures.py``). A broadcast
+    join on the ids' SHA-256, so the list may be long."""
+    from pyspark.sql import functions as F
+
+    from schemas.contracts import ID_TRIM_PATTERN
+
+    listed = spark.createDataFrame([(d,) for d in digests], "_erased_id STRING")
+    digest = F.sha2(F.regexp_replace(F.col("user_id"), ID_TRIM_PATTERN, ""), 256)
+    return (frame.withColumn("_digest", digest)
+            .join(F.broadcast(listed), F.col("_digest") == F.col("_erased_id"), "left")
+            .withColumn(column, F.col("_erased_id").isNotNull())
+            .drop("_digest", "_erased_id"))
+
+
+def without_erased(spark, frame, config, what: str):
+    """A side input (raw ids) without the rows of erased users; logs how many went."""
+    import logging
+
+    from common import erasures
+
+    digests = erasures.digests(config)
+    if not digests:
+        return frame
+    flagged = erased_flag(spark, frame, digests)
+    gone = flagged.where("_erased").count()
+    if gone:
+        logging.getLogger("metaprofile").info("%s: %d row(s) of erased users left out",
+                                              what, gone)
+    return flagged.where("not _erased").drop("_erased")

@@ -18,12 +18,15 @@ A column missing from a file reads as null, as it did with the contract's schema
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from typing import Sequence
 
 from common import storage
 from common.errors import PipelineError
 from schemas import typed_inputs
+
+log = logging.getLogger(__name__)
 
 ISO_WITH_OFFSET = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
 ISO_WITHOUT_OFFSET = "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"
@@ -71,9 +74,13 @@ def _footers(folders: Sequence[str], contract) -> tuple[list[list[str]], list[st
     found: list[str] = []
     for folder in folders:
         for path in data_files(folder):
+            if os.path.getsize(path) == 0:  # an interrupted upload, say: it holds no row
+                log.warning("%s: zero bytes, skipped (it holds no row)", path)
+                continue
             schema = footer_schema(path)
             if isinstance(schema, str):
-                found.append(f"{path}: {schema}")
+                found.append(f"{path}: {schema}; re-export the file, or move it out of the "
+                             f"input folder")
                 continue
             found += typed_inputs.problems(schema, contract, path)
             key = tuple((f.name, str(schema.field(f.name).type)) for f in contract
@@ -126,7 +133,7 @@ def as_contract(frame, contract, keep: Sequence[str] = ()):
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from schemas.contracts import spark_ddl
+    from schemas.contracts import ID_TRIM_PATTERN, spark_ddl
 
     raw = (contract.metadata or {}).get(b"contract", b"").decode().startswith("raw_")
     target = T.StructType.fromDDL(spark_ddl(contract))
@@ -148,6 +155,9 @@ def as_contract(frame, contract, keep: Sequence[str] = ()):
             column = F.when(column == F.floor(column), column).try_cast(field.dataType)
         else:
             column = column.try_cast(field.dataType)
+        if field.name == "user_id" and not raw:  # as the encoder trims the raw ids
+            column = F.regexp_replace(column, ID_TRIM_PATTERN, "")
+            column = F.when(column != "", column)
         columns.append(column.alias(field.name))
     return frame.select(*columns, *keep)
 
@@ -180,6 +190,69 @@ def read_parquet(spark, folders: Sequence[str], contract, what: str, base: str |
         frame = read(list(folders))
         _raise(spark_schema_problems(frame.schema, contract, f"{what} ({folders[0]} …)"))
         frames = [as_contract(frame, contract, keep)]
+    return reduce(lambda a, b: a.unionByName(b), frames)
+
+
+def csv_header(path: str) -> list[str] | None | str:
+    """The column names in a local CSV file's first line (a byte-order mark and CRLF
+    allowed); None for a zero-byte file; the problem's text when the line is not UTF-8."""
+    import csv
+
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if not first:
+        return None
+    try:
+        line = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return f"its header line is not UTF-8 ({exc}); export the file as UTF-8"
+    return [name.strip() for name in next(csv.reader([line]))]
+
+
+def read_csv(spark, folders: Sequence[str], contract, what: str, base: str, corrupt: str):
+    """Every row of the CSV files in local ``folders``, by their header's column names.
+
+    Each file's header is read first, so a column may come in any order, extra columns are
+    left out, and a missing required column stops the run naming the file (Spark itself
+    would stop with a Java trace on a header that differs from the schema). Files with the
+    same header are read together, positionally, under a schema made of that header, with
+    malformed lines kept in ``corrupt``. A zero-byte file holds no row and is skipped.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    groups: dict[tuple, list[str]] = {}
+    found = []
+    for folder in folders:
+        for path in data_files(folder):
+            header = csv_header(path)
+            if header is None:
+                log.warning("%s: zero bytes, skipped (it holds no row)", path)
+                continue
+            if isinstance(header, str):
+                found.append(f"{what}: {path}: {header}")
+                continue
+            found += typed_inputs.missing_columns(header, contract, f"{what}: {path}")
+            if len(set(header)) != len(header):
+                found.append(f"{what}: {path}: the header names a column twice ({header})")
+            groups.setdefault(tuple(header), []).append(path)
+    _raise(found)
+    frames = []
+    for header, paths in groups.items():
+        ddl = ", ".join(f"`{name.replace('`', '')}` STRING" for name in header)
+        frame = (spark.read.schema(f"{ddl}, `{corrupt}` STRING").option("basePath", base)
+                 .option("header", "true").option("enforceSchema", "true")
+                 .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", corrupt)
+                 .csv(paths))
+        columns = [F.col(f"`{f.name}`") if f.name in header
+                   else F.lit(None).cast("string").alias(f.name) for f in contract]
+        frames.append(frame.select(*columns, corrupt, "dt",
+                                   F.col("_metadata.file_path").alias("input_file")))
+    if not frames:
+        from schemas.contracts import spark_ddl
+        return spark.createDataFrame([], f"{spark_ddl(contract, nullable=True)}, "
+                                         f"`{corrupt}` STRING, dt STRING, input_file STRING")
     return reduce(lambda a, b: a.unionByName(b), frames)
 
 

@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Sequence
 
+from common.locks import add_lock_argument
 from common.workdir import PROJECT_ROOT, configure_environment
 from metaprofile import __version__
 from metaprofile.datasets.reports import format_generation_report, format_landing_report
@@ -71,7 +72,8 @@ def _job(module: str, command: str | None = None):
 # `spark-submit jobs/<job>.py …` take the same options.
 SPARK_JOBS = {"import": _job("ingest", "import"), "tasks": _job("tasks"), "encode": cmd_encode,
               "heatmaps": cmd_heatmaps, "embed": _job("embed"),
-              "campaigns": _job("campaigns"), "score": _job("score"), "export": _job("export")}
+              "campaigns": _job("campaigns"), "score": _job("score"), "export": _job("export"),
+              "forget": _job("forget")}
 JOB_HELP = {
     "tasks": "label files of the tasks defined by a rule over the raw purchase log "
              "(new_buyer, buys_at_least; Spark; also spark-submit jobs/tasks.py)",
@@ -84,6 +86,8 @@ JOB_HELP = {
     "score": "score every user against every campaign in one pass, select segments "
              "(Spark; also spark-submit jobs/score.py)",
     "export": "write each campaign's segment files and manifest (also jobs/export.py)",
+    "forget": "erase users from every derived dataset and keep them out of later nights "
+              "(the erasure list; also jobs/forget.py)",
 }
 
 
@@ -91,6 +95,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     import json
 
     from common import registry
+    from common.attempts import attempt
     config = _load(args)
     evaluation = None
     if args.evaluation:
@@ -109,7 +114,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 return 1
             print(f"warning: publishing although {verdict} (--force)", file=sys.stderr)
     try:
-        document = registry.publish(config, args.model, evaluation)
+        with attempt(config, "publish", None, wait_s=args.wait_for_lock):
+            document = registry.publish(config, args.model, evaluation)
     except registry.RegistryError as exc:
         print(f"metaprofile publish: error: {exc}", file=sys.stderr)
         return 1
@@ -256,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="publish even when --evaluation says {\"better\": false} (without "
                         "--force or --only-if-better that is an error, exit 1)")
+    add_lock_argument(p)
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("check", help="check a config and every input it names, before any "
@@ -292,12 +299,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return SPARK_JOBS[argv[0]](argparse.Namespace(job_args=argv[1:]))
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from common.errors import PipelineError
     from schemas.config import ConfigError
     try:
         return args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"metaprofile {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except PipelineError as exc:  # e.g. another attempt holds the lock
+        print(f"metaprofile {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import datetime as dt
 import os
 
 from common import catalog
+from common.attempts import attempt
+from common.locks import add_lock_argument
 from model.settings import TRAIN_DERIVED_FIELDS, ModelConfig, TrainConfig
 from schemas.config import add_config_arguments
 from schemas.settings import given_flags, read_settings
@@ -43,6 +45,7 @@ def add_subparsers(subparsers) -> None:
                         "$METAPROFILE_WORK_DIR/train/<config name>-<ds>)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --work-dir")
+    add_lock_argument(p)
     _add_model_args(p)
     t, sc = TrainConfig(), TrainConfig().schedule
     p.add_argument("--steps", type=int, help=f"episodes (default: {t.steps})")
@@ -136,9 +139,7 @@ def train_config_from_args(args: argparse.Namespace, config, work_dir: str) -> T
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.artifact import save_artifact
-    from model.inputs import check_manifest, make_dataset, read_manifest
-    from model.train import choose_strategy, train
+    from model.train import choose_strategy
     from schemas.config import load_config
     from schemas.input_spec import InputSpec
 
@@ -153,6 +154,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     spec = InputSpec.from_config(config)
     model_cfg = model_config_from_args(args, config)
     train_cfg = train_config_from_args(args, config, work_dir)
+    with attempt(config, "train", ds, wait_s=args.wait_for_lock) as run:
+        path = _train(args, config, ds, heatmaps, work_dir, spec, model_cfg, train_cfg,
+                      strategy)
+        if run.publishing.swept:
+            _print(f"removed {len(run.publishing.swept)} staging folder(s) left by killed "
+                   f"attempts")
+    _print("model artifact written; its path is the last line")
+    _print(path)  # last line: the artifact path, for schedulers (Airflow XCom)
+    return 0
+
+
+def _train(args, config, ds, heatmaps: str, work_dir: str, spec, model_cfg, train_cfg,
+           strategy) -> str:
+    from model.artifact import save_artifact
+    from model.inputs import check_manifest, make_dataset, read_manifest
+    from model.train import train
+
     manifest = read_manifest(heatmaps)
     check_manifest(manifest, config)
     train_data = make_dataset(heatmaps, TRAIN_SPLIT, spec, train_cfg.batch_size, shuffle=True,
@@ -168,13 +186,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                    progress=_print, strategy=strategy)
     metrics = {**result.metrics, "ds": ds.isoformat(), "heatmaps": heatmaps,
                "config": config.name, "behaviour": behaviour}
-    path = save_artifact(result.model, result.model_config, spec, manifest["spec"], metrics,
+    return save_artifact(result.model, result.model_config, spec, manifest["spec"], metrics,
                          manifest["sha256"], args.out or config.storage.uri("models"),
                          version=args.version,
                          normalisation=manifest.get("numeric_normalisation", {}))
-    _print("model artifact written; its path is the last line")
-    _print(path)  # last line: the artifact path, for schedulers (Airflow XCom)
-    return 0
 
 
 def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple):

@@ -51,6 +51,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.faults import crash_point
 from model.episodes import (
     SupportPool,
     build_support_pool,
@@ -481,6 +482,7 @@ def _save(manager: tf.train.CheckpointManager, run: _Run, identity: dict, step: 
                       state_path(checkpoint_dir, step))
     manager.save(checkpoint_number=step)
     prune_states(checkpoint_dir, manager)
+    crash_point("checkpoint")
 
 
 # TensorBoard's scalar plugin reads any float summary tagged with this metadata; writing it

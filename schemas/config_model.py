@@ -32,7 +32,7 @@ STORAGE_KEYS = (
     "raw_purchases", "raw_points", "demographics", "source_labels", "target_labels",
     "campaign_seeds", "campaign_registry", "opt_outs", "events", "snapshots", "heatmaps",
     "rejects", "manifests", "models", "embeddings", "supports", "scores", "segments", "reports",
-    "ground_truth",
+    "ground_truth", "erasures",
 )
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 GENRE_RE = re.compile(r"^(\*|[^/\s][^/]*(/[^/]+)*)$")

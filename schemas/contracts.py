@@ -125,12 +125,23 @@ REJECT_REASONS = (
     "out_of_range_timestamp",
     "negative_value",
     "non_numeric_value",
+    "value_too_large",
     "unknown_genre",
     "unknown_point_type",
     "unknown_status",
     "duplicate_row",
     "malformed_line",
 )
+
+# An amount, points value or quantity above this is refused (value_too_large): no real one
+# comes near, and a year of sums of such values could overflow a float64 cell to inf.
+MAX_RAW_VALUE = 1e15
+# What counts as whitespace around a raw user id (the ASCII class of Java's and RE2's \s):
+# an id is trimmed of it, and an id of nothing else is null_user_id.
+ID_WHITESPACE = "[ \t\n\x0B\f\r]"
+ID_TRIM_PATTERN = f"^{ID_WHITESPACE}+|{ID_WHITESPACE}+$"
+# What a decoder leaves of bytes that are not UTF-8; a raw value holding it is malformed_line.
+REPLACEMENT_CHARACTER = "\ufffd"
 
 RAW_SOURCES = {"purchases": RAW_PURCHASES, "points": RAW_POINTS}
 

@@ -31,6 +31,41 @@ NUMBER = (INTEGER, FLOAT, DECIMAL)
 # Raw columns that may hold a typed value instead of text.
 RAW_TYPED_COLUMNS = {"user_id": (INTEGER,), "event_time": (TIMESTAMP, DATE),
                      "amount": NUMBER, "points": NUMBER, "quantity": NUMBER}
+# Raw columns a file may leave out (quantity: empty means 1; service: kept for audits only).
+# Any other raw column missing from a file is refused, naming the file: read as null, it
+# would reject every row of the file.
+OPTIONAL_RAW_COLUMNS = ("quantity", "service")
+
+
+def is_raw(contract: pa.Schema) -> bool:
+    return (contract.metadata or {}).get(b"contract", b"").decode().startswith("raw_")
+
+
+def required(contract: pa.Schema) -> list[str]:
+    """The columns a file of ``contract`` must have: every raw column but the optional ones;
+    a side input's non-nullable columns; every configured demographics field (a field the
+    file lacks would read as missing for every user)."""
+    name = (contract.metadata or {}).get(b"contract", b"").decode()
+    if is_raw(contract):
+        return [f.name for f in contract if f.name not in OPTIONAL_RAW_COLUMNS]
+    return [f.name for f in contract if not f.nullable or name == "demographics"]
+
+
+def missing_columns(columns, contract: pa.Schema, where: str) -> list[str]:
+    """One line per required column (:func:`required`) that a file's ``columns`` lack."""
+    have = set(columns)
+    missing = [c for c in required(contract) if c not in have]
+    if not missing:
+        return []
+    extra = sorted(have - set(contract.names))
+    hint = (f"; it has {', '.join(repr(c) for c in extra)} instead" if extra else "")
+    name = (contract.metadata or {}).get(b"contract", b"").decode()
+    fix = ("Rename the column in the export, or map it with the config's import section "
+           "(metaprofile import)" if is_raw(contract) else
+           "Add or rename the column" + (", or take the field out of the config's "
+                                         "demographics section" if name == "demographics"
+                                         else ""))
+    return [f"{where}: column {c!r} is missing{hint}. {fix}" for c in missing]
 
 
 def kind(arrow_type: pa.DataType) -> str:
@@ -72,10 +107,10 @@ def accepted(contract: pa.Schema, column: str) -> tuple[str, ...]:
 
 def problems(schema: pa.Schema, contract: pa.Schema, where: str) -> list[str]:
     """One line per column of ``schema`` (a file's) that ``contract`` cannot take."""
-    out = []
+    out = missing_columns(schema.names, contract, where)
     for field in contract:
         if field.name not in schema.names:
-            continue  # a missing column reads as null; validation reports what that means
+            continue  # an optional or side-input column: reads as null
         found = schema.field(field.name).type
         if kind(found) not in accepted(contract, field.name):
             choices = " or ".join(accepted(contract, field.name))

@@ -121,7 +121,9 @@ def test_manifest_accounts_for_every_user_and_label(written):
     assert labels["rows_by_problem"] == {"invalid_label": 1, "unknown_task": 1, "used": 7}
     assert labels["conflicting"]["married"] == 1
     assert labels["labelled_users_without_data"] == 1
-    assert manifest["inputs"]["demographics"] == {"users": 3, "users_with_duplicate_rows": 1}
+    assert manifest["inputs"]["demographics"] == {"users": 3, "users_with_duplicate_rows": 1,
+                                                  "rows": 4, "rows_without_user_id": 0,
+                                                  "unusable_values": {}}
     unknown = sum(s["demographics"]["categorical"]["gender"]["unknown"] for s in splits)
     missing_region = sum(s["demographics"]["categorical"]["region"]["missing"] for s in splits)
     assert (unknown, missing_region) == (1, 2)  # u2's 'robot'; u3 and u4 have no region

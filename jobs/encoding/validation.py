@@ -6,12 +6,20 @@ import datetime as dt
 import logging
 from typing import Iterable, Sequence
 
-from common import catalog
+from common import catalog, storage
 from common.errors import PipelineError
 from common.publish import Publisher
-from jobs.typed_read import InputTypeError, read_parquet
+from jobs.typed_read import InputTypeError, read_csv, read_parquet
 from schemas.config import PipelineConfig
-from schemas.contracts import PURCHASE_STATUSES, RAW_SOURCES, REJECT_REASONS, spark_ddl
+from schemas.contracts import (
+    ID_TRIM_PATTERN,
+    MAX_RAW_VALUE,
+    PURCHASE_STATUSES,
+    RAW_SOURCES,
+    REJECT_REASONS,
+    REPLACEMENT_CHARACTER,
+    spark_ddl,
+)
 
 log = logging.getLogger("metaprofile.encode")
 
@@ -57,6 +65,12 @@ def read_raw(spark, config: PipelineConfig, source: str, paths: Sequence[str]):
             raise EncodeError(str(exc)) from None
         return frame.withColumn(CORRUPT, F.lit(None).cast("string"))
     else:
+        if fmt == "csv" and all(storage.is_local(p) for p in paths):
+            try:  # by each file's header: any column order, extra columns left out
+                return read_csv(spark, paths, RAW_SOURCES[source], f"raw {source}", base,
+                                CORRUPT)
+            except InputTypeError as exc:
+                raise EncodeError(str(exc)) from None
         reader = (spark.read.schema(f"{ddl}, `{CORRUPT}` STRING").option("basePath", base)
                   .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT))
         if fmt == "csv":
@@ -77,6 +91,20 @@ def existing_paths(publisher: "Publisher", paths: Sequence[str]) -> list[str]:
 def _blank(column):
     from pyspark.sql import functions as F
     return column.isNull() | (F.trim(column) == "")
+
+
+def trimmed_id(column):
+    """A raw user id without the whitespace around it (tabs and line breaks included)."""
+    from pyspark.sql import functions as F
+    return F.regexp_replace(column, ID_TRIM_PATTERN, "")
+
+
+def _undecodable(source: str):
+    """Column: some raw value holds the decoder's replacement character (bytes that were
+    not UTF-8): the line is quarantined rather than encoded with a mangled id or genre."""
+    from pyspark.sql import functions as F
+    return F.concat_ws("", *[F.col(c) for c in RAW_SOURCES[source].names]).contains(
+        REPLACEMENT_CHARACTER)
 
 
 def parse_and_validate(frame, config: PipelineConfig, source: str):
@@ -110,13 +138,14 @@ def parse_and_validate(frame, config: PipelineConfig, source: str):
              .withColumn("date", F.to_date(local))
              .withColumn("hour", F.hour(local).cast("tinyint")))
     checks = [
-        ("malformed_line", F.col(CORRUPT).isNotNull()),
-        ("null_user_id", _blank(F.col("user_id"))),
+        ("malformed_line", F.col(CORRUPT).isNotNull() | _undecodable(source)),
+        ("null_user_id", F.col("user_id").isNull() | (trimmed_id(F.col("user_id")) == "")),
         ("unparseable_timestamp", F.col("event_utc").isNull()),
         ("out_of_range_timestamp", (F.col("event_utc") < valid_from)
          | (F.col("event_utc") >= valid_until)),
         ("non_numeric_value", _blank(value_text) | bad_number),
         ("negative_value", F.col("value") < 0),
+        ("value_too_large", F.col("value") > MAX_RAW_VALUE),
     ]
     if source == "purchases":
         quantity_text = F.trim(F.col("quantity"))
@@ -124,8 +153,10 @@ def parse_and_validate(frame, config: PipelineConfig, source: str):
         frame = frame.withColumn("qty", F.when(_blank(quantity_text), F.lit(1.0))
                                  .otherwise(quantity))
         checks += [
-            ("non_numeric_value", F.col("qty").isNull() | F.isnan("qty")),
+            ("non_numeric_value", F.col("qty").isNull() | F.isnan("qty")
+             | (F.abs(F.col("qty")) == float("inf"))),
             ("negative_value", F.col("qty") < 0),
+            ("value_too_large", F.col("qty") > MAX_RAW_VALUE),
             ("unknown_status", ~F.lower(F.trim(F.col("status"))).isin(*PURCHASE_STATUSES)
              | F.col("status").isNull()),
             ("unknown_genre", ~known_genre(config, F.col("genre"))),
