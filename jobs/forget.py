@@ -51,7 +51,7 @@ from common import erasures, locks, storage
 from common.attempts import lock_folder, scope_name
 from common.errors import PipelineError
 from common.privacy import load_pseudonym_key, pseudonym
-from common.publish import SUCCESS, Publisher, current_attempt
+from common.publish import SUCCESS, Publisher, current_attempt, dataset_files
 from jobs import runner
 from jobs.runner import Job, JobContext, UsageError
 from schemas.config import PipelineConfig
@@ -63,6 +63,7 @@ DATASETS = {"events": "encode", "rejects": "encode", "snapshots": "encode",
             "embeddings": "embed", "supports": "campaigns", "scores": "score",
             "segments": "export"}
 MANIFESTS = ("_manifest.json", "_stats.json", "support.json")
+WS = erasures.ID_WHITESPACE  # trimmed around an id, as the encoder trims raw ids
 
 
 class ForgetError(PipelineError):
@@ -82,11 +83,11 @@ def read_request(path: str) -> list[str]:
         if "user_id" not in table.column_names:
             raise ForgetError(f"{path}: no user_id column (columns: "
                               f"{', '.join(table.column_names)}); name the id column user_id")
-        ids = [str(v).strip() for v in table.column("user_id").to_pylist() if v is not None]
+        ids = [str(v).strip(WS) for v in table.column("user_id").to_pylist() if v is not None]
     else:
         try:
             with open(path, encoding="utf-8-sig") as fh:
-                ids = [line.strip() for line in fh]
+                ids = [line.strip(WS) for line in fh]
         except UnicodeDecodeError as exc:
             raise ForgetError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from None
         ids = [i for i in ids if i and not i.startswith("#")]
@@ -134,7 +135,7 @@ def _record_holds(record: str | None, raw_ids: set[str]) -> bool:
         return False
     try:
         value = json.loads(record).get("user_id")
-        return value is not None and str(value).strip() in raw_ids
+        return value is not None and str(value).strip(WS) in raw_ids
     except (ValueError, AttributeError):  # a malformed line, kept verbatim: any mention
         return any(i in record for i in raw_ids)
 
@@ -142,7 +143,7 @@ def _record_holds(record: str | None, raw_ids: set[str]) -> bool:
 def rewrite_partition(publisher: Publisher, uri: str, ids: set[str], raw_ids: set[str],
                       today: str) -> int:
     """Republish the dataset at ``uri`` without the users; the rows removed (0: untouched)."""
-    files = _files(publisher, uri)
+    files = sorted(dataset_files(publisher, uri))
     tables, removed = {}, 0
     for name in files:
         if name.endswith(".parquet"):
@@ -176,13 +177,6 @@ def rewrite_partition(publisher: Publisher, uri: str, ids: set[str], raw_ids: se
         for name, data in written.items():
             storage.write_bytes(data, f"{staging}/{name}")
     return removed
-
-
-def _files(publisher: Publisher, uri: str, prefix: str = "") -> list[str]:
-    out = [f"{prefix}{n}" for n, _ in publisher.list_files(uri) or () if f"{prefix}{n}" != SUCCESS]
-    for folder in publisher.list_folders(uri):
-        out += _files(publisher, f"{uri}/{folder}", f"{prefix}{folder}/")
-    return sorted(out)
 
 
 def _read_parquet(uri: str) -> pa.Table:
@@ -248,7 +242,7 @@ def run(config: PipelineConfig, add: Sequence[str] = (), remove: Sequence[str] =
               "datasets": {}}
     if not add:
         return report
-    raw_ids = {i.strip() for i in add}
+    raw_ids = {i.strip(WS) for i in add}
     key = load_pseudonym_key(config.pseudonymisation)
     ids = {pseudonym(key, i) for i in raw_ids} if key is not None else set(raw_ids)
     attempt = current_attempt()

@@ -320,6 +320,29 @@ def merge_stats(total: dict, part: dict) -> dict:
     return total
 
 
+def serialize_example(datum: dict) -> bytes:
+    """One ``tf.train.Example``, serialised with its features in key order.
+
+    The tfrecord package's own serialiser writes the feature map in hash-table order, which
+    differs between processes, so two runs over the same snapshot wrote different bytes
+    (found by the fault-injection suite). Sorted keys make a rerun byte-identical.
+    """
+    import numpy as np
+    from tfrecord import example_pb2
+
+    kinds = {"byte": ("bytes_list", example_pb2.BytesList),
+             "float": ("float_list", example_pb2.FloatList),
+             "int": ("int64_list", example_pb2.Int64List)}
+    example = example_pb2.Example()
+    for key in sorted(datum):
+        value, dtype = datum[key]
+        if not isinstance(value, (list, tuple, np.ndarray)):
+            value = [value]
+        field, kind = kinds[dtype]
+        example.features.feature[key].CopyFrom(example_pb2.Feature(**{field: kind(value=value)}))
+    return example.SerializeToString(deterministic=True)
+
+
 def shard_writer(config: PipelineConfig, staging_uri: str):
     """The ``mapInArrow`` function: write this partition's rows as GZIP TFRecord shards.
 
@@ -379,7 +402,7 @@ def shard_writer(config: PipelineConfig, staging_uri: str):
         for batch in batches:
             for row in batch.to_pylist():
                 shard = shard_for(row["split"])
-                record = TFRecordWriter.serialize_tf_example(example_datum(row, config))
+                record = serialize_example(example_datum(row, config))
                 length = len(record).to_bytes(8, "little")
                 out = shard["gzip"]
                 out.write(length)

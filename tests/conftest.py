@@ -20,6 +20,27 @@ from schemas.config import load_config  # noqa: E402
 SYNTHETIC_CONFIG = ROOT / "conf" / "synthetic.yaml"
 
 
+METAPROFILE = str(Path(sys.executable).with_name("metaprofile"))
+
+
+def generated_world(root: Path, users: int, *settings: str) -> Path:
+    """Generate ``users`` synthetic users under ``root/data`` with the ``key=value``
+    settings, through the real CLI; return the resolved config file ``root/pipeline.yaml``
+    (what a scheduler would pass to every command)."""
+    import subprocess
+
+    overrides = [arg for s in (f"storage.root={root / 'data'}", *settings) for arg in ("--set", s)]
+    result = None
+    for command in (["generate", "--users", str(users)], ["config", "show"]):
+        result = subprocess.run([METAPROFILE, *command, "--config", str(SYNTHETIC_CONFIG),
+                                 *overrides], capture_output=True, text=True, cwd=ROOT,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    config = root / "pipeline.yaml"
+    config.write_text(result.stdout)
+    return config
+
+
 @pytest.fixture
 def synthetic_config(tmp_path):
     """The synthetic config with its storage under this test's temporary directory."""

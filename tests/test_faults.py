@@ -27,17 +27,15 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import METAPROFILE, ROOT, generated_world
 
 pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.faults]
 
-METAPROFILE = str(Path(sys.executable).with_name("metaprofile"))
 DS = "2026-06-30"
 TRAIN = ["--steps", "4", "--batch-size", "16", "--validate-every", "0", "--width", "0.125",
          "--embedding-dim", "16", "--checkpoint-every", "2", "--resume"]
@@ -215,17 +213,9 @@ def stage_content(world, stage: str) -> dict:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    data, config = root / "data", root / "pipeline.yaml"
-    overrides = ["--set", f"storage.root={data}", "--set", "window.days=21",
-                 "--set", "raw.max_reject_ratio=0.5", "--set", "lookalike.min_seeds=2"]
-    for command in (["generate", "--config", str(ROOT / "conf" / "synthetic.yaml"),
-                     "--users", "60", *overrides],
-                    ["config", "show", "--config", str(ROOT / "conf" / "synthetic.yaml"),
-                     *overrides]):
-        result = subprocess.run([METAPROFILE, *command], capture_output=True, text=True,
-                                cwd=ROOT, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-    config.write_text(result.stdout)
+    data = root / "data"
+    config = generated_world(root, 60, "window.days=21", "raw.max_reject_ratio=0.5",
+                             "lookalike.min_seeds=2")
     world = {"root": root, "data": data, "config": config, "train": root / "train",
              "model": "", "reference": {}, "seconds": {}, "matrix": []}
     for stage in STAGES:

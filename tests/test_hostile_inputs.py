@@ -34,7 +34,7 @@ from test_encode import config_for, point, purchase
 from common.errors import PipelineError
 from jobs import encode
 
-pytestmark = [pytest.mark.spark]
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 DS = "2026-06-30"
 DAY = dt.date(2026, 6, 30)

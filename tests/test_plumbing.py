@@ -33,6 +33,29 @@ def test_staged_publish_replaces_the_old_dataset_whole_and_leaves_no_staging(tmp
     assert os.listdir(tmp_path / "data") == ["set"]
 
 
+def test_success_records_every_file_and_verify_finds_what_changed(tmp_path):
+    target = str(tmp_path / "dataset")
+    with Publisher().staged(target) as staging:
+        os.makedirs(f"{staging}/split")
+        for name, data in (("a.parquet", b"aaaa"), ("split/b.tfrecord.gz", b"bb")):
+            with open(f"{staging}/{name}", "wb") as fh:
+                fh.write(data)
+    record = json.loads((tmp_path / "dataset" / "_SUCCESS").read_text())
+    assert sorted(record["files"]) == ["a.parquet", "split/b.tfrecord.gz"]
+    assert record["files"]["a.parquet"]["bytes"] == 4
+    publisher = Publisher()
+    assert publish.verify(publisher, target) == []
+    (tmp_path / "dataset" / "a.parquet").write_bytes(b"abcd")  # same size, other bytes
+    (tmp_path / "dataset" / "split" / "b.tfrecord.gz").unlink()
+    (tmp_path / "dataset" / "extra.csv").write_bytes(b"x")
+    problems = publish.verify(publisher, target)
+    assert [p.rsplit("/", 1)[-1] for p in problems] == [
+        "b.tfrecord.gz: listed in _SUCCESS but missing", "extra.csv: not listed in _SUCCESS",
+        "a.parquet: checksum differs from _SUCCESS's"]
+    (missing,) = publish.verify(publisher, str(tmp_path / "nothing"))
+    assert "no _SUCCESS: not published" in missing
+
+
 def test_a_failed_stage_keeps_the_old_dataset_and_removes_the_staging(tmp_path):
     final = str(tmp_path / "set")
     _write(final, "old.txt", "old")
