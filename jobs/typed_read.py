@@ -90,6 +90,8 @@ def _footers(folders: Sequence[str], contract) -> tuple[list[list[str]], list[st
 
 
 def _raise(found: list[str]) -> None:
+    if len(found) == 1:  # one line: the file, the column and the fix
+        raise InputTypeError(found[0])
     if found:
         raise InputTypeError(f"{len(found)} input column(s) cannot be read:\n  "
                              + "\n  ".join(found))

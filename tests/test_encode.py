@@ -239,7 +239,7 @@ def test_typed_parquet_encodes_like_text_with_the_same_quarantine(spark, tmp_pat
              (4, dt.datetime(1999, 1, 1, tzinfo=dt.timezone.utc), "fashion/basics", 1.0, 1,
               "purchase"),  # out_of_range_timestamp
              (5, None, "fashion/basics", 1.0, 1, "purchase"),  # unparseable_timestamp
-             (7, at, "fashion/basics", 1e20, None, "cancel")]  # a huge amount; quantity 1
+             (7, at, "fashion/basics", 1e20, None, "cancel")]  # value_too_large
     as_text = [purchase(None if u is None else str(u),
                         None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ"), g,
                         "NaN" if a != a else repr(a), None if q is None else str(q), st)
@@ -269,9 +269,9 @@ def test_typed_parquet_encodes_like_text_with_the_same_quarantine(spark, tmp_pat
         events[kind] = events_of(spark, config)
     assert reports["typed"]["sources"] == reports["text"]["sources"]
     assert reports["typed"]["sources"]["purchases"] == {
-        "rows_read": 9, "rows_encoded": 4, "rows_rejected": {
+        "rows_read": 9, "rows_encoded": 3, "rows_rejected": {
             "non_numeric_value": 1, "negative_value": 1, "null_user_id": 1,
-            "out_of_range_timestamp": 1, "unparseable_timestamp": 1}}
+            "out_of_range_timestamp": 1, "unparseable_timestamp": 1, "value_too_large": 1}}
     assert events["typed"] == events["text"]
     beauty = config.modality("purchases").channel_index("beauty_purchase_amount")
     cells = {(u, h, c): v for u, m, _, h, c, v in events["typed"] if m == "purchases"}
