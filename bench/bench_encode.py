@@ -6,10 +6,15 @@
 Generates the synthetic data set once under ``.work/bench/encode-<users>`` (reused when
 present; removed at the end unless ``--keep``), then prints one line per figure:
 
-* the full encode with Spark (``encode.run(..., full=True, snapshot=False)``) in raw rows read
-  per second, and the snapshot assembly (``build_snapshot``) timed separately;
-* the reference encoder (``bench/reference_encoder.py``, one process, numpy/pyarrow) on the
-  same landing dates, the throughput ratio, and a check that both give the same cells;
+* the full encode (``encode.run(..., full=True, snapshot=False)``) in raw rows read per
+  second, with each engine in the same session: the Spark engine (``raw.engine: spark``,
+  column expressions) and the Arrow engine (the default here: one Spark task per landing
+  date), their ratio, and Spark's stage metrics of each run (task time by stage: what
+  bounds it); the snapshot assembly (``build_snapshot``) timed separately;
+* the reference run (``bench/reference_encoder.py``: the Arrow engine in one process, no
+  Spark, nothing written) on the same landing dates, with its time split into reading,
+  encoding and sorting + writing the cells; the throughput ratios, and a check that all
+  three give the same cells and accounting;
 * the nightly run for the next date (one landing date + the snapshot of its window, which
   updates the full run's snapshot) as a share of the full encode + snapshot: once in the
   benchmark's warm Spark session, and once as a scheduler runs it, ``jobs/encode.py`` in a
@@ -42,13 +47,13 @@ CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
 OUTPUTS = ("events", "rejects", "snapshots")  # what the runs write; cleared before timing
 
 
-def overrides(root: Path | str) -> list[str]:
-    return [f"storage.root={root}", "raw.max_reject_ratio=0.5"]
+def overrides(root: Path | str, engine: str = "auto") -> list[str]:
+    return [f"storage.root={root}", "raw.max_reject_ratio=0.5", f"raw.engine={engine}"]
 
 
-def load(root: Path):
+def load(root: Path, engine: str = "auto"):
     from schemas.config import load_config
-    return load_config(CONFIG, overrides=overrides(root))
+    return load_config(CONFIG, overrides=overrides(root, engine))
 
 
 def peak_rss_mib() -> float:
@@ -102,19 +107,80 @@ def run_nightly_cold(root: str, ds: dt.date, master: str) -> dict:
 
 
 def run_reference(root: str, ds: dt.date) -> dict:
-    """Time the reference encoder over the full run's landing dates; summarise its cells."""
+    """Time the reference run over the full run's landing dates; summarise its cells. A
+    second pass times the phases of one landing date's task (read, encode, sort + write)."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     from bench.reference_encoder import encode_reference
+    from jobs.encoding.arrow import encode_table, read_files
     from jobs.encoding.validation import partition_dates
+    from jobs.typed_read import data_files
+    from schemas.contracts import RAW_SOURCES
 
     config = load(Path(root))
+    dates = partition_dates(config, ds, full=True)
     started = time.perf_counter()
-    result = encode_reference(config, partition_dates(config, ds, full=True))
+    result = encode_reference(config, dates)
     seconds = time.perf_counter() - started
     sums = result.cells.group_by("modality").aggregate([("value", "count"), ("value", "sum")])
+    phases = {"read": 0.0, "encode": 0.0, "sort and write": 0.0}
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        for day in dates:
+            for source in RAW_SOURCES:
+                folder = Path(config.storage.uri(f"raw_{source}")) / f"dt={day}"
+                if not folder.is_dir():
+                    continue
+                t0 = time.perf_counter()
+                table = read_files(data_files(str(folder)), source, day)
+                t1 = time.perf_counter()
+                cells = encode_table(table, config, source, None).cells
+                t2 = time.perf_counter()
+                events = pa.concat_tables(cells).drop_columns(["dt"])
+                events = events.take(pc.sort_indices(events, sort_keys=[
+                    (c, "ascending") for c in ("user_id", "modality", "date", "hour",
+                                               "channel")]))
+                pq.write_table(events, f"{scratch}/part.parquet", compression="snappy")
+                t3 = time.perf_counter()
+                for name, spent in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):
+                    phases[name] += spent
     return {"seconds": seconds, "sources": result.sources, "rows_read": result.rows_read,
             "cells": {m: (n, s) for m, n, s in zip(*(sums.column(c).to_pylist() for c in (
                 "modality", "value_count", "value_sum")))},
-            "peak_rss_mib": peak_rss_mib()}
+            "phases": phases, "peak_rss_mib": peak_rss_mib()}
+
+
+def completed_stages(spark) -> list[dict]:
+    """Spark's status API: every completed stage of this application."""
+    import json
+    import urllib.request
+
+    app = spark.sparkContext.applicationId
+    with urllib.request.urlopen(f"{spark.sparkContext.uiWebUrl}/api/v1/applications/{app}"
+                                f"/stages?status=complete") as response:
+        return json.load(response)
+
+
+def last_stage(spark) -> int:
+    return max((s["stageId"] for s in completed_stages(spark)), default=-1)
+
+
+def stage_metrics(spark, since: int) -> list[tuple[str, float, float]]:
+    """(stage name, task seconds, share of the run's task time) of the stages after stage id
+    ``since``; the five largest."""
+    stages = [s for s in completed_stages(spark) if s["stageId"] > since]
+    total = sum(s["executorRunTime"] for s in stages) or 1
+    top = sorted(stages, key=lambda s: -s["executorRunTime"])[:5]
+    return [(s["name"].split(" at ")[0], s["executorRunTime"] / 1000,
+             s["executorRunTime"] / total) for s in top]
+
+
+def print_stages(label: str, stages: list) -> None:
+    print(f"  {label}: task time by stage: " + "; ".join(
+        f"{name} {seconds:.1f} s ({share:.0%})" for name, seconds, share in stages))
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -166,9 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(f"metaprofile-bench-encode-{args.users}", master=args.master)
     try:
         jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+        mark = last_stage(spark)
+        started = time.perf_counter()
+        spark_report = encode.run(spark, load(root, "spark"), ds, full=True, snapshot=False)
+        spark_s = time.perf_counter() - started
+        spark_stages = stage_metrics(spark, mark)
+        spark_cells_found = spark_cells(spark, config)
+        mark = last_stage(spark)
         started = time.perf_counter()
         report = encode.run(spark, config, ds, full=True, snapshot=False)
         encode_s = time.perf_counter() - started
+        arrow_stages = stage_metrics(spark, mark)
         started = time.perf_counter()
         snapshot = build_snapshot(spark, config, ds)
         snapshot_s = time.perf_counter() - started
@@ -189,20 +263,28 @@ def main(argv: list[str] | None = None) -> int:
     users = snapshot["modalities"].get("purchases", {}).get("users", 0)
     print(f"data: {args.users:,} users, {rows:,} raw rows ({encoded:,} encoded) in "
           f"{len(dates)} landing dates x {len(sources)} sources; cpus {os.cpu_count()}")
-    print(f"spark full encode ({args.master}): {rows:,} rows in {encode_s:.1f} s = "
-          f"{rows / encode_s:,.0f} events/s")
+    print(f"full encode, Spark engine ({args.master}): {rows:,} rows in {spark_s:.1f} s = "
+          f"{rows / spark_s:,.0f} events/s")
+    print_stages("Spark engine", spark_stages)
+    print(f"full encode, Arrow engine ({args.master}, {report['engine']}): {rows:,} rows in "
+          f"{encode_s:.1f} s = {rows / encode_s:,.0f} events/s; "
+          f"{spark_s / encode_s:.2f}x the Spark engine")
+    print_stages("Arrow engine", arrow_stages)
     print(f"spark snapshot (ds={ds}): {snapshot_s:.1f} s for {users:,} users")
 
     reference = in_child(run_reference, str(root), ds)
     ref_rate, spark_rate = reference["rows_read"] / reference["seconds"], rows / encode_s
-    print(f"reference encoder (1 process, numpy/pyarrow, no output written): "
+    print(f"reference run (the Arrow engine in 1 process, no Spark, no output written): "
           f"{reference['rows_read']:,} rows in {reference['seconds']:.1f} s = "
-          f"{ref_rate:,.0f} events/s")
-    print(f"spark/reference throughput: {spark_rate / ref_rate:.2f} "
-          f"(reference {ref_rate / spark_rate:.1f}x faster)")
-    agree = same_cells(full_cells, reference["cells"]) and reference["sources"] == sources
+          f"{ref_rate:,.0f} events/s; one landing date's phases, summed: " + ", ".join(
+              f"{name} {spent:.1f} s" for name, spent in reference["phases"].items()))
+    print(f"encoder/reference throughput: {spark_rate / ref_rate:.2f}; "
+          f"Spark engine/reference: {rows / spark_s / ref_rate:.2f}")
+    agree = (same_cells(full_cells, reference["cells"])
+             and same_cells(spark_cells_found, reference["cells"])
+             and reference["sources"] == sources == spark_report["sources"])
     n_cells = sum(n for n, _ in full_cells.values())
-    print(f"check: reference vs spark: {n_cells:,} spark cells, "
+    print(f"check: both engines vs reference: {n_cells:,} cells, "
           f"{sum(n for n, _ in reference['cells'].values()):,} reference cells, accounting and "
           f"per-modality value sums {'identical' if agree else 'DIFFER'}")
     full_s = encode_s + snapshot_s

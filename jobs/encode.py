@@ -47,6 +47,7 @@ from common import erasures
 from common.privacy import load_pseudonym_key, pseudonymise_batches
 from common.publish import Publisher
 from jobs import runner
+from jobs.encoding import arrow
 from jobs.encoding.cells import collapse_copies, encode_cells, reject_records, rejected_copies
 from jobs.encoding.snapshot import build_snapshot
 from jobs.encoding.validation import (
@@ -101,9 +102,6 @@ def account(per_date: dict, source: str, counts: Iterable) -> None:
 def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
         snapshot: bool = True, incremental_snapshot: bool = True) -> dict:
     """Encode the landing partitions for ``ds`` and assemble its snapshot; return the report."""
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     started = time.perf_counter()
     key = load_pseudonym_key(config.pseudonymisation)
     erased = erasures.digests(config)
@@ -111,7 +109,6 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
     publisher = Publisher(spark)
     events_uri, rejects_uri = config.storage.uri("events"), config.storage.uri("rejects")
     per_date: dict[str, dict] = {d.isoformat(): {} for d in dates}
-    cell_frames, reject_frames, cached = [], [], []
     landed = {source: existing_paths(publisher, landing_partitions(
         config.storage.uri(f"raw_{source}"), dates)) for source in RAW_SOURCES}
     missing = {}
@@ -120,83 +117,135 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
                                          [p.rsplit("/dt=", 1)[1] for p in paths])
                    for source, paths in landed.items() if paths}
         check_missing(missing, "landing partition(s) of the window", config.raw.missing_partitions)
+    else:
+        for source, paths in landed.items():
+            if not paths:
+                raise EncodeError(f"no raw {source} partition dt={ds} under "
+                                  f"{config.storage.uri(f'raw_{source}')}")
+    landed = {source: paths for source, paths in landed.items() if paths}
     if config.raw.format == "parquet":
         # Every local file's column types, checked before any Spark job starts.
         try:
             check_local_inputs({f"raw {s}": (p, RAW_SOURCES[s]) for s, p in landed.items()})
         except InputTypeError as exc:
             raise EncodeError(str(exc)) from None
+    why_not_arrow = arrow.usable(config, landed)
+    engine = "spark" if why_not_arrow else "arrow"
+    log.info("encoding with the %s engine%s", engine,
+             f" ({why_not_arrow})" if why_not_arrow else "")
+    events_staging = publisher.staging(f"{events_uri}/_run")
+    rejects_staging = publisher.staging(f"{rejects_uri}/_run")
+    cached: list = []
     try:
-        for source in RAW_SOURCES:
-            raw_uri = config.storage.uri(f"raw_{source}")
-            paths = landed[source]
-            if not paths:
-                if full:
-                    continue
-                raise EncodeError(f"no raw {source} partition dt={ds} under {raw_uri}")
-            log.info("%s: reading %d landing partition(s)", source, len(paths))
-            checked = (parse_and_validate(read_raw(spark, config, source, paths), config, source)
-                       .withColumn("dt", F.col("dt").cast("date")))
-            if erased:
-                checked = mark_erased(spark, checked, erased)
-            groups = collapse_copies(checked, source).persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(groups)
-            valid = groups.where(F.col("reason").isNull())
-            cell_frames.append(encode_cells(
-                valid.withColumn("user_id", trimmed_id(F.col("user_id"))), config, source))
-            kept = groups.where(~F.col("reason").eqNullSafe(erasures.ERASED))
-            reject_frames.append(reject_records(rejected_copies(kept), source))
-            # Exact accounting per landing date; this pass also fills the cache.
-            counts = (groups.groupBy("dt", "reason")
-                      .agg(F.sum("copies").alias("rows"),
-                           F.sum(F.when(F.col("reason").isNull(), F.col("copies") - 1))
-                           .alias("duplicates"))
-                      .collect())
-            account(per_date, source, counts)
-            for path in paths:  # a landed partition without rows still counts, as zeros
+        if engine == "arrow":
+            counts, write_events = _encode_arrow(spark, config, landed, key, erased,
+                                                 events_staging, rejects_staging), None
+        else:
+            counts, write_events = _encode_spark(spark, config, landed, key, erased,
+                                                 rejects_staging, cached)
+        for source, rows in counts.items():
+            account(per_date, source, rows)
+        for source, paths in landed.items():  # a landed partition without rows: zeros
+            for path in paths:
                 per_date[path.rsplit("/dt=", 1)[1]].setdefault(
                     source, {"rows_read": 0, "rows_encoded": 0, "rows_rejected": {}})
-            log.info("%s: validated %s rows", source, f"{sum(r['rows'] for r in counts):,}")
-
-        rejects_staging = publisher.staging(f"{rejects_uri}/_run")
-        # Rejects are few: gather each landing date's into one task, so the write creates one
-        # file per date instead of one per (task, date) (measured: about 65 s of a 234 s
-        # full-year run went into creating ~6,000 small files).
-        (union_all(reject_frames).repartition("dt")
-         .write.partitionBy("dt").mode("overwrite").parquet(rejects_staging))
-        totals = _totals(per_date)
-        log.info("accounting: %s", json.dumps(totals))
+        sources = totals(per_date)
+        log.info("accounting: %s", json.dumps(sources))
         _publish_partitions(publisher, rejects_staging, rejects_uri, per_date, "dt")
-        check_reject_ratio(totals, config.raw.max_reject_ratio)
-
-        cells = union_all(cell_frames)
-        if key is not None:
-            cells = cells.mapInArrow(pseudonymise_batches(key), cells.schema)
-        events_staging = publisher.staging(f"{events_uri}/_run")
-        # One file per landing date (writing straight from the user partitions measured
-        # slower: every task then writes a small file into every date).
-        (cells.repartition("dt")
-         .sortWithinPartitions("user_id", "modality", "date", "hour", "channel")
-         .write.partitionBy("dt").mode("overwrite").parquet(events_staging))
-        landed_dates = {s: {p.rsplit("/dt=", 1)[1] for p in paths} for s, paths in landed.items()}
+        check_reject_ratio(sources, config.raw.max_reject_ratio)
+        if write_events is not None:
+            write_events(events_staging)
         manifests = {d: {"dt": d, "ds": ds.isoformat(), "config": config.name,
                          "pseudonymised": key is not None, "sources": per_date[d],
-                         "missing_sources": [s for s in RAW_SOURCES if landed[s]
-                                             and d not in landed_dates[s]]}
+                         "missing_sources": [s for s in landed if not any(
+                             p.endswith(f"/dt={d}") for p in landed[s])]}
                      for d in per_date}
         _publish_partitions(publisher, events_staging, events_uri, per_date, "dt", manifests)
     finally:
         for frame in cached:
             frame.unpersist()
         publisher.cleanup()
-    report = {"ds": ds.isoformat(), "mode": "full" if full else "daily",
-              "partitions": len(dates), "missing_landing_partitions": missing, "sources": totals,
-              "encode_seconds": round(time.perf_counter() - started, 2)}
+    report = {"ds": ds.isoformat(), "mode": "full" if full else "daily", "engine": engine,
+              "partitions": len(dates), "missing_landing_partitions": missing,
+              "sources": sources, "encode_seconds": round(time.perf_counter() - started, 2)}
     if snapshot:
         report["snapshot"] = build_snapshot(spark, config, ds, publisher,
                                             incremental=incremental_snapshot)
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
+
+
+def _encode_arrow(spark, config: PipelineConfig, landed: dict, key, erased: list[str],
+                  events_staging: str, rejects_staging: str) -> dict[str, list]:
+    """The Arrow engine: one Spark task per landing date writes the date's events and
+    rejects into the staging folders (``jobs/encoding/arrow.py``); returns each source's
+    count rows."""
+    from common import storage
+
+    tasks = arrow.landing_tasks(landed)
+    if not tasks:
+        return {}
+    log.info("arrow engine: %d landing date(s) in %d task(s)", len(tasks), len(tasks))
+    function = arrow.landing_tasks_function(
+        tasks, config, key, frozenset(erased), storage.local_path(events_staging),
+        storage.local_path(rejects_staging))
+    rows = (spark.range(0, len(tasks), 1, numPartitions=len(tasks))
+            .mapInArrow(function, arrow.COUNTS_DDL).collect())
+    counts: dict[str, list] = {}
+    for row in rows:
+        counts.setdefault(row["source"], []).append(row)
+    return counts
+
+
+def _encode_spark(spark, config: PipelineConfig, landed: dict, key, erased: list[str],
+                  rejects_staging: str, cached: list):
+    """The Spark engine (every raw format, any storage): validates with column expressions,
+    writes the rejects to their staging folder and returns each source's count rows and a
+    function that writes the events (called once the reject ratio has been checked)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    cell_frames, reject_frames, counts = [], [], {}
+    for source, paths in landed.items():
+        log.info("%s: reading %d landing partition(s)", source, len(paths))
+        checked = (parse_and_validate(read_raw(spark, config, source, paths), config, source)
+                   .withColumn("dt", F.col("dt").cast("date")))
+        if erased:
+            checked = mark_erased(spark, checked, erased)
+        groups = collapse_copies(checked, source).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(groups)
+        valid = groups.where(F.col("reason").isNull())
+        cell_frames.append(encode_cells(
+            valid.withColumn("user_id", trimmed_id(F.col("user_id"))), config, source))
+        kept = groups.where(~F.col("reason").eqNullSafe(erasures.ERASED))
+        reject_frames.append(reject_records(rejected_copies(kept), source))
+        # Exact accounting per landing date; this pass also fills the cache.
+        counts[source] = (groups.groupBy("dt", "reason")
+                          .agg(F.sum("copies").alias("rows"),
+                               F.sum(F.when(F.col("reason").isNull(), F.col("copies") - 1))
+                               .alias("duplicates"))
+                          .collect())
+        log.info("%s: validated %s rows", source,
+                 f"{sum(r['rows'] for r in counts[source]):,}")
+    # Rejects are few: gather each landing date's into one task, so the write creates one
+    # file per date instead of one per (task, date) (measured: about 65 s of a 234 s
+    # full-year run went into creating ~6,000 small files).
+    if reject_frames:
+        (union_all(reject_frames).repartition("dt")
+         .write.partitionBy("dt").mode("overwrite").parquet(rejects_staging))
+
+    def write_events(events_staging: str) -> None:
+        if not cell_frames:
+            return
+        cells = union_all(cell_frames)
+        if key is not None:
+            cells = cells.mapInArrow(pseudonymise_batches(key), cells.schema)
+        # One file per landing date (writing straight from the user partitions measured
+        # slower: every task then writes a small file into every date).
+        (cells.repartition("dt")
+         .sortWithinPartitions("user_id", "modality", "date", "hour", "channel")
+         .write.partitionBy("dt").mode("overwrite").parquet(events_staging))
+    return counts, write_events
 
 
 def mark_erased(spark, checked, digests: list[str]):
@@ -210,7 +259,7 @@ def mark_erased(spark, checked, digests: list[str]):
             .drop("_erased"))
 
 
-def _totals(per_date: dict) -> dict:
+def totals(per_date: dict) -> dict:
     totals: dict[str, dict] = {}
     for sources in per_date.values():
         for source, c in sources.items():

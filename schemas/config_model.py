@@ -27,6 +27,8 @@ VALUE_TRANSFORMS = ("none", "log1p")
 RAW_FORMATS = ("parquet", "csv", "jsonl")
 MISSING_PARTITIONS = ("warn", "fail")
 EVENT_TIME_PRECISIONS = ("second", "day")
+# auto: the Arrow engine where it applies (local Parquet of text columns), else Spark.
+ENCODE_ENGINES = ("auto", "spark")
 URI_SCHEMES = ("file", "s3a", "hdfs", "gs", "abfs", "abfss", "wasbs")
 STORAGE_KEYS = (
     "raw_purchases", "raw_points", "demographics", "source_labels", "target_labels",
@@ -79,6 +81,10 @@ class RawConfig:
     # taken, as that date at day_hour o'clock in timestamp_timezone.
     event_time_precision: str = "second"
     day_hour: int = 12
+    # 'auto': jobs/encode.py encodes local Parquet whose raw columns are text with the Arrow
+    # engine (one Spark task per landing date, no shuffle), anything else with the Spark
+    # engine; 'spark': always the Spark engine. Both give the same cells and accounting.
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from schemas import SCHEMA_VERSION
 from schemas.config_model import (
     BEHAVIOUR_KINDS,
     CANCELLATION_MODES,
+    ENCODE_ENGINES,
     EVENT_TIME_PRECISIONS,
     GENRE_RE,
     LOG_RULE_KINDS,
@@ -367,7 +368,7 @@ class _Reader:
         m = self.mapping(value, "raw", ("format", "timestamp_timezone", "valid_from",
                                         "valid_until", "max_reject_ratio",
                                         "missing_partitions", "event_time_precision",
-                                        "day_hour"))
+                                        "day_hour", "engine"))
         d = RawConfig()
         cfg = RawConfig(
             format=self.choice(m, "format", "raw", RAW_FORMATS, d.format),
@@ -381,6 +382,7 @@ class _Reader:
             event_time_precision=self.choice(m, "event_time_precision", "raw",
                                              EVENT_TIME_PRECISIONS, d.event_time_precision),
             day_hour=self.get(m, "day_hour", "raw", int, d.day_hour),
+            engine=self.choice(m, "engine", "raw", ENCODE_ENGINES, d.engine),
         )
         if not 0 <= cfg.day_hour <= 23:
             self.problem("raw.day_hour", f"{cfg.day_hour} is outside 0..23")

@@ -1,8 +1,11 @@
-"""bench/reference_encoder.py against jobs/encode.py: the same cells and the same accounting.
+"""The encoder's two engines against each other: the same cells, rejects and accounting.
 
-Two independent implementations of one specification check each other: the numpy/Arrow
-reference and the Spark job must agree cell for cell (values within float32 rounding) and
-row for row in the accounting, on generated data and on hand-written edge cases.
+Two independent implementations of one specification check each other: the Arrow engine
+(``jobs/encoding/arrow.py``: numpy and pyarrow, one Spark task per landing date, and its
+single-process run in ``bench/reference_encoder.py``) and the Spark engine (column
+expressions, ``raw.engine: spark``) must agree cell for cell (values within float32
+rounding), reject for reject and row for row in the accounting, on generated data and on
+hand-written edge cases.
 """
 from __future__ import annotations
 
@@ -16,8 +19,9 @@ import pytest
 from conftest import SYNTHETIC_CONFIG
 from test_encode import point, purchase
 
-from bench.reference_encoder import encode_reference, parse_doubles, parse_timestamps
+from bench.reference_encoder import encode_reference
 from jobs import encode
+from jobs.encoding.arrow import parse_doubles, parse_timestamps
 from jobs.encoding.validation import partition_dates
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.config import PipelineConfig, load_config, parse_config
@@ -123,20 +127,34 @@ def generated_with_edge_cases(root: Path) -> tuple[PipelineConfig, dt.date]:
 # --------------------------------------------------------------------------- the test
 
 
-def test_reference_gives_the_spark_cells_and_accounting(spark, tmp_path):
+def rejects_of(spark, config: PipelineConfig) -> list[tuple]:
+    frame = spark.read.parquet(config.storage.uri("rejects"))
+    return sorted(tuple(r) for r in frame.select(
+        "dt", "source", "reason", "record", "input_file").collect())
+
+
+def test_the_engines_give_the_same_cells_rejects_and_accounting(spark, tmp_path):
     config, landing = generated_with_edge_cases(tmp_path / "data")
     ds = config.window.end
-    report = encode.run(spark, config, ds, full=True, snapshot=False)
+    by_spark = parse_config({**config.to_dict(), "raw": {**config.to_dict()["raw"],
+                                                          "engine": "spark"}})
+    spark_report = encode.run(spark, by_spark, ds, full=True, snapshot=False)
+    spark_rows, spark_rejects = spark_cells(spark, config), rejects_of(spark, config)
+    arrow_report = encode.run(spark, config, ds, full=True, snapshot=False)
     reference = encode_reference(config, partition_dates(config, ds, full=True))
 
-    assert reference.sources == report["sources"]
+    assert (spark_report["engine"], arrow_report["engine"]) == ("spark", "arrow")
+    assert reference.sources == spark_report["sources"] == arrow_report["sources"]
     assert set(reference.sources["purchases"]["rows_rejected"]) == {
         "null_user_id", "unparseable_timestamp", "out_of_range_timestamp", "negative_value",
         "non_numeric_value", "unknown_status", "unknown_genre", "duplicate_row"}
-    assert reference.rows_read == reference.rows_encoded + reference.rows_rejected
+    read = reference.sources["purchases"]
+    assert read["rows_read"] == read["rows_encoded"] + sum(read["rows_rejected"].values())
     rows = reference_cells(reference.cells)
     assert len(rows) > 300
+    assert_same_cells(spark_rows, rows)
     assert_same_cells(spark_cells(spark, config), rows)
+    assert rejects_of(spark, config) == spark_rejects
 
     cells = {r[:6]: r[6] for r in rows}
     spring = dt.date(2026, 3, 29)
