@@ -185,11 +185,16 @@ def _encode_arrow(spark, config: PipelineConfig, landed: dict, key, erased: list
     tasks = arrow.landing_tasks(landed)
     if not tasks:
         return {}
-    log.info("arrow engine: %d landing date(s) in %d task(s)", len(tasks), len(tasks))
+    # A few Spark tasks per core, each encoding its share of the landing dates in turn:
+    # every Spark task pays for unpickling the function in its Python worker (one Spark
+    # task per landing date measured 27.6 s for a year that 2 bare processes encode in
+    # 15.6 s), and several per core still balance uneven dates.
+    slots = min(len(tasks), 4 * spark.sparkContext.defaultParallelism)
+    log.info("arrow engine: %d landing date(s) in %d Spark task(s)", len(tasks), slots)
     function = arrow.landing_tasks_function(
         tasks, config, key, frozenset(erased), storage.local_path(events_staging),
         storage.local_path(rejects_staging))
-    rows = (spark.range(0, len(tasks), 1, numPartitions=len(tasks))
+    rows = (spark.range(0, len(tasks), 1, numPartitions=slots)
             .mapInArrow(function, arrow.COUNTS_DDL).collect())
     counts: dict[str, list] = {}
     for row in rows:
