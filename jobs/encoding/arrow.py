@@ -106,6 +106,23 @@ def trimmed_ids(ids: pa.Array) -> pa.Array:
     return pc.utf8_trim(ids, characters=" \t\n\x0b\f\r")  # the class of ID_TRIM_PATTERN
 
 
+class UserIds:
+    """A batch's raw user ids, trimmed once, as distinct ids and each row's index into them
+    (-1 for a null id). Validation, the erasure list, the duplicate check and publication
+    all read this one encoding."""
+
+    def __init__(self, column: pa.Array | pa.ChunkedArray):
+        encoded = pc.dictionary_encode(trimmed_ids(_array(column)))
+        self.distinct: pa.Array = encoded.dictionary
+        self.index = pc.fill_null(encoded.indices, -1).to_numpy(
+            zero_copy_only=False).astype(np.int64)
+
+    def blank(self) -> np.ndarray:
+        """Null, or nothing but whitespace: ``null_user_id``."""
+        empty = np.append(~_mask(pc.not_equal(self.distinct, "")), True)
+        return empty[self.index]  # index -1 picks the appended True
+
+
 def _holds(text: pa.Array, needle: str) -> bool:
     """Whether any string of ``text`` may contain ``needle``: one scan of the data buffer
     (a false positive only costs the exact kernel)."""
@@ -190,7 +207,8 @@ def parse_doubles(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     parsed = decimal.copy()
     if decimal.any():
         numbers = text.filter(pa.array(decimal))
-        if _mask(pc.match_substring_regex(numbers, TYPE_SUFFIX)).any():
+        if any(_holds(numbers, c) for c in "fFdD") and _mask(
+                pc.match_substring_regex(numbers, TYPE_SUFFIX)).any():
             numbers = pc.replace_substring_regex(numbers, TYPE_SUFFIX, "")
         values[decimal] = pc.cast(numbers, pa.float64()).to_numpy(zero_copy_only=False)
     others = np.flatnonzero(~decimal & _mask(text.is_valid()))
@@ -323,7 +341,8 @@ def normalised_status(values: pa.Array) -> pa.Array:
     return pc.utf8_lower(_spark_trim(values))
 
 
-def check_rows(table: pa.Table, config: PipelineConfig, source: str) -> CheckedRows:
+def check_rows(table: pa.Table, config: PipelineConfig, source: str,
+               users: UserIds) -> CheckedRows:
     """Every check of ``parse_and_validate``, in its order; the first failure wins."""
     column = {name: _array(table.column(name)) for name in table.column_names}
     utc, parsed = parse_timestamps(event_times(column["event_time"], config),
@@ -339,7 +358,7 @@ def check_rows(table: pa.Table, config: PipelineConfig, source: str) -> CheckedR
             undecodable |= _mask(pc.match_substring(text, REPLACEMENT_CHARACTER))
     checks = [
         ("malformed_line", undecodable),
-        ("null_user_id", ~_mask(pc.not_equal(trimmed_ids(column["user_id"]), ""))),
+        ("null_user_id", users.blank()),
         ("unparseable_timestamp", ~parsed),
         ("out_of_range_timestamp", parsed & ((utc < lower) | (utc >= upper))),
         ("non_numeric_value", _blank(value_text) | ~numeric | ~np.isfinite(value)),
@@ -373,22 +392,28 @@ def check_rows(table: pa.Table, config: PipelineConfig, source: str) -> CheckedR
     return CheckedRows(reason=reason, utc=utc, value=value, quantity=quantity)
 
 
-def first_copies(table: pa.Table, rows: np.ndarray) -> np.ndarray:
+def first_copies(table: pa.Table, rows: np.ndarray, user: np.ndarray,
+                 utc: np.ndarray) -> np.ndarray:
     """Sorted positions, among ``rows`` of ``table``, of one copy of each distinct row
     (every column equal; nulls are equal).
 
-    Exact copies share their user id and event time, so only the rows whose (user_id,
-    event_time) pair repeats are compared on every column, by a hash group-by; every other
-    row is the only copy of itself. Copies are rare, so the group-by sees few rows.
+    Exact copies share their user and their event time, so only the rows whose (user,
+    UTC second) pair repeats (``user``: an index per row, ``utc``: the parsed time) are
+    compared on every column, by a hash group-by; every other row is the only copy of
+    itself. Copies are rare, so the group-by sees few rows.
     """
-    key = np.zeros(len(rows), np.int64)
-    for name in ("user_id", "event_time"):  # (distinct + 1)^2 < 2^63 for < 3e9 rows
-        encoded = pc.dictionary_encode(_array(table.column(name)).take(pa.array(rows)))
-        index = pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(
-            zero_copy_only=False).astype(np.int64)
-        key = key * (len(encoded.dictionary) + 1) + index
-    order = np.argsort(key, kind="stable")
-    same = key[order][1:] == key[order][:-1]
+    if len(rows) == 0:
+        return rows
+    seconds = utc[rows] - utc[rows].min()
+    users = user[rows] + 1
+    if (int(seconds.max()) + 1) * (int(users.max()) + 1) < 2 ** 62:
+        key = users * (int(seconds.max()) + 1) + seconds
+        order = np.argsort(key, kind="stable")
+        same = key[order][1:] == key[order][:-1]
+    else:
+        order = np.lexsort((seconds, users))
+        same = (users[order][1:] == users[order][:-1]) & (
+            seconds[order][1:] == seconds[order][:-1])
     repeated = np.zeros(len(rows), dtype=bool)
     repeated[order[1:][same]] = True
     repeated[order[:-1][same]] = True
@@ -475,31 +500,28 @@ def group_sums(keys: Sequence[np.ndarray], values: np.ndarray
     return order[starts], np.add.reduceat(values[order], starts)
 
 
-def published_users(user_ids: pa.Array, key: bytes | None) -> tuple[pa.Array, np.ndarray]:
-    """(the distinct published ids in sorted order, each row's position among them).
-
-    Published ids are the pseudonyms when a key is set (hashed once per distinct id).
-    """
-    encoded = pc.dictionary_encode(user_ids)
-    names = encoded.dictionary
+def published_users(users: UserIds, rows: np.ndarray,
+                    key: bytes | None) -> tuple[pa.Array, np.ndarray]:
+    """(the distinct published ids in sorted order, the position of each of ``rows`` among
+    them); ``rows`` have ids. Published ids are the pseudonyms when a key is set (hashed
+    once per distinct id)."""
+    names = users.distinct
     if key is not None:
         names = pa.array([privacy.pseudonym(key, u) for u in names.to_pylist()], pa.string())
     rank = pc.rank(names, sort_keys="ascending").to_numpy().astype(np.int64) - 1
-    return names.take(pa.array(np.argsort(rank))), rank[encoded.indices.to_numpy()]
+    return names.take(pa.array(np.argsort(rank))), rank[users.index[rows]]
 
 
-def erased_rows(user_ids: pa.Array, erased: frozenset[str]) -> np.ndarray:
+def erased_rows(users: UserIds, erased: frozenset[str]) -> np.ndarray:
     """Whether each raw id, trimmed as the encoder trims it, is on the erasure list (its
     SHA-256, ``common/erasures.py``); hashed once per distinct id."""
     if not erased:
-        return np.zeros(len(user_ids), dtype=bool)
+        return np.zeros(len(users.index), dtype=bool)
     import hashlib
 
-    encoded = pc.dictionary_encode(trimmed_ids(_array(user_ids)))
-    listed = np.array([u is not None and hashlib.sha256(u.encode("utf-8")).hexdigest() in erased
-                       for u in encoded.dictionary.to_pylist()] + [False], dtype=bool)
-    return listed[pc.fill_null(encoded.indices, len(encoded.dictionary)).to_numpy(
-        zero_copy_only=False)]
+    listed = np.array([hashlib.sha256(u.encode("utf-8")).hexdigest() in erased
+                       for u in users.distinct.to_pylist()] + [False], dtype=bool)
+    return listed[users.index]
 
 
 # Jackson's escapes, as Spark's to_json writes them: short forms where JSON has them.
@@ -546,11 +568,11 @@ def encode_table(table: pa.Table, config: PipelineConfig, source: str,
     each other is a ``duplicate_row`` reject without a file.
     """
     raw = RAW_SOURCES[source].names
-    checked = check_rows(table, config, source)
-    reason = np.where(erased_rows(table.column("user_id"), erased), np.int8(ERASED_CODE),
-                      checked.reason)
+    users = UserIds(table.column("user_id"))
+    checked = check_rows(table, config, source, users)
+    reason = np.where(erased_rows(users, erased), np.int8(ERASED_CODE), checked.reason)
     valid = np.flatnonzero(reason == 0)
-    keep = first_copies(table.select([*raw, "dt"]), valid)
+    keep = first_copies(table.select([*raw, "dt"]), valid, users.index, checked.utc)
     copies = np.setdiff1d(valid, keep, assume_unique=True)
     counts = _counts(table, source, reason, copies)
 
@@ -567,8 +589,9 @@ def encode_table(table: pa.Table, config: PipelineConfig, source: str,
                         json_records(taken, raw), files, _array(taken.column("dt"))],
                        schema=pa.schema([*REJECTS, pa.field("dt", pa.date32())]))
     routing = ("status", "genre") if source == "purchases" else ("point_type",)
-    kept = table.select(["user_id", "dt", *routing]).take(pa.array(keep, pa.int64()))
-    return Encoded(cells=_cells(kept, checked, keep, config, source, key, routing),
+    kept = table.select(["dt", *routing]).take(pa.array(keep, pa.int64()))
+    return Encoded(cells=_cells(kept, checked, keep, config, source,
+                                published_users(users, keep, key), routing),
                    rejects=rejects, counts=counts)
 
 
@@ -592,14 +615,15 @@ def _counts(table: pa.Table, source: str, reason: np.ndarray,
 
 
 def _cells(rows: pa.Table, checked: CheckedRows, keep: np.ndarray, config: PipelineConfig,
-           source: str, key: bytes | None, routing: Sequence[str]) -> list[pa.Table]:
+           source: str, published: tuple[pa.Array, np.ndarray],
+           routing: Sequence[str]) -> list[pa.Table]:
     """The cells of the kept (valid, first-copy) ``rows``, one table per modality."""
     utc = checked.utc[keep]
     local = utc + utc_offsets(utc, config.window.timezone)
     date = np.floor_divide(local, SECONDS_PER_DAY)
     hour = np.floor_divide(np.mod(local, SECONDS_PER_DAY), 3600)
     landing = rows.column("dt").cast(pa.int32()).to_numpy()
-    names, user = published_users(trimmed_ids(_array(rows.column("user_id"))), key)
+    names, user = published
     value = checked.value[keep]
     quantity = checked.quantity[keep] if checked.quantity is not None else None
     columns = {name: Distinct(rows.column(name)) for name in routing}
