@@ -109,6 +109,7 @@ def scorer(heads, campaigns: list[dict], holdout: dict[str, list[int]], chunk_ro
         histograms = np.zeros(n * BINS, np.int64)
         offsets = np.arange(n, dtype=np.int64) * BINS
         held_ids, held_campaigns, held_scores = [], [], []
+        held = np.array(list(holdout), dtype=object) if holdout else None
         for batch in batches:
             users = np.asarray(batch.column(0).to_pylist(), dtype=object)
             vectors = batch.column(1).flatten().to_numpy(zero_copy_only=False)
@@ -134,11 +135,12 @@ def scorer(heads, campaigns: list[dict], holdout: dict[str, list[int]], chunk_ro
                         floor[j] = np.partition(s, len(s) - keep[j])[len(s) - keep[j]]
                         s, u = s[s >= floor[j]], u[s >= floor[j]]
                     best_scores[j], best_users[j] = s, u
-                for i, uid in enumerate(ids):
-                    for j in holdout.get(uid, ()):
-                        held_ids.append(uid)
-                        held_campaigns.append(campaigns[j]["campaign_id"])
-                        held_scores.append(float(scores[i, j]))
+                if held is not None:  # the few held-out users of this chunk, found at once
+                    for i in np.flatnonzero(np.isin(ids, held)):
+                        for j in holdout[ids[i]]:
+                            held_ids.append(ids[i])
+                            held_campaigns.append(campaigns[j]["campaign_id"])
+                            held_scores.append(float(scores[i, j]))
         histograms = histograms.reshape(n, BINS)
         rows = {"campaign_id": [], "user_id": [], "score": [], "kind": [], "payload": []}
 
