@@ -99,12 +99,21 @@ def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
                 vectors, features = worker.embed(chunk)  # [b, E], [b, F]
                 yield pa.RecordBatch.from_arrays(
                     [chunk.column(chunk.schema.get_field_index("user_id")),
-                     pa.array(list(vectors), pa.list_(pa.float32())),
-                     pa.array(list(features), pa.list_(pa.float32())),
-                     pa.array([worker.version] * chunk.num_rows, pa.string())],
+                     float_lists(vectors), float_lists(features),
+                     pa.repeat(pa.scalar(worker.version, pa.string()), chunk.num_rows)],
                     names=["user_id", "embedding", "features", "model_version"])
 
     return apply
+
+
+def float_lists(rows):
+    """A ``[B, D]`` array as an Arrow list<float32> column, without a Python object per row."""
+    import numpy as np
+    import pyarrow as pa
+
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int32) * rows.shape[1])
+    return pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1)))
 
 
 def resolve_model(config: PipelineConfig, model: str | None) -> str:
@@ -117,7 +126,7 @@ def resolve_model(config: PipelineConfig, model: str | None) -> str:
 
 
 def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
-        partitions: int | None = None, batch_rows: int = 64) -> dict:
+        partitions: int | None = None, batch_rows: int = 256) -> dict:
     """Write ``embeddings/ds=<ds>`` with the Spark engine; return the report."""
     from pyspark.sql import functions as F
 
@@ -211,7 +220,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("spark", "tf"), default="spark",
                         help="spark: executors embed Arrow batches of the snapshot (default); "
                              "tf: the TF input pipeline over the heatmap TFRecords (GPU hosts)")
-    parser.add_argument("--batch-rows", type=int, default=64,
+    parser.add_argument("--batch-rows", type=int, default=256,
                         help="users per model call inside an executor (default: %(default)s)")
     parser.add_argument("--partitions", type=int, default=None,
                         help="Spark tasks (default: spark.sql.shuffle.partitions)")
