@@ -7,8 +7,7 @@ segments.
 
 | task | runs |
 |---|---|
-| `encode` | `spark-submit jobs/encode.py --config C --ds D --no-snapshot`: landing date `ds` only |
-| `snapshot` | `spark-submit jobs/encode.py --config C --ds D --snapshot-only`: the window ending at `ds` |
+| `encode` | `spark-submit jobs/encode.py --config C --ds D`: landing date `ds`, then the snapshot of the window ending at `ds`, in one Spark session (a second task would start a second JVM, most of a cold nightly encode) |
 | `embed` | `spark-submit jobs/embed.py --config C --ds D`: all users, with the published model |
 | `active_campaigns` | `metaprofile campaigns --config C --ds D --active`; XCom: the campaign ids |
 | `campaign_arguments` | one `spark-submit` argument list per campaign id |
@@ -68,8 +67,7 @@ SCORE_PARALLELISM = int(os.environ.get("METAPROFILE_SCORE_PARALLELISM") or 2)
     tags=["metaprofile", "nightly", "lookalike"],
 )
 def metaprofile_lookalike():
-    encode = spark_job("encode", "--no-snapshot")
-    snapshot = spark_job("encode", "--snapshot-only", task_id="snapshot")
+    encode = spark_job("encode")  # the landing date, then the snapshot, in one session
     embed = spark_job("embed", inlets=[PUBLISHED_MODEL])
 
     @task.bash(cwd="{{ params.project_root }}", execution_timeout=LIGHT_TIMEOUT,
@@ -109,7 +107,7 @@ def metaprofile_lookalike():
         raise AirflowFailException(f"one or more campaigns failed their checks for {ds}: see "
                                    "the failed or upstream-failed map indexes of `support`")
 
-    encode >> snapshot >> embed >> support >> score >> export
+    encode >> embed >> support >> score >> export
     support >> failed_campaigns()
 
 

@@ -285,11 +285,10 @@ def test_train_falls_back_to_the_default_pool_and_takes_the_gpu_pool_when_set(
 
 
 def test_nightly_graph(nightly):
-    assert set(nightly["tasks"]) == {"encode", "snapshot", "embed", "active_campaigns",
+    assert set(nightly["tasks"]) == {"encode", "embed", "active_campaigns",
                                      "campaign_arguments", "support", "score", "export",
                                      "failed_campaigns"}
-    assert upstream(nightly, "snapshot") == {"encode"}
-    assert upstream(nightly, "embed") == {"snapshot"}
+    assert upstream(nightly, "embed") == {"encode"}
     assert upstream(nightly, "campaign_arguments") == {"active_campaigns"}
     assert upstream(nightly, "support") == {"embed", "campaign_arguments"}
     assert upstream(nightly, "score") == {"support"}
@@ -301,9 +300,7 @@ def test_nightly_runs_spark_jobs_with_config_and_ds(nightly):
     args = ["--config", "{{ params.config }}", "--ds", "{{ ds }}"]
     tasks = nightly["tasks"]
     assert tasks["encode"]["application"].endswith("/jobs/encode.py")
-    assert tasks["encode"]["application_args"] == [*args, "--no-snapshot"]
-    assert tasks["snapshot"]["application"].endswith("/jobs/encode.py")
-    assert tasks["snapshot"]["application_args"] == [*args, "--snapshot-only"]
+    assert tasks["encode"]["application_args"] == args  # encode, then the snapshot
     assert tasks["embed"]["application"].endswith("/jobs/embed.py")
     assert tasks["embed"]["application_args"] == args
     assert tasks["score"]["application"].endswith("/jobs/score.py")
@@ -448,7 +445,7 @@ def test_training_run_skips_publishing_a_model_that_is_not_better(fake_jobs):
 def test_nightly_run_checks_each_campaign_and_exports_despite_one_failure(fake_jobs):
     result, commands = run_dag(fake_jobs, "metaprofile_lookalike", "2026-06-30")
     assert states(result) == {
-        "encode": "success", "snapshot": "success", "embed": "success",
+        "encode": "success", "embed": "success",
         "active_campaigns": "success", "campaign_arguments": "success",
         "support[c1]": "success", "support[broken]": "failed", "support[c3]": "success",
         "score": "success", "export": "success", "failed_campaigns": "failed"}
@@ -457,12 +454,10 @@ def test_nightly_run_checks_each_campaign_and_exports_despite_one_failure(fake_j
     jobs = [c.rsplit(" PYSPARK_PYTHON=", 1)[0] for c in commands
             if c.startswith("spark-submit")]
     args = f"--config {config} --ds 2026-06-30"
-    assert jobs[:3] == [f"spark-submit encode.py {args} --no-snapshot",
-                        f"spark-submit encode.py {args} --snapshot-only",
-                        f"spark-submit embed.py {args}"]
-    assert sorted(jobs[3:6]) == sorted(f"spark-submit campaigns.py {args} --campaign {c}"
+    assert jobs[:2] == [f"spark-submit encode.py {args}", f"spark-submit embed.py {args}"]
+    assert sorted(jobs[2:5]) == sorted(f"spark-submit campaigns.py {args} --campaign {c}"
                                        for c in ("c1", "broken", "c3"))
-    assert jobs[6:] == [f"spark-submit score.py {args}", f"spark-submit export.py {args}"]
+    assert jobs[5:] == [f"spark-submit score.py {args}", f"spark-submit export.py {args}"]
     assert f"metaprofile campaigns {args} --active" in commands
 
 
