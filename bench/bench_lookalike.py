@@ -1,13 +1,16 @@
 """Benchmark: nightly embedding and one-pass scoring.
 
     .work/venv-jobs/bin/python bench/bench_lookalike.py                       # both parts
-    .work/venv-jobs/bin/python bench/bench_lookalike.py --part embed --model .work/data/synthetic/models/<v>
+    .work/venv-jobs/bin/python bench/bench_lookalike.py --part embed --embed-users 20000
     .work/venv-jobs/bin/python bench/bench_lookalike.py --part score --users 1000000
+    .work/venv-jobs/bin/python bench/bench_lookalike.py --part pairs
 
-**Embed** (needs ``./run demo`` and a model; default: a freshly initialised full-size
-model saved under ``.work/bench``): ``jobs/embed.py`` on Spark ``local[2]`` over the
-synthetic demo snapshot, in users per second, next to bare ``model.predict`` on the same
-users' dense tensors already in memory (target: the job reaches at least 80% of it).
+**Embed**: ``jobs/embed.py`` on Spark ``local[2]`` over the snapshot of
+``--embed-users`` synthetic users (default 20,000: ``bench/bench_night.py``'s world, built
+on first use and kept), with the demo-size model (width 0.125, 64-d) and the full-size one
+(untrained; ``--widths`` picks), in users per second, next to bare ``predict_on_batch`` on
+the same users, densified outside the timing (target: the job reaches at least 80% of
+it).
 
 **Score**: ``--users`` random user embeddings (default 1,000,000, dimension 512 as the full
 model's, with 78 aggregate features) and 1 or 100 campaigns, scored with ``jobs/score.py``'s
@@ -15,6 +18,13 @@ executor function and selection on Spark ``local[2]``, once with prototype heads
 prototypes through f_θ) and once with probe heads (random folded logistic-regression
 weights; ``--heads`` picks): seconds for 1 campaign and for 100 (target: 100 cost at most
 1.5× one), and the peak resident memory of the Python workers and of the JVM while it runs.
+
+**Pairs**: the prototype head's per-pair work in one process (50,000 users x 100 campaigns,
+H = 256, the full-size f_θ): ``RelationWeights.pair_logits`` (cache-sized blocks) against
+materialising ``[block, campaigns, H]`` as the scorer did before, both in pair-elements per
+second (one element: an add, a ReLU and a multiply-add), next to the multiply-adds per
+second of a float32 matrix product on the same cores: how far the kernel is from the
+arithmetic limit.
 """
 from __future__ import annotations
 
@@ -70,48 +80,59 @@ class PeakMemory:
             self._stop.wait(0.2)
 
 
-def bench_embed(model: str | None, users_limit: int | None) -> None:
+def bench_embed(users: int, widths: tuple[str, ...]) -> None:
+    """``jobs/embed.py`` against bare ``predict`` on the same users, per model size."""
     import numpy as np
 
+    from bench.bench_night import setup
     from common import registry
+    from common.publish import Publisher
     from jobs import embed
     from jobs.spark import build_session
-    from schemas.config import load_config
-    config = load_config(CONFIG)
-    if model is None:
-        model = fresh_full_size_model(config)
-    spark = build_session("metaprofile-bench-embed", master="local[2]")
-    with PeakMemory() as peak:
-        report = embed.run(spark, config, config.window.end, model=model)
-    print(f"[embed] jobs/embed.py on local[2]: {report['users']:,} users in "
-          f"{report['seconds']:.1f} s = {report['users_per_second']:,.1f} users/s "
-          f"(model {report['model_version']}, dim {report['embedding_dim']}); peak RSS "
-          f"Python worker {peak.python_mib:,.0f} MiB, JVM {peak.jvm_mib:,.0f} MiB")
-    # The same users, dense, in memory, through bare model.predict.
     from model.artifact import load_artifact
-    from model.inputs import make_dataset
+    from model.embedding import dense_batch
     from model.network import select_inputs
+    from schemas.config import load_config
     from schemas.input_spec import InputSpec
+
+    root = BENCH / f"night-{users}"
+    log_dir = BENCH / f"night-{users}-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ds, _ = setup(root, users, log_dir)  # the night benchmark's world, reused when kept
+    config = load_config(CONFIG, overrides=[f"storage.root={root}"])
     spec = InputSpec.from_config(config)
-    artifact = load_artifact(model, spec)
-    info = registry.describe_model(model, config)
-    uri = f"{config.storage.uri('heatmaps')}/ds={config.window.end}"
-    from model.inputs import read_manifest
-    manifest = {**read_manifest(uri), "numeric_normalisation": info["normalisation"]}
-    batches = []
-    for batch in make_dataset(uri, "train", spec, 64, shuffle=False, repeat=False,
-                              manifest=manifest):
-        batches.append({k: v.numpy() for k, v in select_inputs(batch, spec).items()})
-        if users_limit and len(batches) * 64 >= users_limit:
-            break
-    features = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    n = len(next(iter(features.values())))
-    artifact.model.profile.predict({k: v[:64] for k, v in features.items()}, verbose=0)
-    started = time.perf_counter()
-    artifact.model.profile.predict(features, batch_size=64, verbose=0)
-    rate = n / (time.perf_counter() - started)
-    print(f"[embed] bare model.predict on {n:,} users in memory: {rate:,.1f} users/s; the job "
-          f"reaches {report['users_per_second'] / rate:.0%} of it")
+    spark = build_session("metaprofile-bench-embed", master="local[2]")
+    rows = embed.embedding_inputs(spark, config, ds, Publisher(spark)).toArrow()
+    for width in widths:
+        model = (fresh_full_size_model(config) if width == "full"
+                 else str(root / "bench-models" / "demo-size-untrained"))
+        info = registry.describe_model(model, config)
+        with PeakMemory() as peak:
+            report = embed.run(spark, config, ds, model=model)
+        print(f"[embed] {width}-size model: jobs/embed.py on local[2]: {report['users']:,} "
+              f"users in {report['seconds']:.1f} s = {report['users_per_second']:,.1f} users/s "
+              f"(dim {report['embedding_dim']}); peak RSS Python worker "
+              f"{peak.python_mib:,.0f} MiB, JVM {peak.jvm_mib:,.0f} MiB", flush=True)
+        # Bare predict: the same users, densified batch by batch (not timed), then only
+        # the model's predict_on_batch timed, at the job's batch size.
+        artifact = load_artifact(model, spec)
+        vocabularies = {c.name: list(c.vocabulary) for c in config.demographics.categorical}
+        batch_rows, spent = 256, 0.0
+        for start in range(0, rows.num_rows, batch_rows):
+            dense = dense_batch(rows.slice(start, batch_rows), spec, config.value_transform,
+                                info["normalisation"], vocabularies)
+            inputs = select_inputs(dense, spec)
+            if start == 0:
+                artifact.model.profile.predict_on_batch(inputs)  # trace outside the timing
+            started = time.perf_counter()
+            np.asarray(artifact.model.profile.predict_on_batch(inputs))
+            spent += time.perf_counter() - started
+        rate = rows.num_rows / spent
+        print(f"[embed] {width}-size model: bare predict_on_batch on the same "
+              f"{rows.num_rows:,} users (batches of {batch_rows}, in one process that "
+              f"may use both cores): {rate:,.1f} users/s; the job reaches "
+              f"{report['users_per_second'] / rate:.0%} of it", flush=True)
+    spark.stop()
 
 
 def fresh_full_size_model(config) -> str:
@@ -208,13 +229,57 @@ def bench_score(users: int, dim: int, campaign_counts: list[int],
                   f"{peak.python_mib:,.0f} MiB, JVM {peak.jvm_mib:,.0f} MiB")
 
 
+def bench_pairs(users: int = 50_000, campaigns: int = 100, hidden: int = 256) -> None:
+    import numpy as np
+
+    from model.scoring import RelationWeights
+
+    rng = np.random.default_rng(0)
+    user_part = rng.standard_normal((users, hidden), dtype=np.float32)
+    parts = rng.standard_normal((campaigns, hidden), dtype=np.float32)
+    weights = RelationWeights(np.zeros((1, hidden), np.float32), np.zeros((1, hidden), np.float32),
+                              np.zeros(hidden, np.float32), (),
+                              (rng.standard_normal((hidden, 1), dtype=np.float32),
+                               np.zeros(1, np.float32)))
+
+    def materialised() -> np.ndarray:  # the scorer's kernel before: [512, N, H] at a time
+        out = np.empty((users, campaigns), np.float32)
+        for start in range(0, users, 512):
+            out[start:start + 512] = weights.head(
+                user_part[start:start + 512, None, :] + parts[None, :, :], scratch=True)
+        return out
+
+    elements = users * campaigns * hidden
+    timings = {}
+    for name, kernel in (("materialised", materialised),
+                         ("blocked", lambda: weights.pair_logits(user_part, parts))):
+        kernel()  # warm
+        started = time.perf_counter()
+        result = kernel()
+        timings[name] = time.perf_counter() - started, result
+    agree = np.allclose(timings["materialised"][1], timings["blocked"][1], atol=1e-3)
+    a = rng.standard_normal((4096, 4096), dtype=np.float32)
+    a @ a
+    started = time.perf_counter()
+    a @ a
+    blas = 4096 ** 3 / (time.perf_counter() - started)
+    for name, (seconds, _) in timings.items():
+        rate = elements / seconds
+        print(f"[pairs] {name}: {users:,} users x {campaigns} campaigns x H {hidden} in "
+              f"{seconds:.2f} s = {rate / 1e9:.2f} G pair-elements/s "
+              f"({rate / blas:.1%} of the matrix product's multiply-adds/s)")
+    print(f"[pairs] blocked/materialised speed-up {timings['materialised'][0] / timings['blocked'][0]:.2f}x; "
+          f"float32 matrix product (numpy BLAS, {os.cpu_count()} cores): "
+          f"{blas / 1e9:.1f} G multiply-adds/s; results {'equal' if agree else 'DIFFER'}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("embed", "score", "all"), default="all")
-    parser.add_argument("--model", default=None,
-                        help="model artifact for the embed part (default: a fresh full-size one)")
-    parser.add_argument("--predict-users", type=int, default=None,
-                        help="limit the in-memory model.predict comparison to this many users")
+    parser.add_argument("--part", choices=("embed", "score", "pairs", "all"), default="all")
+    parser.add_argument("--embed-users", type=int, default=20_000,
+                        help="synthetic users whose snapshot the embed part embeds")
+    parser.add_argument("--widths", nargs="+", choices=("demo", "full"),
+                        default=["demo", "full"], help="model sizes for the embed part")
     parser.add_argument("--users", type=int, default=1_000_000, help="embeddings to score")
     parser.add_argument("--dim", type=int, default=512, help="embedding dimension")
     parser.add_argument("--campaigns", type=int, nargs="+", default=[1, 100])
@@ -224,7 +289,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     configure_environment()
     if args.part in ("embed", "all"):
-        bench_embed(args.model, args.predict_users)
+        bench_embed(args.embed_users, tuple(args.widths))
+    if args.part in ("pairs", "all"):
+        bench_pairs()
     if args.part in ("score", "all"):
         bench_score(args.users, args.dim, args.campaigns, tuple(args.heads))
     return 0
