@@ -11,7 +11,8 @@ one the nightly jobs use. Reused when present with ``--keep``.
 
 **The night** for ``ds`` = the day after the window, each stage a fresh ``metaprofile``
 process, as the lookalike DAG's tasks run (``dags/metaprofile_lookalike.py``): encode the
-landing day, snapshot the window (updating the previous one), embed every user, check and
+landing day and snapshot the window (updating the previous one; one task, one Spark
+session), embed every user, check and
 embed the campaigns' support sets (8 campaigns), score every user against them, export the
 segments. Printed per stage: wall time, peak resident memory of the stage's whole process
 tree (the Python driver, Spark's JVM and its Python workers, polled every 0.2 s), and what
@@ -100,19 +101,20 @@ def stage(name: str, args: list[str], root: Path, log_dir: Path) -> dict:
     if process.returncode != 0:
         raise SystemExit(f"{name}: `{' '.join(command)}` exited {process.returncode}; "
                          f"its log: {log}")
-    report = {}
-    for line in reversed(stdout.strip().splitlines() or [""]):
+    report = parsed_report(stdout)
+    return {"seconds": seconds, "peak_mib": memory.peak_mib, "report": report}
+
+
+def parsed_report(stdout: str) -> dict:
+    """The JSON object a command printed: all of stdout, else its last line that is one."""
+    for text in [stdout, *reversed(stdout.strip().splitlines())]:
         try:
-            report = json.loads(line)
-            break
+            report = json.loads(text)
         except ValueError:
             continue
-    if not report:
-        try:
-            report = json.loads(stdout)
-        except ValueError:
-            report = {}
-    return {"seconds": seconds, "peak_mib": memory.peak_mib, "report": report}
+        if isinstance(report, dict):
+            return report
+    return {}
 
 
 def demo_size_model(root: Path) -> str:
@@ -180,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ds, _ = setup(root, args.users, log_dir)
     night = (ds + dt.timedelta(days=1)).isoformat()
     stages = [
-        ("encode", ["encode", "--ds", night, "--no-snapshot"]),
-        ("snapshot", ["encode", "--ds", night, "--snapshot-only"]),
+        ("encode", ["encode", "--ds", night]),  # and the snapshot: one DAG task
         ("embed", ["embed", "--ds", night]),
         ("campaigns", ["campaigns", "--ds", night]),
         ("score", ["score", "--ds", night]),
@@ -206,12 +207,11 @@ def summary(name: str, report: dict) -> str:
     """The stage's own figures, from the report it printed."""
     if name == "encode":
         rows = sum(s["rows_read"] for s in report.get("sources", {}).values())
-        return (f"{rows:,} raw rows, {report.get('engine')} engine, encode "
-                f"{report.get('encode_seconds', 0):.1f} s in the job")
-    if name == "snapshot":
         snapshot = report.get("snapshot", {})
-        return (f"{snapshot.get('seconds', 0):.1f} s in the job, "
-                f"{snapshot.get('assembly', {}).get('mode', '?')}")
+        return (f"{rows:,} raw rows, {report.get('engine')} engine; in the job: encode "
+                f"{report.get('encode_seconds', 0):.1f} s, snapshot "
+                f"{snapshot.get('seconds', 0):.1f} s "
+                f"({snapshot.get('assembly', {}).get('mode', '?')})")
     if name == "embed":
         return f"{report.get('users', 0):,} users, {report.get('users_per_second', 0):,.0f} users/s"
     keys = ("campaigns", "scored", "exported", "segments", "seconds")
