@@ -117,10 +117,12 @@ def bench_embed(users: int, widths: tuple[str, ...]) -> None:
         # the model's predict_on_batch timed, at the job's batch size.
         artifact = load_artifact(model, spec)
         vocabularies = {c.name: list(c.vocabulary) for c in config.demographics.categorical}
-        batch_rows, spent = 256, 0.0
+        batch_rows, spent, densifying = 256, 0.0, 0.0
         for start in range(0, rows.num_rows, batch_rows):
+            began = time.perf_counter()
             dense = dense_batch(rows.slice(start, batch_rows), spec, config.value_transform,
                                 info["normalisation"], vocabularies)
+            densifying += time.perf_counter() - began
             inputs = select_inputs(dense, spec)
             if start == 0:
                 artifact.model.profile.predict_on_batch(inputs)  # trace outside the timing
@@ -131,7 +133,9 @@ def bench_embed(users: int, widths: tuple[str, ...]) -> None:
         print(f"[embed] {width}-size model: bare predict_on_batch on the same "
               f"{rows.num_rows:,} users (batches of {batch_rows}, in one process that "
               f"may use both cores): {rate:,.1f} users/s; the job reaches "
-              f"{report['users_per_second'] / rate:.0%} of it", flush=True)
+              f"{report['users_per_second'] / rate:.0%} of it; densifying them (the job's "
+              f"other per-user work) took {densifying:.1f} s = "
+              f"{rows.num_rows / densifying:,.0f} users/s in one process", flush=True)
     spark.stop()
 
 

@@ -92,6 +92,7 @@ def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
         import pyarrow as pa
 
         from model.embedding import load_worker
+        limit_tf_threads()
         worker = load_worker(model_path, spec, transform, vocabularies, normalisation)
         for batch in batches:
             for start in range(0, batch.num_rows, batch_rows):
@@ -104,6 +105,26 @@ def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
                     names=["user_id", "embedding", "features", "model_version"])
 
     return apply
+
+
+def limit_tf_threads() -> None:
+    """Give TensorFlow in this Python worker the task's cores (``spark.task.cpus``, default
+    1), not every core of the machine: Spark already runs a task per core, and each TF
+    runtime sizing its pools to the whole machine oversubscribes it. Only possible before
+    TF's runtime starts in the process; later calls leave it as it is."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:
+        return
+    import tensorflow as tf
+
+    threads = max(1, int(context.cpus()))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime is already up (a reused worker): keep its pools
+        pass
 
 
 def float_lists(rows):
