@@ -19,6 +19,8 @@ present; removed at the end unless ``--keep``), then prints one line per figure:
   updates the full run's snapshot) as a share of the full encode + snapshot: once in the
   benchmark's warm Spark session, and once as a scheduler runs it, ``jobs/encode.py`` in a
   fresh process that starts its own JVM;
+* (before any timing, one Python worker per core is started with the engine imported, as
+  in a long-running application; the Spark engine needs none)
 * peak resident memory of the Python driver, of Spark's JVM (``VmHWM`` of its process), and
   of the reference encoder's process.
 
@@ -153,6 +155,17 @@ def run_reference(root: str, ds: dt.date) -> dict:
             "phases": phases, "peak_rss_mib": peak_rss_mib()}
 
 
+def warm_python_workers(spark) -> None:
+    """Start a Python worker per core with the Arrow engine imported, as a scheduler's
+    long-running Spark application (or the previous night's) would have them: otherwise
+    the first timed run pays their start and imports and the second does not."""
+    def touch(batches):
+        import jobs.encoding.arrow  # noqa: F401  (numpy, pyarrow and the engine)
+        yield from batches
+    cores = spark.sparkContext.defaultParallelism
+    spark.range(0, cores, 1, numPartitions=cores).mapInArrow(touch, "id BIGINT").count()
+
+
 def completed_stages(spark) -> list[dict]:
     """Spark's status API: every completed stage of this application."""
     import json
@@ -232,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = build_session(f"metaprofile-bench-encode-{args.users}", master=args.master)
     try:
         jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+        warm_python_workers(spark)
         mark = last_stage(spark)
         started = time.perf_counter()
         spark_report = encode.run(spark, load(root, "spark"), ds, full=True, snapshot=False)
