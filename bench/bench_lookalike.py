@@ -167,7 +167,7 @@ def bench_score(users: int, dim: int, campaign_counts: list[int],
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
-    from jobs.score import SCORED_DDL, scorer
+    from jobs.score import CHUNK_ROWS, SCORED_DDL, scorer
     from jobs.spark import build_session
     from model.scoring import CampaignHeads, RelationWeights
     data = BENCH / f"embeddings-{users}-{dim}-f{features_dim}"
@@ -220,7 +220,7 @@ def bench_score(users: int, dim: int, campaign_counts: list[int],
         for n in campaign_counts:
             campaigns = [{"campaign_id": f"c{i:03d}", "keep": 1000, "score_threshold": None}
                          for i in range(n)]
-            fn = scorer(campaign_heads(kind, n), campaigns, {}, 512)
+            fn = scorer(campaign_heads(kind, n), campaigns, {}, CHUNK_ROWS)
             with PeakMemory() as peak:
                 started = time.perf_counter()
                 rows = (embeddings.mapInArrow(fn, SCORED_DDL)

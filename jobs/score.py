@@ -89,6 +89,11 @@ def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ())
     return supports
 
 
+# Users scored per block: the top-K bookkeeping is one Python step per (block, campaign with
+# a hit), so larger blocks cost less; [4096, campaigns] float64 scores stay a few MiB.
+CHUNK_ROWS = 4096
+
+
 def scorer(heads, campaigns: list[dict], holdout: dict[str, list[int]], chunk_rows: int):
     """The ``mapInArrow`` function: embeddings → candidates, held-out scores, histograms.
     ``heads`` is a ``model.scoring.CampaignHeads`` with a column per campaign."""
@@ -164,7 +169,7 @@ def scorer(heads, campaigns: list[dict], holdout: dict[str, list[int]], chunk_ro
 
 
 def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
-        only: Sequence[str] = (), chunk_rows: int = 512) -> dict:
+        only: Sequence[str] = (), chunk_rows: int = CHUNK_ROWS) -> dict:
     """Write ``scores/ds=<ds>`` for every campaign whose support passed; return the report."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -367,7 +372,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="only these campaigns (repeatable; default: all with a support)")
     parser.add_argument("--model", default=None,
                         help="model artifact (default: the one the embeddings were made with)")
-    parser.add_argument("--chunk-rows", type=int, default=512,
+    parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS,
                         help="users per numpy block in an executor (default: %(default)s)")
 
 
