@@ -214,6 +214,7 @@ def bench_score(users: int, dim: int, campaign_counts: list[int],
     warm = scorer(campaign_heads("prototype", 1),
                   [{"campaign_id": "warm", "keep": 10, "score_threshold": None}], {}, 512)
     frame.select("user_id", "embedding").mapInArrow(warm, SCORED_DDL).count()
+    frame.selectExpr("sum(size(features))").collect()  # the probe heads' column, read once
     for kind in heads:
         embeddings = frame.select("user_id", "embedding",
                                   *(["features"] if kind == "probe" else []))
