@@ -114,11 +114,10 @@ def run_reference(root: str, ds: dt.date) -> dict:
     import tempfile
 
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from bench.reference_encoder import encode_reference
-    from jobs.encoding.arrow import encode_table, read_files
+    from jobs.encoding.arrow import cell_order, encode_table, read_files
     from jobs.encoding.validation import partition_dates
     from jobs.typed_read import data_files
     from schemas.contracts import RAW_SOURCES
@@ -142,9 +141,7 @@ def run_reference(root: str, ds: dt.date) -> dict:
                 cells = encode_table(table, config, source, None).cells
                 t2 = time.perf_counter()
                 events = pa.concat_tables(cells).drop_columns(["dt"])
-                events = events.take(pc.sort_indices(events, sort_keys=[
-                    (c, "ascending") for c in ("user_id", "modality", "date", "hour",
-                                               "channel")]))
+                events = events.take(pa.array(cell_order(events)))
                 pq.write_table(events, f"{scratch}/part.parquet", compression="snappy")
                 t3 = time.perf_counter()
                 for name, spent in zip(phases, (t1 - t0, t2 - t1, t3 - t2)):

@@ -31,53 +31,42 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_night import Poller  # noqa: E402
 from common.workdir import PROJECT_ROOT, configure_environment  # noqa: E402
 
 BENCH = PROJECT_ROOT / ".work" / "bench"
 CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
 
 
-class PeakMemory:
+class PeakMemory(Poller):
     """Polls /proc for the peak RSS of Spark's Python workers and of the JVM."""
 
     def __init__(self):
+        super().__init__()
         self.python_mib = 0.0
         self.jvm_mib = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
+    def poll(self) -> None:
         me = os.getpid()
-        while not self._stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or int(pid) == me:
-                    continue
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
-                    continue
-                rss = next((int(line.split()[1]) / 1024 for line in status.splitlines()
-                            if line.startswith("VmRSS:")), 0.0)
-                if b"pyspark.daemon" in cmd:  # the daemon and the workers it forks
-                    self.python_mib = max(self.python_mib, rss)
-                elif b"java" in cmd and b"spark" in cmd:
-                    self.jvm_mib = max(self.jvm_mib, rss)
-            self._stop.wait(0.2)
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == me:
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            rss = next((int(line.split()[1]) / 1024 for line in status.splitlines()
+                        if line.startswith("VmRSS:")), 0.0)
+            if b"pyspark.daemon" in cmd:  # the daemon and the workers it forks
+                self.python_mib = max(self.python_mib, rss)
+            elif b"java" in cmd and b"spark" in cmd:
+                self.jvm_mib = max(self.jvm_mib, rss)
 
 
 def bench_embed(users: int, widths: tuple[str, ...]) -> None:

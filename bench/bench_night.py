@@ -40,11 +40,10 @@ CONFIG = PROJECT_ROOT / "conf" / "synthetic.yaml"
 METAPROFILE = Path(sys.executable).with_name("metaprofile")
 
 
-class TreeMemory:
-    """Peak summed RSS of a process and all its descendants, polled from /proc."""
+class Poller:
+    """Calls ``poll()`` every 0.2 s on a thread while the ``with`` block runs."""
 
-    def __init__(self, pid: int):
-        self.pid, self.peak_mib = pid, 0.0
+    def __init__(self):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,6 +54,22 @@ class TreeMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(0.2)
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+
+class TreeMemory(Poller):
+    """Peak summed RSS of a process and all its descendants, polled from /proc."""
+
+    def __init__(self, pid: int):
+        super().__init__()
+        self.pid, self.peak_mib = pid, 0.0
 
     def _tree(self) -> list[int]:
         children: dict[int, list[int]] = {}
@@ -72,18 +87,16 @@ class TreeMemory:
             frontier += children.get(pid, [])
         return tree
 
-    def _run(self):
-        while not self._stop.is_set():
-            total = 0
-            for pid in self._tree():
-                try:
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1])
-                except OSError:
-                    continue
-            self.peak_mib = max(self.peak_mib, total / 1024)
-            self._stop.wait(0.2)
+    def poll(self) -> None:
+        total = 0
+        for pid in self._tree():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        self.peak_mib = max(self.peak_mib, total / 1024)
 
 
 def stage(name: str, args: list[str], root: Path, log_dir: Path) -> dict:
