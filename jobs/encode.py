@@ -22,6 +22,12 @@ the nearest published one: it shifts the arrays to its own window and re-derives
 local dates that the earlier window lacked or whose partitions changed since
 (``--full-snapshot`` reads every partition instead).
 
+**Engines.** Steps 1 to 6 run in one of two engines with the same output. The Arrow engine
+(``jobs/encoding/arrow.py``) takes local Parquet whose raw columns are text: one task per
+landing date, no shuffle, a few Spark tasks per core (a single date runs in the driver).
+The Spark engine (``jobs/encoding/validation.py`` and ``cells.py``, column expressions and
+one shuffle by user) takes everything else, or any input with ``raw.engine: spark``.
+
 **Layout.** Outputs are keyed by the *landing* date ``dt``, the same key as the raw
 partitions. Each row is therefore read and accounted for by exactly one run, and the
 ``date`` column inside holds the event's local date. Every ``events/dt=…``,
