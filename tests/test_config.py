@@ -68,6 +68,7 @@ def test_genre_routing_is_prefix_based_and_additive(tmp_path):
      "not one of"),
     (lambda r: r["raw"].update(missing_partitions="ignore"), "raw.missing_partitions",
      "not one of"),
+    (lambda r: r["raw"].update(engine="arrow"), "raw.engine", "not one of"),
     (lambda r: r["modalities"][0]["channels"][2].update(measure="amout"),
      "modalities[0].channels[2].measure", "'amout' is not one of"),
     (lambda r: r["modalities"][0]["channels"][1].update(point_type="used"),
