@@ -1,4 +1,4 @@
-"""Benchmark: the Spark encoder against the single-process reference encoder, and the nightly run.
+"""Benchmark: the encoder's two engines and the single-process reference run, and the nightly run.
 
     .work/venv-jobs/bin/python bench/bench_encode.py                # 75,000 users, ~10.5 M raw rows
     .work/venv-jobs/bin/python bench/bench_encode.py --users 5000 --keep
@@ -22,9 +22,9 @@ present; removed at the end unless ``--keep``), then prints one line per figure:
 * (before any timing, one Python worker per core is started with the engine imported, as
   in a long-running application; the Spark engine needs none)
 * peak resident memory of the Python driver, of Spark's JVM (``VmHWM`` of its process), and
-  of the reference encoder's process.
+  of the reference run's process.
 
-Generation and the reference encoder run in their own (spawned) processes, so that each
+Generation and the reference run each run in their own (spawned) processes, so that each
 peak belongs to one workload.
 """
 from __future__ import annotations
