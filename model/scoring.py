@@ -59,7 +59,7 @@ class RelationWeights:
         With one hidden layer (the default f_θ) a pair needs only the ReLU over ``H`` values
         and the logit's dot product. They are computed per campaign over a block of
         ``PAIR_BLOCK_USERS`` users, whose ``[block, H]`` scratch stays in a core's L2
-        cache, instead of materialising ``[B, N, H]`` in memory (measured 3x faster at 100
+        cache, instead of materialising ``[B, N, H]`` in memory (measured 2.4x faster at 100
         campaigns; ``bench/bench_lookalike.py --part pairs``). Deeper heads run their
         hidden layers per pair on the materialised block.
         """

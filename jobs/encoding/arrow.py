@@ -663,8 +663,9 @@ def read_files(files: Sequence[str], source: str, landing: dt.date) -> pa.Table:
                         pa.field("input_file", pa.string())])
     pieces = []
     for path in files:
-        table = pq.read_table(path, columns=[n for n in contract.names
-                                             if n in pq.read_schema(path).names])
+        parquet = pq.ParquetFile(path)  # one open: the footer, then the columns it has
+        table = parquet.read(columns=[n for n in contract.names
+                                      if n in parquet.schema_arrow.names])
         n = table.num_rows
         pieces.append(pa.table(
             [table.column(f.name).cast(pa.string()) if f.name in table.column_names
@@ -695,8 +696,6 @@ def landing_task(task: LandingTask, config: PipelineConfig, key: bytes | None,
     Events are sorted by (user_id, modality, date, hour, channel), as the Spark engine
     writes them.
     """
-    import pyarrow.parquet as pq
-
     cells, rejects, counts = [], [], []
     for source, files in task.files.items():
         encoded = encode_table(read_files(files, source, task.dt), config, source, key, erased)
@@ -707,17 +706,16 @@ def landing_task(task: LandingTask, config: PipelineConfig, key: bytes | None,
     events = pa.concat_tables(cells).drop_columns(["dt"]) if cells else None
     if events is not None and events.num_rows:
         events = events.take(pa.array(cell_order(events)))
-        _write(pq, events, f"{events_dir}/dt={task.dt.isoformat()}", name)
+        _write(events, f"{events_dir}/dt={task.dt.isoformat()}", name)
     quarantined = pa.concat_tables(rejects).drop_columns(["dt"]) if rejects else None
     if quarantined is not None and quarantined.num_rows:
-        _write(pq, quarantined, f"{rejects_dir}/dt={task.dt.isoformat()}", name)
+        _write(quarantined, f"{rejects_dir}/dt={task.dt.isoformat()}", name)
     return counts
 
 
 def cell_order(events: pa.Table) -> np.ndarray:
     """The order of (user_id, modality, date, hour, channel): strings ranked once per
-    distinct value, then one integer lexsort (a string sort of every cell measured 9 s of
-    a full year's 40 s in one process)."""
+    distinct value, then one integer lexsort, instead of comparing strings per cell."""
     keys = []
     for name in ("channel", "hour", "date", "modality", "user_id"):
         column = _array(events.column(name))
@@ -730,7 +728,9 @@ def cell_order(events: pa.Table) -> np.ndarray:
     return np.lexsort(keys)
 
 
-def _write(pq, table: pa.Table, folder: str, name: str) -> None:
+def _write(table: pa.Table, folder: str, name: str) -> None:
+    import pyarrow.parquet as pq
+
     os.makedirs(folder, exist_ok=True)
     pq.write_table(table, os.path.join(folder, name), compression="snappy")
 
