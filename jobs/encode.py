@@ -69,7 +69,7 @@ from jobs.encoding.validation import (
     window_dates,
 )
 from jobs.runner import Job, JobContext, UsageError
-from jobs.spark import erased_flag, union_all
+from jobs.spark import erased_flag, publisher_for, session_of, union_all
 from jobs.typed_read import InputTypeError, check_local_inputs
 from schemas.config import PipelineConfig
 from schemas.contracts import RAW_SOURCES
@@ -107,12 +107,16 @@ def account(per_date: dict, source: str, counts: Iterable) -> None:
 
 def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
         snapshot: bool = True, incremental_snapshot: bool = True) -> dict:
-    """Encode the landing partitions for ``ds`` and assemble its snapshot; return the report."""
+    """Encode the landing partitions for ``ds`` and assemble its snapshot; return the report.
+
+    ``spark`` is a session, or a function that starts one: a nightly run on local storage,
+    with the Arrow engine and an Arrow snapshot update, never calls it (no JVM).
+    """
     started = time.perf_counter()
     key = load_pseudonym_key(config.pseudonymisation)
     erased = erasures.digests(config)
     dates = partition_dates(config, ds, full)
-    publisher = Publisher(spark)
+    publisher = publisher_for(spark, config)
     events_uri, rejects_uri = config.storage.uri("events"), config.storage.uri("rejects")
     per_date: dict[str, dict] = {d.isoformat(): {} for d in dates}
     landed = {source: existing_paths(publisher, landing_partitions(
@@ -147,7 +151,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, full: bool = False,
             counts, write_events = _encode_arrow(spark, config, landed, key, erased,
                                                  events_staging, rejects_staging), None
         else:
-            counts, write_events = _encode_spark(spark, config, landed, key, erased,
+            counts, write_events = _encode_spark(session_of(spark), config, landed, key, erased,
                                                  rejects_staging, cached)
         for source, rows in counts.items():
             account(per_date, source, rows)
@@ -201,7 +205,7 @@ def _encode_arrow(spark, config: PipelineConfig, landed: dict, key, erased: list
         rows = arrow.landing_task(tasks[0], config, key, frozenset(erased), events_dir,
                                   rejects_dir)
     else:
-        rows = _arrow_tasks(spark, tasks, config, key, erased, events_dir, rejects_dir)
+        rows = _arrow_tasks(session_of(spark), tasks, config, key, erased, events_dir, rejects_dir)
     counts: dict[str, list] = {}
     for row in rows:
         counts.setdefault(row["source"], []).append(row)
@@ -340,8 +344,8 @@ def _run(job: JobContext) -> dict:
         raise UsageError("--full and --snapshot-only exclude each other")
     if args.snapshot_only:
         return {"ds": job.ds.isoformat(), "snapshot": build_snapshot(
-            job.spark, job.config, job.ds, incremental=args.incremental_snapshot)}
-    return run(job.spark, job.config, job.ds, full=args.full, snapshot=args.snapshot,
+            lambda: job.spark, job.config, job.ds, incremental=args.incremental_snapshot)}
+    return run(lambda: job.spark, job.config, job.ds, full=args.full, snapshot=args.snapshot,
                incremental_snapshot=args.incremental_snapshot)
 
 

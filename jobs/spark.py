@@ -46,6 +46,24 @@ def build_session(app_name: str, master: str | None = None,
     return session
 
 
+def session_of(spark):
+    """``spark``, a session or a function that starts one on first use (a job's
+    ``lambda: job.spark``), as a session: the way a stage that may not need Spark at all
+    takes its session."""
+    return spark() if callable(spark) else spark
+
+
+def publisher_for(spark, config):
+    """A run's :class:`common.publish.Publisher`: where every dataset of ``config`` is on
+    local storage it needs no session (``spark`` is not started); otherwise non-local URIs go
+    through the session's Hadoop filesystem."""
+    from common import storage
+    from common.publish import Publisher
+
+    local = all(storage.is_local(uri) for uri in config.storage.paths.values())
+    return Publisher(None if local else session_of(spark))
+
+
 def _submitted() -> bool:
     """True when running under spark-submit, which already chose the master."""
     return "PYSPARK_GATEWAY_PORT" in os.environ

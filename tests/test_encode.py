@@ -435,7 +435,7 @@ def test_nightly_snapshots_update_the_previous_one_and_equal_a_full_assembly(spa
     assert modes == ["full"] + ["incremental"] * 7
     last = snapshot_manifest(config, "2026-04-08")["assembly"]
     # the day before also had partition dt=04-08 as a neighbour, which did not exist yet
-    assert last == {"mode": "incremental", "base_ds": "2026-04-07",
+    assert last == {"mode": "incremental", "engine": "arrow", "base_ds": "2026-04-07",
                     "dates_rederived": ["2026-04-07", "2026-04-08"],
                     "event_partitions_read": 3}  # dt=04-06 .. 04-08
     users = {user for user, _ in snapshot_of(spark, config, "2026-04-08")}

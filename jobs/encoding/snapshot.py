@@ -10,8 +10,9 @@ import logging
 import time
 from typing import Iterable, Sequence
 
-from common import catalog
+from common import catalog, storage
 from common.publish import Publisher
+from jobs.encoding import snapshot_arrow
 from jobs.encoding.validation import (
     EncodeError,
     check_missing,
@@ -187,6 +188,17 @@ def update_snapshot(base, base_start: dt.date, events, config: PipelineConfig, d
     return snapshot_rows(merged)
 
 
+def _write_spark(spark, snapshot, staging: str) -> dict[str, dict[str, int]]:
+    """Write a snapshot frame into ``staging``; per modality, its users and cells."""
+    from pyspark.sql import functions as F
+
+    snapshot.write.mode("overwrite").parquet(staging)
+    summary = (spark.read.parquet(staging).groupBy("modality")
+               .agg(F.count(F.lit(1)).alias("users"), F.sum(F.size("day")).alias("cells"))
+               .collect())
+    return {r["modality"]: {"users": r["users"], "cells": int(r["cells"])} for r in summary}
+
+
 def find_base(publisher: "Publisher", snapshots_uri: str, ds: dt.date, window_days: int,
               fingerprints: dict[str, str]) -> tuple[str, dict, list[dt.date]] | None:
     """The published snapshot nearest to ``ds`` that the snapshot at ``ds`` can be updated from.
@@ -221,6 +233,42 @@ def find_base(publisher: "Publisher", snapshots_uri: str, ds: dt.date, window_da
     return None
 
 
+def arrow_usable(config: PipelineConfig) -> str | None:
+    """Why the update cannot run in Arrow (``snapshot_arrow``), or None when it can:
+    ``raw.engine`` is ``auto`` and the events and snapshots are on local storage."""
+    if config.raw.engine != "auto":
+        return f"raw.engine is {config.raw.engine!r}"
+    for key in ("events", "snapshots"):
+        if not storage.is_local(config.storage.uri(key)):
+            return f"storage.{key} is not local"
+    return None
+
+
+def _update_in_arrow(config: PipelineConfig, ds: dt.date, base_uri: str, base_manifest: dict,
+                     redo: Sequence[dt.date], needed: Sequence[str], staging: str
+                     ) -> dict | None:
+    """The incremental update in one process (``snapshot_arrow``), written into ``staging``;
+    its per-modality summary, or None when Spark must do it (the folder is then removed)."""
+    import shutil
+
+    from jobs.typed_read import data_files
+
+    events_uri = config.storage.uri("events")
+    update = snapshot_arrow.Update(
+        base_start=dt.date.fromisoformat(base_manifest["window_start"]),
+        start=config.window.start(ds), window_days=config.window.days, redo=redo)
+    event_files = [f for path in landing_partitions(events_uri, map(dt.date.fromisoformat,
+                                                                     needed))
+                   for f in data_files(path)]
+    folder = storage.local_path(staging)
+    try:
+        return snapshot_arrow.write_update(data_files(base_uri), event_files, update, folder)
+    except snapshot_arrow.NeedsSpark as exc:
+        log.info("snapshot %s: updated in Spark instead of Arrow (%s)", ds, exc)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+
 def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
                    publisher: Publisher | None = None, incremental: bool = True) -> dict:
     """Assemble and publish ``snapshots/ds=<ds>`` from the daily event partitions.
@@ -228,11 +276,12 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
     With ``incremental`` (the default), the nearest published snapshot is updated instead:
     only the dates it cannot supply are re-derived from the daily partitions (see
     ``find_base``). Without one, or with ``incremental=False``, every partition of the window
-    is read.
+    is read. The update runs in Arrow, without Spark, where :func:`arrow_usable` allows;
+    ``spark`` may be a function that starts the session, called only when Spark is needed.
     """
-    from pyspark.sql import functions as F
+    from jobs.spark import publisher_for, session_of
 
-    publisher = publisher or Publisher(spark)
+    publisher = publisher or publisher_for(spark, config)
     started = time.perf_counter()
     events_uri, snapshots_uri = config.storage.uri("events"), config.storage.uri("snapshots")
     start = config.window.start(ds)
@@ -247,45 +296,53 @@ def build_snapshot(spark, config: PipelineConfig, ds: dt.date,
     ddl = spark_ddl(SPARSE_EVENTS)
 
     def events_of(dts: Sequence[str]):
+        session = session_of(spark)
         if not dts:
-            return spark.createDataFrame([], ddl)
-        return (spark.read.schema(ddl).option("basePath", events_uri)
+            return session.createDataFrame([], ddl)
+        return (session.read.schema(ddl).option("basePath", events_uri)
                 .parquet(*landing_partitions(events_uri, map(dt.date.fromisoformat, dts))))
 
     base = find_base(publisher, snapshots_uri, ds, config.window.days, fingerprints) \
         if incremental else None
-    if base is None:
-        log.info("snapshot %s: assembling from %d event partitions", ds, len(fingerprints))
-        snapshot = assemble_snapshot(events_of(sorted(fingerprints)), config, ds)
-        assembly = {"mode": "full", "event_partitions_read": len(fingerprints)}
-    else:
-        base_uri, base_manifest, redo = base
-        needed = sorted({(d + dt.timedelta(days=k)).isoformat() for d in redo for k in (-1, 0, 1)}
-                        & set(fingerprints))
-        base_cells = sum(m["cells"] for m in base_manifest["modalities"].values())
-        estimate = CELL_BYTES * base_cells * len(redo) / base_manifest["window_days"]
-        log.info("snapshot %s: updating the snapshot of %s; re-deriving %d date(s) from %d "
-                 "event partition(s)", ds, base_manifest["ds"], len(redo), len(needed))
-        snapshot = update_snapshot(
-            spark.read.schema(spark_ddl(SNAPSHOT)).parquet(base_uri),
-            dt.date.fromisoformat(base_manifest["window_start"]), events_of(needed), config, ds,
-            redo, broadcast=estimate <= BROADCAST_DELTA_BYTES)
-        assembly = {"mode": "incremental", "base_ds": base_manifest["ds"],
-                    "dates_rederived": [d.isoformat() for d in redo],
-                    "event_partitions_read": len(needed)}
     final = catalog.daily_path(snapshots_uri, ds)
     staging = publisher.staging(final)
     try:
-        snapshot.write.mode("overwrite").parquet(staging)
-        summary = (spark.read.parquet(staging).groupBy("modality")
-                   .agg(F.count(F.lit(1)).alias("users"), F.sum(F.size("day")).alias("cells"))
-                   .collect())
+        summary, assembly = None, {}
+        if base is None:
+            log.info("snapshot %s: assembling from %d event partitions", ds, len(fingerprints))
+            snapshot = assemble_snapshot(events_of(sorted(fingerprints)), config, ds)
+            assembly = {"mode": "full", "event_partitions_read": len(fingerprints)}
+        else:
+            base_uri, base_manifest, redo = base
+            needed = sorted({(d + dt.timedelta(days=k)).isoformat()
+                             for d in redo for k in (-1, 0, 1)} & set(fingerprints))
+            log.info("snapshot %s: updating the snapshot of %s; re-deriving %d date(s) from %d "
+                     "event partition(s)", ds, base_manifest["ds"], len(redo), len(needed))
+            assembly = {"mode": "incremental", "base_ds": base_manifest["ds"],
+                        "dates_rederived": [d.isoformat() for d in redo],
+                        "event_partitions_read": len(needed)}
+            why_not = arrow_usable(config)
+            if why_not is None:
+                summary = _update_in_arrow(config, ds, base_uri, base_manifest, redo, needed,
+                                           staging)
+            else:
+                log.info("snapshot %s: updated in Spark (%s)", ds, why_not)
+            assembly["engine"] = "spark" if summary is None else "arrow"
+            if summary is None:
+                base_cells = sum(m["cells"] for m in base_manifest["modalities"].values())
+                estimate = CELL_BYTES * base_cells * len(redo) / base_manifest["window_days"]
+                snapshot = update_snapshot(
+                    session_of(spark).read.schema(spark_ddl(SNAPSHOT)).parquet(base_uri),
+                    dt.date.fromisoformat(base_manifest["window_start"]),
+                    events_of(needed), config, ds, redo,
+                    broadcast=estimate <= BROADCAST_DELTA_BYTES)
+        if summary is None:
+            summary = _write_spark(session_of(spark), snapshot, staging)
         manifest = {"format": FINGERPRINTED_SINCE, "ds": ds.isoformat(),
                     "window_start": start.isoformat(), "window_days": config.window.days,
                     "event_partitions": len(fingerprints),
                     "missing_event_partitions": missing,
-                    "modalities": {r["modality"]: {"users": r["users"], "cells": int(r["cells"])}
-                                   for r in summary},
+                    "modalities": summary,
                     "assembly": assembly, "event_fingerprints": fingerprints}
         publisher.write_text(f"{staging}/_manifest.json", json.dumps(manifest, indent=2))
         publisher.publish(staging, final)
