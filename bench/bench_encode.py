@@ -17,8 +17,9 @@ present; removed at the end unless ``--keep``), then prints one line per figure:
   three give the same cells and accounting;
 * the nightly run for the next date (one landing date + the snapshot of its window, which
   updates the full run's snapshot) as a share of the full encode + snapshot: once in the
-  benchmark's warm Spark session, and once as a scheduler runs it, ``jobs/encode.py`` in a
-  fresh process that starts its own JVM;
+  benchmark's warm Spark session, then twice as a scheduler runs it, timed from outside a
+  fresh process: ``python jobs/encode.py`` (which starts a JVM only if a step needs Spark)
+  and ``spark-submit jobs/encode.py`` (as the DAG runs it);
 * (before any timing, one Python worker per core is started with the engine imported, as
   in a long-running application; the Spark engine needs none)
 * peak resident memory of the Python driver, of Spark's JVM (``VmHWM`` of its process), and
@@ -90,22 +91,32 @@ def generate_data(root: str, users: int) -> dict:
             "rows": sum(c["rows_written"] for c in report["sources"].values())}
 
 
-def run_nightly_cold(root: str, ds: dt.date, master: str) -> dict:
-    """The nightly run as a scheduler starts it: a new process, a new JVM."""
-    import contextlib
-    import io
+def run_nightly_cold(root: str, ds: dt.date, master: str, submit: bool) -> dict:
+    """The nightly run as a scheduler starts it, timed from outside the new process:
+    ``python jobs/encode.py`` (as ``metaprofile encode``: Python first, and a JVM only if a
+    step needs Spark), or ``spark-submit jobs/encode.py`` (as the DAG runs it: the JVM first,
+    always)."""
     import json
+    import subprocess
 
-    from jobs import encode
-
+    venv = Path(sys.executable).parent
+    launcher = [str(venv / "spark-submit"), "--master", master] if submit \
+        else [sys.executable]
+    command = [*launcher, str(PROJECT_ROOT / "jobs" / "encode.py"), "--config", str(CONFIG),
+               "--ds", ds.isoformat(), *(a for o in overrides(root) for a in ("--set", o))]
+    if not submit:
+        command += ["--master", master]
     started = time.perf_counter()
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = encode.main(["--config", str(CONFIG), "--ds", ds.isoformat(), "--master", master,
-                          *(arg for o in overrides(root) for arg in ("--set", o))])
-    if rc != 0:
-        raise RuntimeError(f"jobs/encode.py --ds {ds} exited {rc}")
-    return {"seconds": time.perf_counter() - started, "report": json.loads(out.getvalue())}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} ... exited {result.returncode}: "
+                           f"{result.stderr[-2000:]}")
+    # the report is the JSON object that opens stdout; what a child process prints after it
+    # (Spark's shutdown lines, for one) is not part of it
+    start = result.stdout.find("{")
+    report, _ = json.JSONDecoder().raw_decode(result.stdout, start)
+    return {"seconds": seconds, "report": report}
 
 
 def run_reference(root: str, ds: dt.date) -> dict:
@@ -303,16 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"nightly run (ds={nightly_ds}: 1 landing date + snapshot), warm session: "
           f"{nightly_s:.1f} s = {100 * nightly_s / full_s:.1f}% of full encode + snapshot "
           f"({full_s:.1f} s); encode {nightly['encode_seconds']:.1f} s, snapshot "
-          f"{nightly['snapshot']['seconds']:.1f} s ({assembly['mode']}"
-          + (f" from ds={assembly['base_ds']}, {len(assembly['dates_rederived'])} dates "
+          f"{nightly['snapshot']['seconds']:.1f} s ({assembly['mode']}, "
+          f"{assembly.get('engine', 'spark')}"
+          + (f", from ds={assembly['base_ds']}, {len(assembly['dates_rederived'])} dates "
              f"re-derived from {assembly['event_partitions_read']} partitions)"
              if assembly["mode"] == "incremental" else ")"))
-    cold = in_child(run_nightly_cold, str(root), nightly_ds, args.master)
-    print(f"nightly run, fresh process (new JVM, as spark-submit runs it): "
-          f"{cold['seconds']:.1f} s = {100 * cold['seconds'] / full_s:.1f}% of full encode + "
-          f"snapshot; encode {cold['report']['encode_seconds']:.1f} s, snapshot "
-          f"{cold['report']['snapshot']['seconds']:.1f} s "
-          f"({cold['report']['snapshot']['assembly']['mode']})")
+    for submit, how in ((False, "python jobs/encode.py, a JVM only if a step needs Spark"),
+                        (True, "spark-submit jobs/encode.py, as the DAG runs it")):
+        cold = run_nightly_cold(str(root), nightly_ds, args.master, submit)
+        snap = cold["report"]["snapshot"]
+        print(f"nightly run, fresh process ({how}): {cold['seconds']:.1f} s = "
+              f"{100 * cold['seconds'] / full_s:.1f}% of full encode + snapshot; encode "
+              f"{cold['report']['encode_seconds']:.1f} s ({cold['report']['engine']} engine), "
+              f"snapshot {snap['seconds']:.1f} s ({snap['assembly']['mode']}, "
+              f"{snap['assembly'].get('engine', 'spark')})")
     print(f"peak memory: driver python RSS {driver_mib:,.0f} MiB; Spark JVM (pid {jvm_pid}) "
           f"VmHWM {jvm_full_mib:,.0f} MiB after full encode + snapshot, {jvm_mib:,.0f} MiB "
           f"after the nightly run; reference process RSS {reference['peak_rss_mib']:,.0f} MiB")
