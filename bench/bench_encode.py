@@ -97,6 +97,7 @@ def run_nightly_cold(root: str, ds: dt.date, master: str, submit: bool) -> dict:
     step needs Spark), or ``spark-submit jobs/encode.py`` (as the DAG runs it: the JVM first,
     always)."""
     import json
+    import re
     import subprocess
 
     venv = Path(sys.executable).parent
@@ -112,10 +113,13 @@ def run_nightly_cold(root: str, ds: dt.date, master: str, submit: bool) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} ... exited {result.returncode}: "
                            f"{result.stderr[-2000:]}")
-    # the report is the JSON object that opens stdout; what a child process prints after it
-    # (Spark's shutdown lines, for one) is not part of it
-    start = result.stdout.find("{")
-    report, _ = json.JSONDecoder().raw_decode(result.stdout, start)
+    # the report is the indented JSON object whose first line is "{". Under spark-submit the
+    # job's log lines share stdout with it (Spark's PythonRunner merges the driver's stderr
+    # into stdout), and some of them hold JSON too.
+    opening = re.search(r"^\{$", result.stdout, re.MULTILINE)
+    if opening is None:
+        raise RuntimeError(f"no JSON report in the output of {' '.join(command[:3])} ...")
+    report, _ = json.JSONDecoder().raw_decode(result.stdout, opening.start())
     return {"seconds": seconds, "report": report}
 
 

@@ -20,7 +20,10 @@ partitions into per-user, per-modality relative arrays, plus the paper's text fo
 snapshot's manifest fingerprints every event partition it used. The next snapshot updates
 the nearest published one: it shifts the arrays to its own window and re-derives only the
 local dates that the earlier window lacked or whose partitions changed since
-(``--full-snapshot`` reads every partition instead).
+(``--full-snapshot`` reads every partition instead). On local storage with ``raw.engine:
+auto`` that update runs in numpy and pyarrow (``jobs/encoding/snapshot_arrow.py``), so a
+nightly run outside spark-submit starts no JVM: the session is started only when a step
+needs it.
 
 **Engines.** Steps 1 to 6 run in one of two engines with the same output. The Arrow engine
 (``jobs/encoding/arrow.py``) takes local Parquet whose raw columns are text: one task per

@@ -83,7 +83,8 @@ class RawConfig:
     day_hour: int = 12
     # 'auto': jobs/encode.py encodes local Parquet whose raw columns are text with the Arrow
     # engine (one Spark task per landing date, no shuffle), anything else with the Spark
-    # engine; 'spark': always the Spark engine. Both give the same cells and accounting.
+    # engine, and updates a snapshot on local storage in Arrow (jobs/encoding/snapshot_arrow.py);
+    # 'spark': always the Spark engine and a Spark snapshot. Both give the same output.
     engine: str = "auto"
 
 
