@@ -49,15 +49,46 @@ def aggregate_feature_names(spec: InputSpec) -> list[str]:
     return names
 
 
-def aggregate_features(batch: dict, spec: InputSpec) -> np.ndarray:
-    """Classic DMP features ``[B, F]`` in :func:`aggregate_feature_names` order."""
+def heatmap_totals(heatmap) -> tuple[np.ndarray, np.ndarray]:
+    """A dense heatmap batch ``[B, D, 24, C]`` → its channel totals ``[B, C]`` and its
+    hour-of-day totals ``[B, 24]``, float64."""
+    # One pass over the dense heatmap, summed in float64 without a float64 copy of it (the
+    # copy and two passes cost as much as the profile network at the demo width).
+    by_hour = np.asarray(heatmap).sum(axis=1, dtype=np.float64)  # [B, 24, C]
+    return by_hour.sum(axis=1), by_hour.sum(axis=2)
+
+
+def sparse_heatmap_totals(owners: np.ndarray, cells: np.ndarray, values: np.ndarray,
+                          rows: int, shape: tuple[int, int, int]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`heatmap_totals` from a batch's sparse cells, without the dense heatmap:
+    ``owners[i]`` is the row of cell ``i``, ``cells[i]`` its flat index
+    ``(day·24 + hour)·C + channel``, ``values[i]`` its transformed value."""
+    _, hours, channels = shape
+    owners = np.asarray(owners, np.int64)
+    cells = np.asarray(cells, np.int64)
+    weights = np.asarray(values, np.float64)
+    by_channel = np.bincount(owners * channels + cells % channels, weights,
+                             minlength=rows * channels)  # [B * C]
+    by_hour = np.bincount(owners * hours + (cells // channels) % hours, weights,
+                          minlength=rows * hours)  # [B * 24]
+    return by_channel.reshape(rows, channels), by_hour.reshape(rows, hours)
+
+
+def aggregate_features(batch: dict, spec: InputSpec,
+                       totals: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+                       ) -> np.ndarray:
+    """Classic DMP features ``[B, F]`` in :func:`aggregate_feature_names` order.
+
+    ``totals`` gives, per heatmap key, its (channel, hour-of-day) totals where the caller
+    has them from the sparse cells (:func:`sparse_heatmap_totals`: the nightly embedding);
+    otherwise they are summed from the batch's dense heatmaps.
+    """
     parts = []
     for key in spec.heatmap_keys:
-        # One pass over the dense heatmap, summed in float64 without a float64 copy of it
-        # (the copy and two passes cost as much as the profile network at the demo width).
-        by_hour = np.asarray(batch[key]).sum(axis=1, dtype=np.float64)  # [B, 24, C]
-        parts.append(signed_log1p(by_hour.sum(axis=1)))  # [B, C]
-        parts.append(signed_log1p(by_hour.sum(axis=2)))  # [B, 24]
+        by_channel, by_hour = (totals or {}).get(key) or heatmap_totals(batch[key])
+        parts.append(signed_log1p(by_channel))  # [B, C]
+        parts.append(signed_log1p(by_hour))  # [B, 24]
     if spec.numeric:
         parts.append(np.asarray(batch["demo/numeric"], dtype=np.float64))  # [B, F]
         parts.append(np.asarray(batch["demo/numeric_missing"], dtype=np.float64))  # [B, F]

@@ -19,23 +19,49 @@ from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import column_index_key, column_value_key, heatmap_key
 
 
-def densify_column(index: pa.ListArray, values: pa.ListArray, shape: tuple[int, int, int],
-                   transform: str) -> np.ndarray:
-    """One modality of a batch: list columns of flat cells → ``[B, D, 24, C]`` float32."""
+def sparse_cells(index: pa.ListArray, values: pa.ListArray, transform: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One modality's list columns → the row of each cell, its flat index and its
+    transformed float32 value."""
     flat = index.flatten().to_numpy(zero_copy_only=False)
     owners = pc.list_parent_indices(index).to_numpy(zero_copy_only=False)
     stored = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return densify(owners, flat, transform_values(stored, transform), len(index), shape)
+    return owners, flat, transform_values(stored, transform)
+
+
+def densify_column(index: pa.ListArray, values: pa.ListArray, shape: tuple[int, int, int],
+                   transform: str) -> np.ndarray:
+    """One modality of a batch: list columns of flat cells → ``[B, D, 24, C]`` float32."""
+    owners, flat, transformed = sparse_cells(index, values, transform)
+    return densify(owners, flat, transformed, len(index), shape)
+
+
+def _columns(batch: pa.RecordBatch | pa.Table) -> dict[str, pa.Array]:
+    columns = {name: batch.column(batch.schema.get_field_index(name))
+               for name in batch.schema.names}
+    return {name: column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            for name, column in columns.items()}
+
+
+def cell_totals(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: str
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per heatmap key, the rows' channel and hour-of-day totals, summed from the sparse
+    cells (``model.baselines.sparse_heatmap_totals``): what ``aggregate_features`` would sum
+    from the dense heatmaps, at a fraction of the cost (measured in bench/bench_lookalike.py's
+    embed part)."""
+    from model.baselines import sparse_heatmap_totals
+
+    columns = _columns(batch)
+    return {heatmap_key(name): sparse_heatmap_totals(
+                *sparse_cells(columns[column_index_key(name)], columns[column_value_key(name)],
+                              transform), batch.num_rows, spec.heatmap_shape(name))
+            for name, _ in spec.modalities}
 
 
 def dense_batch(batch: pa.RecordBatch | pa.Table, spec: InputSpec, transform: str,
                 normalisation: dict, vocabularies: dict[str, list[str]]) -> dict:
     """The schemas/input_spec.py batch dict (features only) for the rows of ``batch``."""
-    columns = {name: batch.column(batch.schema.get_field_index(name))
-               for name in batch.schema.names}
-    for name in columns:
-        if isinstance(columns[name], pa.ChunkedArray):
-            columns[name] = columns[name].combine_chunks()
+    columns = _columns(batch)
     out = {}
     for name, _ in spec.modalities:
         out[heatmap_key(name)] = densify_column(columns[column_index_key(name)],
@@ -93,13 +119,15 @@ class EmbeddingWorker:
 
     def embed(self, batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
         """g_θ's embeddings ``[B, E]`` and the aggregate features ``[B, F]`` of the rows
-        (``model.baselines.aggregate_features``, which the probe head reads beside them)."""
+        (``model.baselines.aggregate_features``, which the probe head reads beside them; its
+        heatmap totals come from the sparse cells)."""
         from model.baselines import aggregate_features
         from model.network import select_inputs
         dense = dense_batch(batch, self.spec, self.transform, self.normalisation,
                             self.vocabularies)
         vectors = self.profile(select_inputs(dense, self.spec))  # [B, E]
-        return vectors, aggregate_features(dense, self.spec).astype(np.float32)  # [B, F]
+        totals = cell_totals(batch, self.spec, self.transform)  # not from the dense heatmaps
+        return vectors, aggregate_features(dense, self.spec, totals).astype(np.float32)
 
 
 def load_worker(model_path: str, spec: dict, transform: str,

@@ -150,6 +150,23 @@ def test_aggregate_features_are_channel_and_hour_totals_and_one_hot_categories()
     assert features[:, gender].tolist() == [[0, 0, 1, 0], [1, 0, 0, 0]]
 
 
+def test_sparse_cell_totals_equal_the_dense_heatmaps_totals():
+    from common.features import densify
+    rng = np.random.default_rng(5)
+    rows, shape = 7, (5, 24, 3)
+    size = shape[0] * shape[1] * shape[2]
+    owners = np.sort(rng.integers(0, rows - 1, 300))  # the last row has no cell
+    cells = rng.integers(0, size, 300)  # some repeat within a row: they add up
+    values = rng.normal(size=300).astype(np.float32)
+    dense = densify(owners, cells, values, rows, shape)
+    by_channel, by_hour = bl.sparse_heatmap_totals(owners, cells, values, rows, shape)
+    dense_channel, dense_hour = bl.heatmap_totals(dense)
+    np.testing.assert_allclose(by_channel, dense_channel, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(by_hour, dense_hour, rtol=1e-5, atol=1e-5)
+    assert by_channel.shape == (rows, 3) and by_hour.shape == (rows, 24)
+    assert not by_channel[-1].any() and not by_hour[-1].any()
+
+
 def test_probe_uses_the_embedding_beside_the_aggregates():
     rng = np.random.default_rng(2)
     labels = (rng.random(200) < 0.3).astype(np.int8)
