@@ -185,6 +185,14 @@ def test_numpy_and_tensorflow_forms_of_the_features_agree():
     assert ours[1].reshape(-1)[0] == np.float32(-np.log1p(4.0))  # the sign is kept
     with pytest.raises(ValueError, match="outside 0..143"):
         features.densify(owners, np.array([0, 0, 0, 144]), values, 2, shape)
+    # cells in increasing (row, index) order take the plain assignment; the same heatmap
+    ordered = features.densify(owners, np.array([5, 6, 0, 143]), values, 2, shape)
+    assert ordered.reshape(2, -1)[[0, 0, 1, 1], [5, 6, 0, 143]].tolist() == values.tolist()
+    assert ordered.sum() == values.sum()
+    # a repeat that is not next to its twin (row 0, cell 5 twice, another cell between)
+    apart = features.densify(np.array([0, 0, 0]), np.array([5, 7, 5]),
+                             np.array([1.0, 2.0, 3.0], np.float32), 1, shape)
+    assert apart.reshape(-1)[5] == 4.0 and apart.reshape(-1)[7] == 2.0
     raw = np.array([[1.0, np.nan], [3.0, 4.0]])
     ours = features.standardise(raw, [2.0, 4.0], [1.0, 2.0])
     theirs = [t.numpy() for t in features.standardise_tf(tf.constant(raw, tf.float32),
