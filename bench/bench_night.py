@@ -227,9 +227,11 @@ def summary(name: str, report: dict) -> str:
                 f"({snapshot.get('assembly', {}).get('mode', '?')})")
     if name == "embed":
         return f"{report.get('users', 0):,} users, {report.get('users_per_second', 0):,.0f} users/s"
-    keys = ("campaigns", "scored", "exported", "segments", "seconds")
-    return json.dumps({k: report[k] for k in keys if k in report and not isinstance(
-        report[k], (dict, list))}) or json.dumps(report)[:160]
+    keys = ("campaigns", "users", "exported", "failed", "failed_campaigns", "seconds")
+    # a list or a mapping (campaigns by id, say) is shown by its length
+    shown = {k: len(report[k]) if isinstance(report[k], (dict, list)) else report[k]
+             for k in keys if k in report}
+    return json.dumps(shown) if shown else json.dumps(report)[:160]
 
 
 if __name__ == "__main__":

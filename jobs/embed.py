@@ -7,7 +7,10 @@
 **Spark engine (default).** The users are the heatmaps job's: everyone in the snapshot or the
 demographics, joined the same way (``jobs/heatmaps.py``). Executors receive Arrow batches
 through ``mapInArrow``, load the model once per Python worker, densify the sparse cells in
-the worker (``model/embedding.py``: same transforms as the input pipeline) and run g_θ.
+the worker (``model/embedding.py``: same transforms as the input pipeline; the aggregate
+features' totals come from the sparse cells, not the dense heatmaps) and run g_θ. Each task
+prints one progress line when it finishes (its users, seconds and users/s) on the worker's
+stderr.
 
 **TF engine.** Reads the heatmap TFRecords of the same ``ds`` through ``model/inputs.py``
 (every split) and embeds with the same model, for a GPU host; the output is the same table.
@@ -92,19 +95,34 @@ def embed_batches(model_path: str, config: PipelineConfig, normalisation: dict,
         import pyarrow as pa
 
         from model.embedding import load_worker
+        began = time.perf_counter()
         limit_tf_threads()
         worker = load_worker(model_path, spec, transform, vocabularies, normalisation)
+        users = 0
         for batch in batches:
             for start in range(0, batch.num_rows, batch_rows):
                 chunk = batch.slice(start, batch_rows)
                 vectors, features = worker.embed(chunk)  # [b, E], [b, F]
+                users += chunk.num_rows
                 yield pa.RecordBatch.from_arrays(
                     [chunk.column(chunk.schema.get_field_index("user_id")),
                      float_lists(vectors), float_lists(features),
                      pa.repeat(pa.scalar(worker.version, pa.string()), chunk.num_rows)],
                     names=["user_id", "embedding", "features", "model_version"])
+        report_task(users, time.perf_counter() - began)
 
     return apply
+
+
+def report_task(users: int, seconds: float) -> None:
+    """One progress line per finished task on the worker's stderr (the driver's console on
+    ``local[*]``, the executor's log on a cluster): a long embedding shows it is moving."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    task = f"partition {context.partitionId()}" if context is not None else "batches"
+    print(f"metaprofile embed: {task}: {users:,} users embedded in {seconds:.1f} s "
+          f"({users / max(seconds, 1e-9):,.0f} users/s)", file=sys.stderr, flush=True)
 
 
 def limit_tf_threads() -> None:
@@ -166,7 +184,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     final = catalog.partition(config, "embeddings", ds)
     staging = publisher.staging(final)
     try:
-        log.info("embedding the users of %s with model %s", ds, info["version"])
+        log.info("embedding the users of %s with model %s in %d Spark tasks (each logs "
+                 "its users when it finishes)", ds, info["version"], partitions)
         embedded.sortWithinPartitions("user_id").write.mode("overwrite").parquet(staging)
         users = spark.read.parquet(staging).select(F.count(F.lit(1)).alias("n")).first()["n"]
         manifest = EmbeddingsManifest(
