@@ -12,7 +12,7 @@ from test_encode import config_for, purchase, snapshot_of, write_raw
 
 from jobs import encode
 from jobs.encoding import snapshot_arrow
-from jobs.encoding.snapshot import build_snapshot, update_snapshot
+from jobs.encoding.snapshot import update_snapshot
 from jobs.typed_read import data_files
 from metaprofile.datasets.synthetic import GeneratorOptions, generate
 from schemas.contracts import SNAPSHOT, SPARSE_EVENTS, spark_ddl
