@@ -304,17 +304,42 @@ def write_update(base_files: Sequence[str], event_files: Sequence[str], update: 
     users and cells. Raises :class:`NeedsSpark` when a value has no text here (a fresh one
     before anything is written; one of a base row whose text did not match its arrays, while
     writing: the caller discards the folder)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow.parquet as pq
 
     fresh = fresh_cells(read_events(event_files), update.start, update.redo)
     summary: dict[str, dict[str, int]] = {}
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"part-{uuid.uuid4().hex}.snappy.parquet")
-    with pq.ParquetWriter(path, SNAPSHOT, compression="snappy") as writer:
-        for batch in updated_batches(base_batches(base_files), fresh, update):
-            writer.write_batch(batch)
-            m = batch.column("modality")[0].as_py()
-            entry = summary.setdefault(m, {"users": 0, "cells": 0})
-            entry["users"] += batch.num_rows
-            entry["cells"] += int(pc.sum(pc.list_value_length(batch.column("day"))).as_py())
+    # Reading the next base batch and writing the last result run in threads beside the
+    # update of the current batch (Parquet's decoder and encoder release the GIL); the
+    # batches are still written one at a time, in order.
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writing, \
+            pq.ParquetWriter(path, SNAPSHOT, compression="snappy") as writer:
+        pending = None
+        try:
+            for batch in updated_batches(prefetched(base_batches(base_files), reader), fresh,
+                                         update):
+                if pending is not None:
+                    pending.result()
+                pending = writing.submit(writer.write_batch, batch)
+                m = batch.column("modality")[0].as_py()
+                entry = summary.setdefault(m, {"users": 0, "cells": 0})
+                entry["users"] += batch.num_rows
+                entry["cells"] += int(pc.sum(pc.list_value_length(batch.column("day"))).as_py())
+        finally:
+            if pending is not None:
+                pending.result()  # before the writer closes; raises what the write raised
     return summary
+
+
+def prefetched(batches: Iterator[pa.RecordBatch], pool) -> Iterator[pa.RecordBatch]:
+    """``batches``, each read in ``pool`` while the one before it is being used."""
+    upcoming = pool.submit(next, batches, None)
+    while True:
+        batch = upcoming.result()
+        if batch is None:
+            return
+        upcoming = pool.submit(next, batches, None)
+        yield batch
