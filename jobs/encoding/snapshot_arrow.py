@@ -266,11 +266,9 @@ def updated_batches(base: Iterator[pa.RecordBatch], fresh: dict[str, Fresh],
                 users = found.drop_null().to_numpy().astype(np.int64)
                 extra.claimed[users] = True
                 carried = merge(carried, extra.cells_of(users, rows), update.in_order)
-            if len(carried.row) or part.num_rows:
-                result = snapshot_batch(part.column("user_id"), modality, carried,
-                                        part.num_rows)
-                if result.num_rows:
-                    yield result
+            result = snapshot_batch(part.column("user_id"), modality, carried, part.num_rows)
+            if result.num_rows:
+                yield result
     for modality, extra in fresh.items():
         newcomers = np.flatnonzero(~extra.claimed)
         if len(newcomers):
