@@ -50,6 +50,12 @@ from metaprofile_common import (
     spark_job,
 )
 
+# A support task's map index label is its campaign id: as it is when JSON would not change
+# it and it is short, else JSON-quoted and cut, so that an id that breaks the identifier rule
+# (the job fails that task with the reason) cannot put a newline or kilobytes into the UI.
+CAMPAIGN_LABEL = ("{% set c = task.application_args[-1] %}"
+                  "{{ c if c | length <= 100 and c | tojson == '\"' ~ c ~ '\"' "
+                  "else c[:60] | tojson }}")
 # spark-submits of one run that may check campaigns at the same time (each is a driver).
 SCORE_PARALLELISM = int(os.environ.get("METAPROFILE_SCORE_PARALLELISM") or 2)
 
@@ -95,7 +101,7 @@ def metaprofile_lookalike():
     support = mapped_spark_job(
         "campaigns", task_id="support",
         max_active_tis_per_dagrun=SCORE_PARALLELISM,
-        map_index_template="{{ task.application_args[-1] }}",
+        map_index_template=CAMPAIGN_LABEL,
     ).expand(application_args=campaign_arguments(active_campaigns()))
 
     score = spark_job("score", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)

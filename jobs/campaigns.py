@@ -28,9 +28,11 @@ each user against the prototypes (zero-training).
 **Checks, per campaign.** The registry row: a known status, exactly one of segment size or
 score threshold, a threshold in (0, 1), excluded campaigns that exist. The seeds: labels
 0/1, duplicates, users unknown to the snapshot, users on the opt-out list, and at least
-``lookalike.min_seeds`` usable positive seeds. One campaign's problems never stop the others;
-with ``--campaign`` the job exits 3 when that campaign failed (so an Airflow mapped task
-fails alone).
+``lookalike.min_seeds`` usable positive seeds. The campaign id itself: it becomes a folder
+name, so it must keep the identifier rule (``schemas/identifiers.py``); a campaign whose id
+breaks it gets no folder, only its failed verdict in the report. One campaign's problems
+never stop the others; the job exits 3 when a selected campaign failed (so an Airflow mapped
+task fails alone), after the others are written.
 """
 from __future__ import annotations
 
@@ -60,6 +62,7 @@ from schemas.contracts import (
     OPT_OUTS,
     spark_ddl,
 )
+from schemas.identifiers import identifier_problem, refusal, shown
 from schemas.manifests import MANIFEST, SUPPORT, EmbeddingsManifest, SupportDocument
 
 if TYPE_CHECKING:
@@ -300,11 +303,12 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
     publisher = Publisher(spark)
     embeddings, registry, seeds, opt_outs, embedded = read_inputs(spark, config, ds, publisher)
     entries = {r["campaign_id"]: r.asDict() for r in registry.collect()}  # campaign metadata
-    unknown = sorted(set(only) - set(entries))
-    selected = list(only) or sorted(c for c, r in entries.items() if r["status"] == "active")
-    verdicts = {c: {"campaign_id": c, "status": "failed",
-                    "problems": ["not in the campaign registry"]} for c in unknown}
-    campaigns = [c for c in selected if c in entries]
+    selected = list(only) or [c for c, r in entries.items() if r["status"] == "active"]
+    verdicts = unsafe_verdicts(selected)  # ids no folder may be named after fail alone
+    verdicts |= {c: {"campaign_id": c, "status": "failed",
+                     "problems": ["not in the campaign registry"]}
+                 for c in selected if c not in entries and report_key(c) not in verdicts}
+    campaigns = sorted(c for c in selected if c in entries and report_key(c) not in verdicts)
     orphans = orphan_seeds(seeds, set(entries))
     seeds = seeds.where(F.col("campaign_id").isin(campaigns))
     valid_seeds = seeds.where(F.col("label").isin(0, 1))
@@ -341,6 +345,26 @@ def run(spark, config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) ->
             "campaigns": {c: _report(verdict) for c, verdict in verdicts.items()},
             "seeds_for_unknown_campaigns": orphans,
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+def report_key(campaign) -> str:
+    """The key a campaign id has in the report (a null id becomes ``"null"``)."""
+    return campaign if isinstance(campaign, str) else "null"
+
+
+def unsafe_verdicts(selected) -> dict[str, dict]:
+    """A failed verdict for every selected id that breaks the identifier rule: such a
+    campaign gets no folder (and no Spark partition), only its line in the report."""
+    verdicts = {}
+    for c in selected:
+        problem = identifier_problem(c)
+        if problem is not None:
+            why = refusal(c, "campaign_id", problem, "correct the id in the campaign registry "
+                                                    "and in its seed list")
+            log.error("a campaign failed: %s", why)
+            verdicts[report_key(c)] = {"campaign_id": report_key(c), "status": "failed",
+                                       "problems": [why]}
+    return verdicts
 
 
 def orphan_seeds(seeds, registered: set[str]) -> dict[str, int]:
@@ -409,7 +433,7 @@ def publish_supports(spark, config: PipelineConfig, ds: dt.date, roles, verdicts
         (roles.repartition("campaign_id").sortWithinPartitions("role", "user_id")
          .write.partitionBy("campaign_id").mode("overwrite").parquet(staging))
         for c in campaigns:
-            folder = f"{staging}/campaign_id={c}"
+            folder = catalog.spark_campaign_folder(staging, c)
             publisher.mkdirs(folder)
             target = catalog.campaign_path(staging, c)
             publisher.mkdirs(target)
@@ -427,8 +451,11 @@ def active_campaigns(config: PipelineConfig) -> list[str]:
     fs, path = storage.resolve(config.storage.uri("campaign_registry"))
     table = pads.dataset(path, filesystem=fs, format="parquet").to_table(
         columns=["campaign_id", "status"])
+    # Ids that break the identifier rule are listed too: their mapped task fails alone,
+    # with the reason, instead of the campaign silently missing from the night.
     return sorted(c for c, s in zip(table.column("campaign_id").to_pylist(),
-                                    table.column("status").to_pylist()) if s == "active")
+                                    table.column("status").to_pylist())
+                  if s == "active" and c is not None)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -436,8 +463,7 @@ def active_campaigns(config: PipelineConfig) -> list[str]:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", action="append", default=[],
-                        help="only this campaign (repeatable; default: every active one); "
-                             f"exits {EXIT_CAMPAIGN_FAILED} if one of them fails its checks")
+                        help="only this campaign (repeatable; default: every active one)")
     parser.add_argument("--active", "--list-active", dest="list_active", action="store_true",
                         help="print the active campaign ids as a JSON list and exit (no Spark)")
 
@@ -447,9 +473,9 @@ def _run(job: JobContext):
         return Outcome(active_campaigns(job.config), compact=True)
     report = run(job.spark, job.config, job.ds, job.args.campaign)
     failed = [c for c, v in report["campaigns"].items() if v["status"] != "ok"]
-    if failed and job.args.campaign:
+    if failed:
         return Outcome(report, EXIT_CAMPAIGN_FAILED,
-                       f"campaign(s) failed their checks: {', '.join(failed)}")
+                       f"campaign(s) failed their checks: {', '.join(map(shown, failed))}")
     return report
 
 
@@ -458,7 +484,9 @@ JOB = Job(
     writes=lambda args: not args.list_active,
     lock_key=lambda args: ",".join(sorted(args.campaign)) or None,
     description="Check campaign registry entries and seed lists, and write each campaign's "
-                "support set (prototypes and seed roles) under supports/ds=<ds>/campaign=<id>.")
+                "support set (prototypes and seed roles) under supports/ds=<ds>/campaign=<id>. "
+                f"Exits {EXIT_CAMPAIGN_FAILED} when a selected campaign failed its checks "
+                "(after the others are written).")
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

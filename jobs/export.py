@@ -48,6 +48,7 @@ from jobs import runner
 from jobs.runner import Job, JobContext, Outcome
 from schemas.config import PipelineConfig
 from schemas.contracts import SEGMENT, check_table
+from schemas.identifiers import identifier_problem, refusal, shown
 from schemas.manifests import SCORE_STATS, SUPPORT, ScoreStats, SupportDocument
 
 log = logging.getLogger("metaprofile.export")
@@ -163,19 +164,28 @@ def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
     document = ScoreStats.from_json(storage.read_bytes(where), where)
     supports_root = catalog.partition(config, "supports", ds)
     exported, failed = {}, dict(document.failed_campaigns)
+    rejected = []  # campaigns that failed here, not upstream
+    for campaign in only:
+        problem = identifier_problem(campaign)
+        if problem is not None:
+            failed[campaign] = [refusal(campaign, "--campaign", problem,
+                                        "pass the id as registered")]
+            rejected.append(campaign)
     for campaign, stats in sorted(document.campaigns.items()):
         if only and campaign not in only:
             continue
-        where = f"{catalog.campaign_path(supports_root, campaign)}/{SUPPORT}"
-        support = SupportDocument.from_json(storage.read_bytes(where), where)
         try:
+            where = f"{catalog.campaign_path(supports_root, campaign)}/{SUPPORT}"
+            support = SupportDocument.from_json(storage.read_bytes(where), where)
             exported[campaign] = export_campaign(config, ds, campaign, stats, support,
                                                  document.model_version)
             log.info("campaign %s: %d users exported", campaign, exported[campaign]["selected"])
-        except ExportError as exc:
-            log.error("%s", exc)
+        except (ExportError, catalog.UnsafePathError) as exc:
+            log.error("campaign %s: not exported (%s)", shown(campaign), exc)
             failed[campaign] = [str(exc)]
-    return {"ds": ds.isoformat(), "exported": exported, "failed": failed}
+            rejected.append(campaign)
+    return {"ds": ds.isoformat(), "exported": exported, "failed": failed,
+            "failed_here": sorted(rejected)}
 
 
 def _read(uri: str, columns: list[str]) -> pa.Table:
@@ -190,15 +200,18 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(job: JobContext):
     report = run(job.config, job.ds, job.args.campaign)
-    if report["failed"] and not report["exported"]:
-        return Outcome(report, EXIT_CAMPAIGN_FAILED)
+    if report["failed_here"] or report["failed"] and not report["exported"]:
+        return Outcome(report, EXIT_CAMPAIGN_FAILED, "campaign(s) not exported: " + ", ".join(
+            map(shown, report["failed_here"] or report["failed"])))
     return report
 
 
 JOB = Job(
     name="export", run=_run, arguments=_arguments, uses_spark=False,
     description="Write each scored campaign's segment (CSV/Parquet) and manifest under "
-                "segments/ds=<ds>/campaign=<id>, after checking it against the exclusions.")
+                "segments/ds=<ds>/campaign=<id>, after checking it against the exclusions. "
+                f"Exits {EXIT_CAMPAIGN_FAILED} when a campaign failed here (the others are "
+                "exported), or when none was exported.")
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

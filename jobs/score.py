@@ -45,10 +45,11 @@ from common.errors import PipelineError
 from common.publish import Publisher
 from jobs import runner
 from jobs.campaigns import read_opt_outs, read_seeds
-from jobs.runner import Job
+from jobs.runner import Job, JobContext, Outcome
 from jobs.spark import union_all
 from schemas.config import PipelineConfig
 from schemas.contracts import SCORES, SUPPORT_MEMBERS, spark_ddl
+from schemas.identifiers import identifier_problem, refusal, shown
 from schemas.manifests import (
     MANIFEST,
     SCORE_STATS,
@@ -61,6 +62,7 @@ from schemas.manifests import (
 log = logging.getLogger("metaprofile.score")
 
 BINS = 1000
+EXIT_CAMPAIGN_FAILED = 3
 SCORED_DDL = "campaign_id STRING, user_id STRING, score DOUBLE, kind STRING, payload STRING"
 
 
@@ -68,8 +70,12 @@ class ScoreError(PipelineError):
     """Nothing to score, or inputs from different models."""
 
 
-def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
-    """The ``support.json`` of every campaign under ``supports/ds=<ds>`` (or of ``only``)."""
+def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = (),
+                  rejected: dict | None = None) -> dict:
+    """The ``support.json`` of every campaign under ``supports/ds=<ds>`` (or of ``only``).
+    A ``campaign=`` folder whose id breaks the identifier rule is not read: it goes into
+    ``rejected`` (id → reasons) when a dict is given."""
+    rejected = {} if rejected is None else rejected
     import pyarrow.fs as pafs
     root = catalog.partition(config, "supports", ds)
     fs, path = storage.resolve(root)
@@ -82,6 +88,12 @@ def read_supports(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ())
             continue
         campaign = name.split("=", 1)[1]
         if only and campaign not in only:
+            continue
+        problem = identifier_problem(campaign)
+        if problem is not None:  # never written by jobs/campaigns.py: someone put it there
+            rejected[campaign] = [refusal(campaign, "campaign folder", problem,
+                                          f"remove {name} from {root}")]
+            log.error("campaign %s: not scored (%s)", shown(campaign), rejected[campaign][0])
             continue
         if storage.exists(f"{root}/{name}/_SUCCESS"):
             where = f"{root}/{name}/{SUPPORT}"
@@ -177,12 +189,17 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     from jobs.embed import resolve_model
     started = time.perf_counter()
     publisher = Publisher(spark)
-    supports = read_supports(config, ds, only)
+    rejected: dict[str, list[str]] = {  # ids that break the identifier rule fail alone
+        c: [refusal(c, "--campaign", identifier_problem(c), "pass the id as registered")]
+        for c in only if identifier_problem(c) is not None}
+    wanted = [c for c in only if c not in rejected]
+    supports = read_supports(config, ds, wanted, rejected) if wanted or not only else {}
     ready = {c: s for c, s in sorted(supports.items()) if s.ok}
-    skipped = {c: list(s.problems) for c, s in supports.items() if not s.ok}
+    skipped = {c: list(s.problems) for c, s in supports.items() if not s.ok} | rejected
     if not ready:
         raise ScoreError(f"no campaign under supports/ds={ds} passed its checks "
-                         f"({len(skipped)} failed); nothing to score")
+                         f"({len(skipped)} failed); nothing to score" + "".join(
+                             f"\n  - {reasons[0]}" for reasons in rejected.values()))
     embeddings_uri = catalog.partition(config, "embeddings", ds)
     where = f"{embeddings_uri}/{MANIFEST}"
     embedded = EmbeddingsManifest.from_json(storage.read_bytes(where), where)
@@ -240,7 +257,7 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         stats = campaign_stats(spark, scored, staging, ready, excluded_counts,
                                embedded.users)
         for c in ready:
-            folder = f"{staging}/campaign_id={c}"
+            folder = catalog.spark_campaign_folder(staging, c)
             publisher.mkdirs(folder)
             publisher.rename(folder, catalog.campaign_path(staging, c))
         document = ScoreStats(ds=ds.isoformat(), model_version=embedded.model_version,
@@ -254,7 +271,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         publisher.cleanup()
     seconds = time.perf_counter() - started
     return {"ds": ds.isoformat(), "scores": root, "campaigns": len(ready),
-            "failed_campaigns": skipped, "users": embedded.users,
+            "failed_campaigns": skipped, "rejected_campaigns": sorted(rejected),
+            "users": embedded.users,
             "selected": {c: s["selected"] for c, s in stats.items()},
             "seconds": round(seconds, 2)}
 
@@ -376,13 +394,23 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="users per numpy block in an executor (default: %(default)s)")
 
 
+def _run(job: JobContext):
+    report = run(job.spark, job.config, job.ds, job.args.model, job.args.campaign,
+                 job.args.chunk_rows)
+    if report["rejected_campaigns"]:
+        return Outcome(report, EXIT_CAMPAIGN_FAILED, "campaign(s) not scored: " + ", ".join(
+            map(shown, report["rejected_campaigns"])))
+    return report
+
+
 JOB = Job(
-    name="score", arguments=_arguments,
-    run=lambda job: run(job.spark, job.config, job.ds, job.args.model, job.args.campaign,
-                        job.args.chunk_rows),
+    name="score", arguments=_arguments, run=_run,
     description="Score every user of embeddings/ds=<ds> against every campaign whose support "
                 "set passed its checks, in one pass, and select each campaign's segment (top-K "
-                "or threshold, exclusions removed) under scores/ds=<ds>.")
+                "or threshold, exclusions removed) under scores/ds=<ds>. Exits "
+                f"{EXIT_CAMPAIGN_FAILED} when a campaign id or support folder breaks the "
+                "identifier rule (the others are scored); campaigns that failed their checks "
+                "earlier are listed under failed_campaigns.")
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

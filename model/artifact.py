@@ -38,6 +38,7 @@ from common import storage
 from common.publish import Publisher
 from model.network import MetaProfileModel, clone_meta_model
 from model.settings import ModelConfig
+from schemas.identifiers import check_identifier
 from schemas.input_spec import InputSpec
 from schemas.tfrecord_spec import spec_differences
 
@@ -81,7 +82,8 @@ def save_artifact(model: MetaProfileModel, model_cfg: ModelConfig, spec: InputSp
                   models_root: str, version: str | None = None,
                   normalisation: dict | None = None) -> str:
     """Write ``<models_root>/<version>/`` and return its path. Refuses an existing version."""
-    version = version or new_version()
+    version = check_identifier(version or new_version(), "model version",
+                               "choose a version name that keeps it")
     final = f"{models_root.rstrip('/')}/{version}"
     publisher = Publisher()
     if publisher.exists(final):

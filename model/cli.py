@@ -18,6 +18,7 @@ from common import catalog
 from common.attempts import attempt
 from common.locks import add_lock_argument
 from model.settings import TRAIN_DERIVED_FIELDS, ModelConfig, TrainConfig
+from schemas import identifiers
 from schemas.config import add_config_arguments
 from schemas.settings import given_flags, read_settings
 
@@ -38,8 +39,10 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--heatmaps", default=None,
                    help="heatmap TFRecords + manifest (default: storage heatmaps/ds=<ds>)")
     p.add_argument("--out", default=None, help="models root (default: storage models)")
-    p.add_argument("--version", default=None,
-                   help="artifact version name (default: UTC time, e.g. 20260630T021500Z)")
+    p.add_argument("--version", default=None, type=identifiers.argument("model version"),
+                   help="artifact version name, a folder name under --out, so it keeps the "
+                        f"identifier rule: {identifiers.RULE} (default: UTC time, e.g. "
+                        "20260630T021500Z)")
     p.add_argument("--work-dir", default=None,
                    help="checkpoints and TensorBoard logs (default: "
                         "$METAPROFILE_WORK_DIR/train/<config name>-<ds>)")

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from schemas import SCHEMA_VERSION
+from schemas.identifiers import MAX_LENGTH
 from schemas.import_config import ImportConfig, import_to_dict
 
 # Measures a channel can aggregate, per raw source. Amount/points measures sum values,
@@ -36,7 +37,9 @@ STORAGE_KEYS = (
     "rejects", "manifests", "models", "embeddings", "supports", "scores", "segments", "reports",
     "ground_truth", "erasures",
 )
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# A config's names become feature keys, column names and file names: lower_snake_case, within
+# the identifier rule's length (schemas/identifiers.py); \Z, since $ would let "name\n" pass.
+NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,%d}\Z" % (MAX_LENGTH - 1))
 GENRE_RE = re.compile(r"^(\*|[^/\s][^/]*(/[^/]+)*)$")
 
 

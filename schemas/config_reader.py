@@ -47,6 +47,7 @@ from schemas.config_model import (
     WindowConfig,
     join_uri,
 )
+from schemas.identifiers import MAX_LENGTH, shown
 from schemas.import_config import check_query, parse_import
 from schemas.settings import SETTINGS_SECTIONS
 
@@ -239,8 +240,10 @@ class _Reader:
     def name(self, m: dict, key: str, where: str) -> str:
         value = self.get(m, key, where, str, required=True)
         if value is not None and not NAME_RE.match(value):
-            self.problem(f"{where}.{key}", f"{value!r} must be lower_snake_case "
-                                           "(letters, digits, underscores)")
+            self.problem(f"{where}.{key}", f"{shown(value)} must be lower_snake_case "
+                                           f"(letters, digits, underscores; at most "
+                                           f"{MAX_LENGTH} characters), as it also becomes "
+                                           "a column and file name")
         return value or ""
 
     def sequence(self, value: Any, where: str) -> list:

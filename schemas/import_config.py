@@ -54,6 +54,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from schemas.identifiers import MAX_LENGTH, shown
+
 INPUT_FORMATS = ("csv", "parquet", "jsonl")
 LOG_COLUMNS = {"purchases": ("user_id", "event_time", "genre", "amount", "quantity", "status"),
                "points": ("user_id", "event_time", "point_type", "points", "service")}
@@ -61,7 +63,7 @@ REQUIRED = {"purchases": ("user_id", "event_time", "amount"),
             "points": ("user_id", "event_time", "point_type", "points")}
 DEFAULTS = {"quantity": "1", "status": "'purchase'", "service": "NULL"}
 _REASON_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}\Z" % (MAX_LENGTH - 1))  # \Z: not "x\n"
 PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
 PLACEHOLDERS = ("window.start", "window.end")
 QUERY_TABLES = ("campaign_seeds", "campaign_registry")
@@ -252,8 +254,9 @@ def parse_import(r, value, demographic_fields: tuple[str, ...], uri) -> ImportCo
     for name, spec in r.get(m, "tables", "import", dict, {}).items():
         where = f"import.tables.{name}"
         if not _TABLE_RE.match(str(name)) or name in QUERY_TABLES:
-            r.problem(where, "a table name is a SQL identifier (letters, digits, _) other "
-                             f"than {' and '.join(QUERY_TABLES)}")
+            where = f"import.tables[{shown(name)}]"  # escaped: a name may hold a newline
+            r.problem(where, f"a table name is a SQL identifier (letters, digits, _; at most "
+                             f"{MAX_LENGTH}) other than {' and '.join(QUERY_TABLES)}")
             continue
         table = _input(r, spec, where, uri)
         if table is not None:

@@ -313,7 +313,7 @@ def test_support_sets_are_mapped_per_campaign_and_one_failure_spares_the_rest(ni
     support = nightly["tasks"]["support"]
     assert support["mapped"] and support["expanded"] == ["application_args"]
     assert support["application"] == "{{ params.project_root }}/jobs/campaigns.py"
-    assert support["map_index_template"] == "{{ task.application_args[-1] }}"
+    assert support["map_index_template"].startswith("{% set c = task.application_args[-1] %}")
     assert nightly["tasks"]["score"]["trigger_rule"] == "all_done_min_one_success"
     assert nightly["tasks"]["failed_campaigns"]["trigger_rule"] == "one_failed"
 
@@ -362,7 +362,7 @@ case "$1" in
             printf '{"better": %s, "auroc": 0.7}\n' "$better" > "$out/decision.json"; echo evaluated
             if [[ " $* " == *" --print-decision "* ]]; then cat "$out/decision.json"; fi ;;
   publish) echo "published $(opt --model "$@")" ;;
-  campaigns) echo "campaigns log line" >&2; printf '["c1", "broken", "c3"]\n' ;;
+  campaigns) echo "campaigns log line" >&2; printf '["c1", "broken", "c3", "../evil\\tid"]\n' ;;
   *) echo "fake metaprofile: unknown command $1" >&2; exit 2 ;;
 esac
 """
@@ -370,7 +370,7 @@ FAKE_SPARK_SUBMIT = r"""#!/usr/bin/env bash
 set -euo pipefail
 while [[ $1 == --* ]]; do shift 2; done
 echo "spark-submit $(basename "$1") ${*:2} PYSPARK_PYTHON=$PYSPARK_PYTHON" >> "$FAKE_JOBS_LOG"
-if [[ " $* " == *" --campaign broken "* ]]; then echo "no support set" >&2; exit 3; fi
+if [[ " $* " == *" --campaign broken "* || $* == *evil* ]]; then echo "failed" >&2; exit 3; fi
 """
 
 
@@ -448,6 +448,8 @@ def test_nightly_run_checks_each_campaign_and_exports_despite_one_failure(fake_j
         "encode": "success", "embed": "success",
         "active_campaigns": "success", "campaign_arguments": "success",
         "support[c1]": "success", "support[broken]": "failed", "support[c3]": "success",
+        # an id that breaks the identifier rule fails alone, labelled escaped, on one line
+        'support["../evil\\tid"]': "failed",
         "score": "success", "export": "success", "failed_campaigns": "failed"}
     assert result["state"] == "failed"   # the broken campaign is not hidden
     config = str(ROOT / "conf" / "synthetic.yaml")
@@ -455,9 +457,9 @@ def test_nightly_run_checks_each_campaign_and_exports_despite_one_failure(fake_j
             if c.startswith("spark-submit")]
     args = f"--config {config} --ds 2026-06-30"
     assert jobs[:2] == [f"spark-submit encode.py {args}", f"spark-submit embed.py {args}"]
-    assert sorted(jobs[2:5]) == sorted(f"spark-submit campaigns.py {args} --campaign {c}"
-                                       for c in ("c1", "broken", "c3"))
-    assert jobs[5:] == [f"spark-submit score.py {args}", f"spark-submit export.py {args}"]
+    assert sorted(jobs[2:6]) == sorted(f"spark-submit campaigns.py {args} --campaign {c}"
+                                       for c in ("c1", "broken", "c3", "../evil\tid"))
+    assert jobs[6:] == [f"spark-submit score.py {args}", f"spark-submit export.py {args}"]
     assert f"metaprofile campaigns {args} --active" in commands
 
 

@@ -262,6 +262,13 @@ SIDE_CASES = [
     SideCase("labels: a column of an unexpected type", "source_labels",
              lambda: pa.table({"user_id": ["u1"], "task": ["married"], "label": ["yes"]}),
              expect="refuse", mentions=("'label'", "string")),
+    SideCase("labels: tasks the config does not name (a path, a forged log line)",
+             "source_labels", lambda: pa.table(
+                 {"user_id": ["u1", "u1", "u2"],
+                  "task": ["no_such_task", "../x\nINFO forged", "no_such_task"],
+                  "label": pa.array([1, 0, 1], pa.int8())}),
+             check=lambda r: r["summary"]["rows_by_problem"] == {"unknown_task": 3}
+             or pytest.fail(str(r["summary"]))),
 ]
 
 
@@ -377,6 +384,11 @@ CAMPAIGN_CASES = [
              lambda: pa.table({"user_id": [" u06 ", "u07\r"]}),
              check=lambda r: _verdict(r, "cmp_top")["seeds"]["opted_out"] == 1
              or pytest.fail(str(_verdict(r, "cmp_top")))),
+    SideCase("opt-outs: ids the pipeline never saw, one a path", "opt_outs",
+             lambda: pa.table({"user_id": ["never_seen", "../../x", "u06"]}),
+             check=lambda r: (_verdict(r, "cmp_top")["seeds"]["opted_out"] == 1
+                              and _verdict(r, "cmp_top")["status"] == "ok")
+             or pytest.fail(str(_verdict(r, "cmp_top")))),
 ]
 
 
@@ -403,3 +415,132 @@ def test_a_hostile_campaign_input_is_quarantined_or_refused_clearly(campaign_wor
     from jobs import campaigns
     path = _place(campaign_world, case)
     _side_outcome(case, path, lambda: campaigns.run(spark, campaign_world, SIDE_DS))
+
+
+# --------------------------------------------------------------------------- identifiers
+
+# Campaign ids become folder names (supports/, scores/, segments/ and Spark's partition
+# folders): every one of these breaks the identifier rule (schemas/identifiers.py).
+HOSTILE_IDS = {
+    "separator": "cmp/evil",
+    "parent folder": "../../escaped",
+    "parent folder alone": "..",
+    "current folder": ".",
+    "backslash": "cmp\\evil",
+    "hidden name": ".hidden",
+    "Spark metadata name": "_SUCCESS",
+    "option-like": "--help",
+    "partition key separator": "ds=2026-06-30",
+    "newline forging a log line": "cmp\nINFO campaign cmp_top: ok",
+    "carriage return": "cmp\rx",
+    "NUL": "cmp\x00x",
+    "terminal escape": "cmp\x1b[31mred",
+    "space": "cmp top",
+    "empty": "",
+    "fullwidth look-alike": "ｃｍｐ＿ｔｏｐ",
+    "Cyrillic look-alike": "cmp_tоp",
+    "right-to-left override": "cmp\u202epot",
+    "reserved device name": "CON",
+    "reserved device name with extension": "nul.txt",
+    "trailing dot": "cmp.",
+    "one over the length limit": "c" * 101,
+    "filesystem name limit": "c" * 255,
+    "over the filesystem name limit": "c" * 300,
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_id_world(spark, tmp_path_factory):
+    """The lookalike test world with one more active campaign per hostile id, each with
+    enough seeds to pass every other check."""
+    from test_lookalike import DAYS, REGISTRY, SEEDS, tiny_model, write_world
+
+    from common import registry
+    from jobs import embed
+    from schemas.config import load_config
+    from schemas.contracts import CAMPAIGN_REGISTRY, CAMPAIGN_SEEDS
+    tmp = tmp_path_factory.mktemp("hostile-ids")
+    config = load_config(SYNTHETIC_CONFIG_PATH, overrides=[
+        f"storage.root={tmp / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
+        "lookalike.holdout=0.0"])
+    write_world(config)
+    rows = [(c, st, size, thr, ex) for c, st, size, thr, ex in REGISTRY]
+    rows += [(c, "active", 5, None, []) for c in HOSTILE_IDS.values()]
+    seeds = list(SEEDS) + [(c, f"u1{i}", 1) for c in HOSTILE_IDS.values() for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(
+        [{"campaign_id": c, "name": "hostile", "status": st, "segment_size": size,
+          "score_threshold": thr, "exclude_campaigns": ex} for c, st, size, thr, ex in rows],
+        schema=CAMPAIGN_REGISTRY), f"{config.storage.uri('campaign_registry')}/part-0.parquet")
+    pq.write_table(pa.Table.from_pylist([dict(zip(CAMPAIGN_SEEDS.names, s)) for s in seeds],
+                                        schema=CAMPAIGN_SEEDS),
+                   f"{config.storage.uri('campaign_seeds')}/part-0.parquet")
+    registry.publish(config, tiny_model(config, config.storage.uri("models")))
+    embed.run(spark, config, SIDE_DS)
+    return config
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def test_a_hostile_campaign_id_fails_alone_and_nothing_leaves_its_dataset(
+        hostile_id_world, spark):
+    import time
+
+    from jobs import campaigns, export, score
+    config = hostile_id_world
+    root = Path(config.storage.root)
+    before = _tree(root)
+    started = time.perf_counter()
+    checked = campaigns.run(spark, config, SIDE_DS)
+    scored = score.run(spark, config, SIDE_DS)
+    exported = export.run(config, SIDE_DS)
+    seconds = time.perf_counter() - started
+    verdicts = checked["campaigns"]
+    for name, value in HOSTILE_IDS.items():
+        verdict = verdicts[value]
+        assert verdict["status"] == "failed", (name, verdict)
+        assert "identifier" in verdict["problems"][0], (name, verdict)
+        assert verdict["problems"][0].isascii() and verdict["problems"][0].isprintable()
+        RESULTS.append((f"campaign id: {name}", "parquet", "failed alone: "
+                        + verdict["problems"][0][:120]))
+    # the others are checked, scored and exported as without the hostile rows
+    assert {c for c, v in verdicts.items() if v["status"] == "ok"} == {"cmp_top", "cmp_thr"}
+    assert sorted(exported["exported"]) == ["cmp_thr", "cmp_top"], exported
+    assert scored["campaigns"] == 2 and not scored["rejected_campaigns"]
+    # every new path lies in a dataset, and a campaign folder only ever has a valid id (a
+    # campaign that failed other checks keeps its folder, with its verdict)
+    allowed = {"cmp_top", "cmp_thr", "cmp_few", "cmp_bad"}
+    for path in sorted(_tree(root) - before):
+        parts = Path(path).parts
+        assert parts[0] in ("supports", "scores", "segments", "manifests", "locks", "reports"), \
+            path
+        campaign = [p.split("=", 1)[1] for p in parts if p.startswith("campaign=")]
+        assert all(c in allowed for c in campaign), path
+        assert ".." not in parts and "escaped" not in path and "evil" not in path, path
+    print(f"\n{len(HOSTILE_IDS)} hostile campaign ids: checked, scored and exported in "
+          f"{seconds:.1f} s")
+
+
+def test_a_bad_campaign_on_the_command_line_fails_alone_with_exit_3(hostile_id_world, spark,
+                                                                     capsys):
+    from jobs import campaigns, export, score
+    config = hostile_id_world
+    args = ["--config", str(SYNTHETIC_CONFIG_PATH), "--ds", DS,
+            "--set", f"storage.root={config.storage.root}", "--set", "window.days=3",
+            "--set", "lookalike.min_seeds=2", "--set", "lookalike.holdout=0.0"]
+    bad = HOSTILE_IDS["newline forging a log line"]
+    assert campaigns.main([*args, "--campaign", bad, "--campaign", "cmp_top"]) == 3
+    assert Path(f"{config.storage.uri('supports')}/ds={DS}/campaign=cmp_top/_SUCCESS").exists()
+    # a folder under supports/ that no run wrote is never read, and fails alone
+    planted = Path(f"{config.storage.uri('supports')}/ds={DS}/campaign=cmp top")
+    planted.mkdir()
+    try:
+        assert score.main(args) == 3
+    finally:
+        planted.rmdir()
+    assert export.main([*args, "--campaign", bad, "--campaign", "cmp_top"]) == 3
+    err = capsys.readouterr().err
+    assert "'cmp\\nINFO campaign cmp_top: ok'" in err  # named, escaped, on one line
+    assert not any(line.startswith("INFO campaign cmp_top: ok") for line in err.splitlines())
+    assert Path(f"{config.storage.uri('segments')}/ds={DS}/campaign=cmp_top/_SUCCESS").exists()
