@@ -254,7 +254,8 @@ def parse_import(r, value, demographic_fields: tuple[str, ...], uri) -> ImportCo
     for name, spec in r.get(m, "tables", "import", dict, {}).items():
         where = f"import.tables.{name}"
         if not _TABLE_RE.match(str(name)) or name in QUERY_TABLES:
-            where = f"import.tables[{shown(name)}]"  # escaped: a name may hold a newline
+            if not (str(name).isascii() and str(name).isprintable()) or len(str(name)) > 60:
+                where = f"import.tables[{shown(name)}]"  # escaped: it may hold a newline
             r.problem(where, f"a table name is a SQL identifier (letters, digits, _; at most "
                              f"{MAX_LENGTH}) other than {' and '.join(QUERY_TABLES)}")
             continue
