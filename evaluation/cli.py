@@ -57,7 +57,8 @@ def add_subparsers(subparsers) -> None:
                    help="also evaluate the published model (same protocol and seeds); the "
                         "candidate is better when the mean Table 3 AUPR of the head the "
                         "nightly job scores with is higher (meta_profile_probe for "
-                        "lookalike.head=probe, meta_profile for prototype; without a "
+                        "lookalike.head=probe, meta_profile for prototype, auto_head for "
+                        "auto; without a "
                         "published model: when it beats training from scratch)")
     from evaluation.settings import EXPERIMENTS, METHODS, EvalConfig
     d, q = EvalConfig(), EvalConfig.quick_preset()
@@ -125,6 +126,10 @@ def add_subparsers(subparsers) -> None:
                    help=f"from-scratch Adam learning rate (default {d.scratch_learning_rate:g})")
     p.add_argument("--embed-batch-size", type=int, default=None,
                    help=f"users densified and embedded at a time (default {d.embed_batch_size})")
+    p.add_argument("--bootstrap-replicates", type=int, default=None,
+                   help="bootstrap copies of each test set behind the 95 %% intervals of every "
+                        "AUPR and of the Meta-Profile / classic ratios; 0: no intervals "
+                        f"(default {d.bootstrap_replicates})")
     p.add_argument("--no-scratch-cache", dest="scratch_cache", action="store_const",
                    const=False, default=None,
                    help="train every from-scratch baseline again instead of reusing the "
@@ -141,7 +146,8 @@ EVAL_FLAGS = ("tasks", "repeats", "seeds", "experiments", "methods", "figure_met
               "seed_sweep_methods", "adaptation_fraction", "masking_levels", "imbalance_ratios",
               "imbalance_total", "seed_counts", "pu_seed_counts", "pu_background",
               "fine_tune_epochs", "patience", "batch_size", "k_shot", "learning_rate",
-              "scratch_learning_rate", "embed_batch_size", "scratch_cache", "scratch_cache_dir")
+              "scratch_learning_rate", "embed_batch_size", "bootstrap_replicates",
+              "scratch_cache", "scratch_cache_dir")
 
 
 def eval_config_from_args(args: argparse.Namespace, config=None):

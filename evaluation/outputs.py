@@ -19,6 +19,8 @@ from evaluation.settings import RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
 
+METRIC_COLUMNS = ("auroc", "aupr", "aupr_low", "aupr_high")
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -28,7 +30,7 @@ def rows_to_csv(rows: Sequence[dict]) -> str:
                             lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and k in ("auroc", "aupr")
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and k in METRIC_COLUMNS
                              else v) for k, v in row.items()})
     return buffer.getvalue()
 

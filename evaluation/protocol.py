@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from common import storage
+from evaluation.intervals import bootstrap_weights, percentile_interval, replicate_aupr
 from evaluation.metrics import average_precision
 from evaluation.sampling import (
     _classes,
@@ -27,6 +28,7 @@ from evaluation.sampling import (
     unlabelled_background,
 )
 from evaluation.settings import (
+    AUTO,
     EXPERIMENTS,
     FINE_TUNED,
     IMBALANCE,
@@ -151,6 +153,10 @@ class Outcome:
     guards: int = 0  # user-disjointness checks passed
     # trained methods: {task, experiment, level, method, repeat, best_epoch, curve}
     learning_curves: list[dict] = field(default_factory=list)
+    # (task, experiment, level, method, repeat) -> [B] AUPRs on the shared bootstrap copies
+    # of the test set (evaluation/intervals.py), and the AUPR on the test set itself
+    replicates: dict = field(default_factory=dict)
+    points: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -206,6 +212,27 @@ class ScratchCache:
                            storage.join(self.root, f"{key}.json"))
 
 
+def auto_head_scores(candidate: ModelUnderTest, features: np.ndarray, support: Support,
+                     query_rows: np.ndarray, seed: int) -> np.ndarray:
+    """``auto_head``: the nightly ``lookalike.head: auto`` rule on a trial's support (every
+    label-0 support user is a negative prototype's member, as in zero-training)."""
+    from model.auto_head import fit_auto_head
+    from model.scoring import RelationWeights, sigmoid
+    e = candidate.embeddings
+    rows = np.hstack([e[support.rows], features[support.rows]])
+    reference = np.hstack([e[support.reference], features[support.reference]])
+    relation = RelationWeights.from_module(candidate.model.relation)
+    head = fit_auto_head(rows, support.labels, reference, e.shape[1], relation,
+                         support.labels == 0, seed)
+    if head["kind"] == "probe":
+        query = np.hstack([e[query_rows], features[query_rows]])
+        return sigmoid(query @ np.asarray(head["weights"]) + head["bias"])
+    positive = e[support.rows][support.labels == 1].mean(axis=0, keepdims=True)
+    negative = e[support.rows][support.labels == 0].mean(axis=0, keepdims=True)
+    return relation.logits(relation.user_part(e[query_rows]), relation.support_part(positive),
+                           relation.support_part(negative))[:, 0]
+
+
 class Adapters:
     """Scores a trial's queries with one method; owns the trained methods' learners (one per
     method: traced once, reset per trial)."""
@@ -236,6 +263,8 @@ class Adapters:
         if method in CLASSIC_METHODS:
             return classic_scores(method, f[support.rows], support.labels, f[query_rows],
                                   f[support.reference], seed), {}
+        if method == AUTO:
+            return auto_head_scores(c, f, support, query_rows, seed), {}
         if method == PROBE:
             return probe_scores(c.embeddings[support.rows], f[support.rows], support.labels,
                                 c.embeddings[query_rows], f[query_rows],
@@ -300,7 +329,9 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                 continue
             check_disjoint_users(q_ids, a_ids, task.name, "split")
             outcome.guards += 1
-            cache: dict[tuple, tuple[float, float, np.ndarray | None, str, dict]] = {}
+            copies = (bootstrap_weights(q_labels, cfg.bootstrap_replicates, seed, task.name)
+                      if cfg.bootstrap_replicates else None)  # [B, test users], shared
+            cache: dict[tuple, tuple] = {}
             progress(f"[{_clock(start)}] {head}: {len(a_ids)} adaptation users "
                      f"({int(a_labels.sum())} positive), {len(q_ids)} test users "
                      f"({int(q_labels.sum())} positive), {len(trials)} trials")
@@ -338,11 +369,13 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                         ok = scores is not None and status == "ok"
                         cache[key] = (auroc(q_labels, scores) if ok else float("nan"),
                                       average_precision(q_labels, scores) if ok
-                                      else float("nan"), scores, status, extra)
+                                      else float("nan"), scores, status, extra,
+                                      replicate_aupr(q_labels, scores, copies)
+                                      if ok and copies is not None else None)
                         seconds = time.perf_counter() - began
                     else:
                         seconds = 0.0
-                    roc, pr, scores, status, extra = cache[key]
+                    roc, pr, scores, status, extra, replicated = cache[key]
                     if status == "ok" and (note or extra):
                         details = [note] if note else []
                         if extra and extra["curve"]:
@@ -360,6 +393,10 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                         "adaptation_positives": int(support.labels.sum()),
                         "test_users": int(len(q_ids)), "test_positives": int(q_labels.sum()),
                         "seconds": round(seconds, 3), "status": status}
+                    if replicated is not None:
+                        row["aupr_low"], row["aupr_high"] = percentile_interval(replicated)
+                        where = (task.name, trial.experiment, float(trial.level), method, r)
+                        outcome.replicates[where], outcome.points[where] = replicated, pr
                     outcome.rows.append(row)
                     if extra and fresh:
                         outcome.learning_curves.append(

@@ -12,10 +12,11 @@ import numpy as np
 
 from common import catalog, storage
 from evaluation.decision import check_targets, decide, deployed_method, model_summary
+from evaluation.intervals import ratio_intervals
 from evaluation.outputs import write_outputs
 from evaluation.protocol import ModelUnderTest, Outcome, ScratchCache, _clock, run_protocol
 from evaluation.sampling import check_label_periods, check_tasks_disjoint
-from evaluation.settings import FINE_TUNED, TABLE3, ZERO, EvalConfig
+from evaluation.settings import FINE_TUNED, META_METHODS, TABLE3, ZERO, EvalConfig
 from evaluation.store import (
     TaskData,
     UserStore,
@@ -26,7 +27,7 @@ from evaluation.store import (
     task_data,
 )
 from evaluation.summary import over_tasks, summarise, table3
-from model.baselines import aggregate_feature_names
+from model.baselines import CLASSIC_METHODS, aggregate_feature_names
 from schemas.config import PipelineConfig
 from schemas.input_spec import InputSpec
 
@@ -155,7 +156,11 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
             "rows": published_result.rows, "summary": summarise(published_result.rows)},
         "decision": decision, "timing_seconds": {k: round(v, 1) for k, v in timing.items()},
     }
-    result["targets"] = check_targets(result["table3"], result["curves"])  # the bar
+    result["intervals"] = {  # 95 % intervals of best Meta-Profile / best classic per level
+        e: ratio_intervals(outcome.replicates, outcome.points, e, META_METHODS,
+                           CLASSIC_METHODS) for e in cfg.experiments}
+    result["targets"] = check_targets(result["table3"], result["curves"],
+                                      result["intervals"])  # the bar
     out = out or storage.join(config.storage.uri("reports"), "evaluation", artifact.version)
     files = write_outputs(out, result, outcome.curves)
     progress(f"[{_clock(start)}] wrote {out}: {', '.join(files)}")

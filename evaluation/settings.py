@@ -14,17 +14,23 @@ ZERO = "meta_profile"
 PROBE = "meta_profile_probe"
 FINE_TUNED = "meta_profile_fine_tuned"
 SCRATCH = "scratch"
-METHODS = (ZERO, PROBE, FINE_TUNED, SCRATCH, LOGREG, HGB, COSINE)
+# lookalike.head: auto (model/auto_head.py): per trial, the best of the probe, the logistic
+# regression on the aggregates and the prototypes by cross-validation on the support. It
+# may pick a classic head, so it is on neither side of the Meta-Profile / classic ratio.
+AUTO = "auto_head"
+METHODS = (ZERO, PROBE, FINE_TUNED, AUTO, SCRATCH, LOGREG, HGB, COSINE)
 META_METHODS = (ZERO, PROBE, FINE_TUNED)
 TRAINED_METHODS = (FINE_TUNED, SCRATCH)
 METHOD_LABELS = {ZERO: "Meta-Profile (zero-training)",
                  PROBE: "Meta-Profile (probe: logistic regression on embedding + aggregates)",
                  FINE_TUNED: "Meta-Profile (fine-tuned)",
+                 AUTO: "auto head (best of probe, aggregates, prototypes by CV)",
                  SCRATCH: "Normal training (from scratch)",
                  LOGREG: "DMP logistic regression",
                  HGB: "DMP gradient-boosted trees",
                  COSINE: "DMP cosine to seed centroid"}
 METHOD_COLORS = {ZERO: "tab:red", PROBE: "tab:purple", FINE_TUNED: "tab:orange",
+                 AUTO: "tab:brown",
                  SCRATCH: "tab:blue", LOGREG: "tab:green", HGB: "tab:olive",
                  COSINE: "tab:gray"}
 
@@ -38,9 +44,11 @@ IMBALANCE_RATIOS = tuple(0.5 * 2 ** k for k in range(7))
 SEED_COUNTS = (1, 2, 5, 10, 20, 50, 100, 300)
 PU_SEED_COUNTS = (10, 20, 50, 100, 300, 1000)
 
+# Today's columns first, in their order; the AUPR's 95 % bootstrap interval over the test
+# users beside them, at the end (empty when the run had no bootstrap).
 RESULT_COLUMNS = ("task", "experiment", "level", "method", "repeat", "seed", "auroc", "aupr",
                   "adaptation_users", "adaptation_positives", "test_users", "test_positives",
-                  "seconds", "status")
+                  "seconds", "status", "aupr_low", "aupr_high")
 
 
 # EvalConfig fields that a config's evaluate section may not set: --quick sets ``quick``.
@@ -69,7 +77,7 @@ class EvalConfig:
     # fine-tuned model doubles their cost (add it with figure_methods=METHODS).
     figure_methods: tuple[str, ...] = (ZERO, PROBE, SCRATCH, LOGREG, HGB, COSINE)
     # the seed-count sweeps (labelled negatives, and PU)
-    seed_sweep_methods: tuple[str, ...] = (ZERO, PROBE, LOGREG, HGB, COSINE)
+    seed_sweep_methods: tuple[str, ...] = (ZERO, PROBE, AUTO, LOGREG, HGB, COSINE)
     adaptation_fraction: float = 0.5  # share of a task's labelled users used for adaptation
     masking_levels: tuple[float, ...] = MODERATE_LEVELS + EXTREME_LEVELS
     imbalance_ratios: tuple[float, ...] = IMBALANCE_RATIOS
@@ -88,6 +96,9 @@ class EvalConfig:
     scratch_learning_rate: float = 1e-3  # from scratch: random weights need larger steps
     embed_batch_size: int = 128  # users densified and embedded at a time
     read_batch_size: int = 64  # users per batch of the TFRecord pipeline
+    # bootstrap copies of each (repeat, task) test set behind the 95 % intervals
+    # (evaluation/intervals.py); 0 leaves the intervals out
+    bootstrap_replicates: int = 200
     scratch_cache: bool = True  # reuse from-scratch results of earlier runs (ScratchCache)
     scratch_cache_dir: str | None = None  # default: <storage reports>/evaluation/_scratch_cache
     quick: bool = False  # set by quick_preset (recorded in results.json)
@@ -122,6 +133,9 @@ class EvalConfig:
                      "embed_batch_size", "read_batch_size", "pu_background"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}: {getattr(self, name)} must be at least 1")
+        if self.bootstrap_replicates < 0 or 0 < self.bootstrap_replicates < 20:
+            problems.append(f"bootstrap_replicates: {self.bootstrap_replicates} must be 0 "
+                            "(no intervals) or at least 20")
         if self.learning_rate <= 0 or self.scratch_learning_rate <= 0:
             problems.append("learning_rate and scratch_learning_rate must be positive")
         if problems:

@@ -19,7 +19,10 @@ a fixed hash (label 0; the campaign's own seeds never count as background), its 
 chosen by cross-validation. It is folded into one weight vector, so scoring stays one matrix
 product per user. It is the evaluation's ``meta_profile_probe``, which uses more seeds than
 the prototypes do (``docs/evaluation.md``). ``prototype``: the relation module f_θ scores
-each user against the prototypes (zero-training).
+each user against the prototypes (zero-training). ``auto``: per campaign, whichever of the
+probe, the same logistic regression on the aggregates alone (a DMP's head) and the
+prototypes has the best cross-validated AUPR on the campaign's own support
+(``model/auto_head.py``); ``support.json`` and the segment's manifest say which, and why.
 - ``members/``: every seed with its role, so scoring and export can exclude them:
   ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the
   prototype to estimate the segment's precision), ``negative``, ``unknown`` (not in the
@@ -227,7 +230,7 @@ def probe_members(roles, embeddings) -> dict[tuple[str, str], "np.ndarray"]:
 
 
 def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.ndarray",
-              listed: "np.ndarray") -> tuple[dict | None, str | None]:
+              listed: "np.ndarray", auto: tuple | None = None) -> tuple[dict | None, str | None]:
     """The campaign's probe head, or ``(None, why)`` when it cannot be fitted.
 
     The labels are the PU rule of the evaluation's ``seeds_pu`` setting: the support seeds
@@ -235,7 +238,9 @@ def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.
     campaign's seeds (``listed`` marks those that are) are 0. Columns are standardised with
     the background's statistics, and the logistic regression's strength is chosen by
     cross-validation (``model.baselines.fit_linear_head``, the evaluation's
-    ``meta_profile_probe``)."""
+    ``meta_profile_probe``). With ``auto`` (``(embedding_dim, relation weights)``,
+    ``lookalike.head: auto``) the head is the best of the probe, the aggregates alone and the
+    prototypes on the same support (``model.auto_head``, the evaluation's ``auto_head``)."""
     import numpy as np
 
     from model.baselines import fit_linear_head
@@ -246,9 +251,17 @@ def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.
         return None, "no negative seed and no background user outside the seed list"
     support = np.vstack([positives, negatives, unlabelled])
     labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives) + len(unlabelled))]
+    counts = {"positives": len(positives), "negatives": len(negatives),
+              "background": len(unlabelled)}
+    if auto is not None:
+        from model.auto_head import fit_auto_head
+        embedding_dim, relation = auto
+        explicit = np.r_[np.zeros(len(positives)), np.ones(len(negatives)),
+                         np.zeros(len(unlabelled))].astype(bool)
+        return {**fit_auto_head(support, labels, background, embedding_dim, relation,
+                                explicit), **counts}, None
     head = fit_linear_head(support, labels.astype(np.int8), background)
-    return {"kind": "probe", **head.to_dict(), "positives": len(positives),
-            "negatives": len(negatives), "background": len(unlabelled)}, None
+    return {"kind": "probe", **head.to_dict(), **counts}, None
 
 
 def _read(spark, uri: str, contract, what: str):
@@ -386,7 +399,7 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: Embeddin
     """Each campaign's scoring head (``lookalike.head``): ``{"kind": "prototype"}``, or a
     fitted probe. A campaign whose probe cannot be fitted is scored with its prototype, and
     the head says why."""
-    if config.lookalike.head != "probe" or not campaigns:
+    if config.lookalike.head not in ("probe", "auto") or not campaigns:
         return {}
     if "features" not in embeddings.columns:
         raise CampaignError(
@@ -395,6 +408,13 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: Embeddin
             f"lookalike.head=prototype")
     import numpy as np
     started = time.perf_counter()
+    auto = None
+    if config.lookalike.head == "auto":  # the prototypes' candidate needs f_θ (TensorFlow)
+        from jobs.embed import resolve_model
+        from model.artifact import relation_weights
+        from schemas.input_spec import InputSpec
+        auto = (embedded.embedding_dim, relation_weights(
+            resolve_model(config, embedded.model), InputSpec.from_config(config)))
     ids, background = background_users(embeddings, config.lookalike.background_users)
     members = probe_members(roles, embeddings)
     listed = listed_background(seeds, ids)
@@ -403,17 +423,30 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: Embeddin
     for i, c in enumerate(campaigns, 1):
         head, why = fit_probe(members.get((c, "support"), empty),
                               members.get((c, "negative"), empty), background,
-                              np.isin(ids, list(listed.get(c, ()))))
+                              np.isin(ids, list(listed.get(c, ()))), auto)
         heads[c] = head or {"kind": "prototype", "note": f"probe not fitted: {why}"}
-        log.info("campaign %s (%d/%d): %s head%s", c, i, len(campaigns), heads[c]["kind"],
-                 "" if head is None else f", C={head['strength']:.3g}, cross-validated AUPR "
-                 f"{head['cv_aupr'] if head['cv_aupr'] is None else round(head['cv_aupr'], 3)}, "
-                 f"{head['positives']} positives / {head['negatives'] + head['background']} "
-                 f"negatives")
+        log.info("campaign %s (%d/%d): %s", c, i, len(campaigns), head_summary(heads[c]))
     log.info("fitted %d probe head(s) in %.1f s", sum(h["kind"] == "probe"
                                                       for h in heads.values()),
              time.perf_counter() - started)
     return heads
+
+
+def head_summary(head: dict) -> str:
+    """One line on a fitted head: its kind (and, for ``auto``, the choice and why), the
+    probe's strength and cross-validated AUPR, and the support's size."""
+    text = (f"auto chose {head['auto']['chosen']} ({head['auto']['why']})" if "auto" in head
+            else f"{head['kind']} head")
+    if head.get("note"):
+        text += f" ({head['note']})"
+    if head["kind"] == "probe":
+        cv = head["cv_aupr"]
+        text += (f", C={head['strength']:.3g}, cross-validated AUPR "
+                 f"{cv if cv is None else round(cv, 3)}")
+    if "positives" in head:
+        text += f", {head['positives']} positives / {head['negatives'] + head['background']} " \
+                "negatives"
+    return text
 
 
 def _report(verdict: dict) -> dict:

@@ -148,6 +148,8 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
                 "segment": exact_quantiles(segment.column("score").to_numpy()),
                 "all_users": histogram_quantiles(stats["histogram"])},
             "precision": precision_estimate(stats),
+            # the scoring head (for lookalike.head: auto, which one it chose and why)
+            "head": {k: v for k, v in support.head.items() if k != "weights"},
             "pseudonymised_ids": config.pseudonymisation.enabled,
             "files": files,
         }

@@ -322,11 +322,9 @@ def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
 
 def relation_weights(model_path: str, config: PipelineConfig):
     """f_θ's weights as numpy, from the artifact (TensorFlow on the driver only)."""
-    from model.artifact import load_artifact
-    from model.scoring import RelationWeights
+    from model.artifact import relation_weights as of_artifact
     from schemas.input_spec import InputSpec
-    artifact = load_artifact(model_path, InputSpec.from_config(config))
-    return RelationWeights.from_module(artifact.model.relation)
+    return of_artifact(model_path, InputSpec.from_config(config))
 
 
 def excluded_users(seeds, opt_outs, ready: dict):

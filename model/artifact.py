@@ -164,3 +164,10 @@ def _load_model(uri: str) -> MetaProfileModel:
         with open(local, "wb") as fh:
             fh.write(storage.read_bytes(uri))
         return keras.saving.load_model(local, safe_mode=True)
+
+
+def relation_weights(path: str, expected_spec: InputSpec):
+    """f_θ of the artifact at ``path`` as numpy (``model.scoring.RelationWeights``), for the
+    drivers that score or choose heads without running Keras per user."""
+    from model.scoring import RelationWeights
+    return RelationWeights.from_module(load_artifact(path, expected_spec).model.relation)

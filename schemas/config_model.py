@@ -236,6 +236,13 @@ class BehaviourTasksConfig:
       It has the shape of a lookalike target task (a new adopter of a genre or brand).
     * ``active`` — positive: active in the channel within the horizon; every user labelled.
 
+    **Backtest cuts** (``cut_days``): each training batch takes one cut ``c`` days before
+    the window's end, drawn per batch. The horizon then ends at the cut: its label period
+    is days ``[D − c − h, D − c)``, and the input is the days before it, shifted to end at
+    ``D``. So the network sees the same task family at several points of the year, as the
+    target tasks will see it after the window. Every label lies inside the window, and no
+    target label is used. ``(0,)`` is the one cut at the window's end.
+
     A task that the first training batches cannot fill with positives and negatives is
     dropped at training time and reported.
     """
@@ -243,6 +250,7 @@ class BehaviourTasksConfig:
     horizon_days: int = 0  # 0 = no behaviour tasks
     kinds: tuple[str, ...] = ("new_buyer",)
     channels: tuple[str, ...] = ()  # "modality/channel" names; empty = every channel
+    cut_days: tuple[int, ...] = (0,)  # backtest cuts, days before the window's end
 
     @property
     def enabled(self) -> bool:
@@ -291,12 +299,15 @@ class LookalikeConfig:
     formats: tuple[str, ...] = ("csv", "parquet")
     head: str = "probe"         # how a campaign scores users: probe (a logistic regression on
                                 # the embedding and the aggregate features, fitted on its
-                                # seeds) or prototype (the relation module f_θ, zero-training)
+                                # seeds), prototype (the relation module f_θ, zero-training),
+                                # or auto: per campaign, whichever of probe, prototype and the
+                                # aggregates alone cross-validates best on its seeds
+                                # (model/auto_head.py)
     background_users: int = 2000  # unlabelled users drawn as the probe's negatives (beside
                                   # any explicit negative seeds) and for its standardisation
 
 
-LOOKALIKE_HEADS = ("probe", "prototype")
+LOOKALIKE_HEADS = ("probe", "prototype", "auto")
 
 
 @dataclass(frozen=True)

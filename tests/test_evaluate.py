@@ -25,11 +25,11 @@ from evaluation.sampling import (
     unlabelled_background,
 )
 from evaluation.settings import (
+    AUTO,
     IMBALANCE_RATIOS,
     MASKING,
     PROBE,
     SCRATCH,
-    SEEDS,
     SEEDS_PU,
     TABLE3,
     ZERO,
@@ -349,20 +349,35 @@ def _sweep(experiment, levels):
 
 def test_targets_are_met_only_when_the_figures_say_so():
     masking = _curve(MASKING, [0.01, 0.02, 0.05], [1.0, 0.2, 0.01])  # widens as labels go
-    seeds = _sweep(SEEDS, ((5, (0.1, 0.1, 0.5, 0.5)),  # below the range: not checked
-                              (10, (0.5, 0.6, 0.5, 0.4)), (300, (0.5, 0.7, 0.6, 0.6))))
-    pu = _sweep(SEEDS_PU, ((10, (0.5, 0.6, 0.5, 0.4)), (100, (0.5, 0.52, 0.5, 0.4))))
-    curves = {MASKING: masking, SEEDS: seeds, SEEDS_PU: pu}
+    pu = _sweep(SEEDS_PU, ((5, (0.1, 0.1, 0.5, 0.5)),  # below the range: not checked
+                           (10, (0.5, 0.6, 0.5, 0.4)), (100, (0.5, 0.56, 0.5, 0.4)),
+                           (300, (0.5, 0.52, 0.5, 0.4)), (1000, (0.48, 0.49, 0.5, 0.4))))
+    curves = {MASKING: masking, SEEDS_PU: pu}
+    spans = {SEEDS_PU: [{"level": 10, "ratio_low": 1.05, "ratio_high": 1.3},
+                        {"level": 100, "ratio_low": 0.98, "ratio_high": 1.25}]}
     table = _table([0.05, 0.04, -0.01])
     table["average"].update({f"{PROBE}_aupr": 0.6, f"{LOGREG}_aupr": 0.5,
                              f"{SCRATCH}_auroc": 0.6})
-    whole, swept, swept_pu, scratch, every, masked = check_targets(table, curves)
+    whole, few, many, scratch, every, masked, auto = check_targets(table, curves, spans)
     assert whole["met"] is True and "1.20" in whole["evidence"]
-    assert swept["met"] is True and "= 1.17" in swept["evidence"]
-    assert swept_pu["met"] is False and "missed at 100" in swept_pu["evidence"]  # 1.04
+    # 1.20 [1.05, 1.30] at 10 seeds; 1.12 at 100, but its interval reaches below 1
+    assert few["met"] is False and "missed at 100" in few["evidence"], few
+    assert "= 1.20 [1.05, 1.30]" in few["evidence"]
+    assert many["met"] is False and "missed at 1000" in many["evidence"]  # 0.98 < 1
     assert scratch["met"] is True
     assert every["met"] is False and "not on t2" in every["evidence"]
     assert masked["met"] is True
+    assert auto["met"] is None  # no auto_head in this run
+    table["average"][f"{AUTO}_aupr"] = 0.52
+    pu.append({"experiment": SEEDS_PU, "level": 10, "method": AUTO, "aupr_mean": 0.49})
+    auto = check_targets(table, curves, spans)[6]
+    assert auto["met"] is False and "missed: 10 PU seeds" in auto["evidence"], auto
+    assert "whole set: 0.520 / logreg 0.500 = 1.04" in auto["evidence"]
+    spans[SEEDS_PU][1]["ratio_low"] = 1.01
+    assert check_targets(table, curves, spans)[1]["met"] is True
+    # without intervals the few-shot target is not measured; the others are
+    assert check_targets(table, curves)[1]["met"] is None
+    assert check_targets(table, curves)[2]["met"] is False
     every = check_targets(_table([0.05, 0.04]), curves)[4]
     assert every["met"] is False  # above on every task, but (0.125 + 0.1) / 2 = 11 % < 15 %
     every = check_targets(_table([0.1, 0.1]), curves)[4]
@@ -371,7 +386,7 @@ def test_targets_are_met_only_when_the_figures_say_so():
 
 def test_targets_not_measured_are_reported_as_such():
     targets = check_targets({"rows": [], "average": {}}, {})
-    assert [t["met"] for t in targets] == [None] * 6
+    assert [t["met"] for t in targets] == [None] * 7
 
 
 def test_gap_slope_follows_the_level_order_given():

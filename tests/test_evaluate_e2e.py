@@ -175,9 +175,9 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
             "roc_curves.png", "pr_curves.png", "_SUCCESS"} <= files
     result = json.loads((out / "results.json").read_text())
     rows = result["rows"]
-    # per task: table3 7 methods (the trained ones only here, to keep the test short), then
+    # per task: table3 8 methods (the trained ones only here, to keep the test short), then
     # masking, imbalance, seeds and seeds_pu: 2 levels x 3 methods each
-    assert len(rows) == 2 * (7 + 6 + 6 + 6 + 6)
+    assert len(rows) == 2 * (8 + 6 + 6 + 6 + 6)
     assert {r["method"] for r in rows} == set(METHODS)
     assert all(r["status"].startswith("ok") for r in rows), [r["status"] for r in rows]
     assert result["labels"][TASKS[0]]["without_heatmaps"] == 1
@@ -195,7 +195,16 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
     assert csv_lines[0].split(",") == list(RESULT_COLUMNS) and len(csv_lines) == len(rows) + 1
     report = (out / "report.md").read_text()
     assert "## Table 3" in report and "Growth rate" in report and "![" in report
-    assert "## Targets" in report and len(result["targets"]) == 6
+    assert "## Targets" in report and len(result["targets"]) == 7
+    # every AUPR has its bootstrap interval, and each ratio its interval over tasks too
+    assert all(0 <= r["aupr_low"] <= r["aupr_high"] <= 1 for r in rows)
+    assert sum(r["aupr_low"] < r["aupr"] < r["aupr_high"] for r in rows) > len(rows) / 2
+    (whole,) = result["intervals"][TABLE3]
+    assert whole["ratio_low"] <= whole["ratio"] <= whole["ratio_high"]
+    assert (whole["tasks"], whole["repeats"], whole["replicates"]) == (2, 1, 200)
+    assert whole["meta_method"] in ("meta_profile", "meta_profile_probe",
+                                    "meta_profile_fine_tuned")
+    assert "95 % interval" in report
     pu = [r for r in rows if r["experiment"] == SEEDS_PU and r["level"] == 3.0]
     assert all(r["adaptation_positives"] == 3 and r["adaptation_users"] == 23 for r in pu)
     trained = {(c["method"], c["task"]) for c in result["learning_curves"]}

@@ -352,3 +352,23 @@ def test_publish_refuses_a_model_its_decision_says_is_not_better(tmp_path, capsy
     assert main(args + ["--only-if-better"]) == 0 and not published.exists()
     assert main(args + ["--force"]) == 0 and published.exists()
     assert "publishing although" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_auto_head_writes_its_choice_and_why_into_the_support_and_the_segment(world, spark):
+    """Last in the module: it replaces the night's supports, scores and segments."""
+    import dataclasses
+
+    from jobs import campaigns, export, score
+    config, _, _ = world
+    auto = dataclasses.replace(config, lookalike=dataclasses.replace(config.lookalike,
+                                                                     head="auto"))
+    campaigns.run(spark, auto, DS)
+    score.run(spark, auto, DS)
+    export.run(auto, DS)
+    head = support(config, "cmp_top")["head"]
+    assert head["auto"]["chosen"] in ("probe", "aggregates", "prototype")
+    assert set(head["auto"]["cv_aupr"]) == {"probe", "aggregates", "prototype"}
+    assert head["kind"] == ("prototype" if head["auto"]["chosen"] == "prototype" else "probe")
+    _, manifest = segment(config, "cmp_top")
+    assert manifest["head"]["auto"] == head["auto"] and "weights" not in manifest["head"]
