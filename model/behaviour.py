@@ -61,16 +61,27 @@ def behaviour_labels(heat_before, heat_after) -> tuple:
 
 
 def with_behaviour_tasks(batch: dict, spec: InputSpec, tasks: tuple[BehaviourTask, ...],
-                         horizon: int) -> dict:
-    """``batch`` with heatmaps shifted by ``horizon`` days and the behaviour tasks' labels
-    and masks appended after the survey tasks' (``[B, T + len(tasks)]``)."""
+                         horizon: int, cut=0) -> dict:
+    """``batch`` with heatmaps shifted by ``cut + horizon`` days and the behaviour tasks'
+    labels and masks appended after the survey tasks' (``[B, T + len(tasks)]``).
+
+    ``cut`` (a Python or a scalar tensor int) is the backtest cut, in days before the
+    window's end: the label period is days ``[D − cut − horizon, D − cut)``, and the input
+    is the days before it, shifted to end at ``D`` (zeros before). Days after the cut are
+    in the cut's future and are left out."""
     if not tasks:
         return batch
     out = dict(batch)
     labels, masks = [batch["labels"]], [batch["mask"]]
+    days = spec.days
+    shift = tf.cast(cut, tf.int32) + horizon
+    day = tf.range(days)
+    before = tf.cast(day < days - shift, tf.float32)[None, :, None]  # [1, D, 1]
+    within = tf.cast((day >= days - shift) & (day < days - shift + horizon),
+                     tf.float32)[None, :, None]  # [1, D, 1]
     for task in tasks:
         heat = batch[task.key][..., task.channel]  # [B, D, 24]
-        new_buyer, new_mask, active = behaviour_labels(heat[:, :-horizon], heat[:, -horizon:])
+        new_buyer, new_mask, active = behaviour_labels(heat * before, heat * within)
         if task.kind == "new_buyer":
             labels.append(new_buyer[:, None])
             masks.append(new_mask[:, None])
@@ -79,10 +90,22 @@ def with_behaviour_tasks(batch: dict, spec: InputSpec, tasks: tuple[BehaviourTas
             masks.append(tf.ones_like(active)[:, None])
     for key in spec.heatmap_keys:
         heat = batch[key]  # [B, D, 24, C]
-        out[key] = tf.concat([tf.zeros_like(heat[:, :horizon]), heat[:, :-horizon]], axis=1)
+        kept = heat * before[..., None]  # [B, D, 24, C]: the days before the label period
+        out[key] = tf.roll(kept, shift=shift, axis=1)  # they wrap to the front as zeros
     out["labels"] = tf.concat(labels, axis=1)  # [B, T']
     out["mask"] = tf.concat(masks, axis=1)  # [B, T']
     return out
+
+
+def cut_of_batch(index, cuts: tuple[int, ...], seed: int):
+    """The backtest cut of training batch ``index``: drawn from ``cuts`` by a stateless
+    generator keyed on (seed, index), so a resumed run sees the same cuts."""
+    if len(cuts) == 1:
+        return tf.constant(cuts[0], tf.int32)
+    pick = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64),
+                                                          tf.cast(index, tf.int64)]),
+                                       maxval=len(cuts), dtype=tf.int32)
+    return tf.gather(tf.constant(cuts, tf.int32), pick)
 
 
 def usable_tasks(labels: np.ndarray, mask: np.ndarray, names: tuple[str, ...], first: int,

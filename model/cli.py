@@ -204,22 +204,23 @@ def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple)
     import numpy as np
     import tensorflow as tf
 
-    from model.behaviour import behaviour_tasks, usable_tasks, with_behaviour_tasks
+    from model.behaviour import behaviour_tasks, cut_of_batch, usable_tasks, with_behaviour_tasks
     from model.inputs import make_dataset
 
     tasks = behaviour_tasks(config, spec)
     if not tasks:
         return spec, {"horizon_days": 0, "tasks": [], "dropped": []}, datasets
-    horizon = config.behaviour.horizon_days
+    horizon, cuts = config.behaviour.horizon_days, config.behaviour.cut_days
 
-    def add(batch):
-        return with_behaviour_tasks(batch, spec, tasks, horizon)
+    def add(index, batch):  # each batch takes one backtest cut, drawn by its index
+        return with_behaviour_tasks(batch, spec, tasks, horizon,
+                                    cut_of_batch(index, cuts, train_cfg.seed))
 
     names = (*spec.tasks, *(t.name for t in tasks))
     scan = make_dataset(heatmaps, TRAIN_SPLIT, spec, train_cfg.batch_size, shuffle=False,
                         repeat=False, value_transform=config.value_transform)
     labels, masks = [], []
-    for batch in scan.map(add).take(train_cfg.pool_batches):
+    for batch in scan.enumerate().map(add).take(train_cfg.pool_batches):
         labels.append(batch["labels"].numpy())
         masks.append(batch["mask"].numpy())
     keep, dropped = usable_tasks(np.concatenate(labels), np.concatenate(masks), names,
@@ -228,17 +229,19 @@ def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple)
         _print(f"behaviour task dropped: {reason}")
     columns = tf.constant(keep, tf.int32)
 
-    def add_and_select(batch):
-        batch = add(batch)
+    def add_and_select(index, batch):
+        batch = add(index, batch)
         return {**batch, "labels": tf.gather(batch["labels"], columns, axis=1),
                 "mask": tf.gather(batch["mask"], columns, axis=1)}
 
     kept = tuple(names[i] for i in keep)
     _print(f"behaviour tasks: {len(kept) - len(spec.tasks)} of {len(tasks)} kept, horizon "
-           f"{horizon} days; {len(kept)} source tasks in all")
-    out = tuple(d.map(add_and_select, num_parallel_calls=tf.data.AUTOTUNE) for d in datasets)
-    report = {"horizon_days": horizon, "tasks": list(kept[len(spec.tasks):]),
-              "dropped": dropped}
+           f"{horizon} days, cuts {list(cuts)} days before the window's end; {len(kept)} "
+           "source tasks in all")
+    out = tuple(d.enumerate().map(add_and_select, num_parallel_calls=tf.data.AUTOTUNE)
+                for d in datasets)
+    report = {"horizon_days": horizon, "cut_days": list(cuts),
+              "tasks": list(kept[len(spec.tasks):]), "dropped": dropped}
     return dataclasses.replace(spec, tasks=kept), report, out
 
 

@@ -511,7 +511,7 @@ class _Reader:
         where = "tasks.behaviour"
         if value is None:
             return BehaviourTasksConfig()
-        m = self.mapping(value, where, ("horizon_days", "kinds", "channels"))
+        m = self.mapping(value, where, ("horizon_days", "kinds", "channels", "cut_days"))
         d = BehaviourTasksConfig()
         horizon = self.get(m, "horizon_days", where, int, d.horizon_days)
         if horizon is not None and not 0 <= horizon < window.days:
@@ -531,8 +531,21 @@ class _Reader:
                 self.problem(f"{where}.channels", f"{c!r} is not a configured channel; use "
                                                   f"modality/channel, one of {known}")
         self.unique(channels, f"{where}.channels")
+        cuts = self.get(m, "cut_days", where, list, list(d.cut_days)) or []
+        for c in cuts:
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0 or (
+                    horizon is not None and c + horizon >= window.days):
+                self.problem(f"{where}.cut_days", f"{c!r}: a cut is a whole number of days "
+                                                  "before the window's end, at least 0, and "
+                                                  "cut + horizon_days must stay below "
+                                                  f"window.days = {window.days}")
+        if not cuts:
+            self.problem(f"{where}.cut_days", "list at least one cut (0 = the window's end)")
+        if len(set(cuts)) != len(cuts):
+            self.problem(f"{where}.cut_days", f"{cuts} repeats a cut")
         return BehaviourTasksConfig(horizon_days=horizon or 0, kinds=tuple(kinds),
-                                    channels=tuple(channels))
+                                    channels=tuple(channels),
+                                    cut_days=tuple(c for c in cuts if isinstance(c, int)))
 
     def task(self, value: Any, where: str, target: bool) -> TaskConfig:
         allowed = ("name", "description", "label_period_start", "label_period_end", "rule")

@@ -39,6 +39,30 @@ def test_new_buyer_and_active_labels_and_the_shifted_input():
     assert out["heatmap/points"].numpy()[:, HORIZON:].all()
 
 
+def test_a_backtest_cut_moves_the_label_period_and_drops_the_days_after_it():
+    tasks = (BehaviourTask("behaviour/new_buyer/purchases/c1", "new_buyer", "heatmap/purchases", 1),)
+    # cut 2: label period days [5, 8); input days [0, 5) shifted to [5, 10)
+    out = with_behaviour_tasks(batch(), SPEC, tasks, HORIZON, tf.constant(2))
+    # user 0's first purchase (day 8) is after the cut: never active up to it, so a
+    # negative; user 1 was active before (day 2): unlabelled; user 2 never active
+    np.testing.assert_array_equal(out["labels"].numpy()[:, 1], [0, 0, 0])
+    np.testing.assert_array_equal(out["mask"].numpy()[:, 1], [1, 0, 1])
+    shifted = out["heatmap/purchases"].numpy()
+    assert shifted[1, 2 + 5, 9, 1] == 1.0 and shifted[1].sum() == 1.0  # day 9 left out
+    assert shifted[:, :5].sum() == 0 and shifted[0].sum() == 0
+    # cut 1: label period days [6, 9) holds user 0's day 8: a new buyer
+    out = with_behaviour_tasks(batch(), SPEC, tasks, HORIZON, 1)
+    np.testing.assert_array_equal(out["labels"].numpy()[:, 1], [1, 0, 0])
+
+
+def test_each_batch_draws_its_cut_the_same_way_every_run():
+    from model.behaviour import cut_of_batch
+    draws = [int(cut_of_batch(i, (0, 90, 180), seed=7)) for i in range(60)]
+    assert set(draws) == {0, 90, 180}
+    assert draws == [int(cut_of_batch(i, (0, 90, 180), seed=7)) for i in range(60)]
+    assert int(cut_of_batch(5, (30,), seed=7)) == 30
+
+
 def test_tasks_without_both_classes_are_dropped_with_a_reason():
     labels = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 1], [0, 1, 0]], np.float32)
     mask = np.ones_like(labels)

@@ -112,6 +112,10 @@ def test_genre_routing_is_prefix_based_and_additive(tmp_path):
     (lambda r: r["tasks"].update(behaviour={"horizon_days": 30, "channels": ["beauty"]}),
      "tasks.behaviour.channels", "use modality/channel"),
     (lambda r: r["tasks"].update(source=[]), "tasks.source", "or behaviour tasks"),
+    (lambda r: r["tasks"].update(behaviour={"horizon_days": 90, "cut_days": [0, 300]}),
+     "tasks.behaviour.cut_days", "300: a cut is a whole number of days"),
+    (lambda r: r["tasks"].update(behaviour={"horizon_days": 90, "cut_days": [90, 90]}),
+     "tasks.behaviour.cut_days", "repeats a cut"),
     (lambda r: r["storage"].update(root="s3://bucket/x"), "storage.root", "use s3a://"),
     (lambda r: r["lookalike"].update(head="centroid"), "lookalike.head", "choose one of probe"),
     (lambda r: r["lookalike"].update(background_users=3), "lookalike.background_users",
@@ -134,6 +138,9 @@ def test_behaviour_tasks_alone_are_enough_to_meta_train(tmp_path):
     config = parse_config(raw, base_dir=tmp_path)
     assert config.behaviour.enabled and config.behaviour.horizon_days == 60
     assert config.behaviour.channels == ("purchases/beauty_purchase_amount",)
+    assert config.behaviour.cut_days == (0,)  # one cut, at the window's end
+    raw["tasks"]["behaviour"]["cut_days"] = [0, 90, 180]
+    assert parse_config(raw, base_dir=tmp_path).behaviour.cut_days == (0, 90, 180)
     assert parse_config(config.to_dict(), base_dir=tmp_path) == config
 
 
