@@ -5,11 +5,12 @@
 # before it, one drawn per batch). Each model is evaluated on Table 3 and the PU seed sweep
 # against the DMP baselines, with the auto head and 95 % intervals (no trained baselines,
 # to keep it short). Prints each model's training time, evaluation time and targets.
-# Run after `./run setup`:   bash bench/learning_cuts.sh      (about 30 min on 2 cores)
+# K = 2 shots (23 tasks x 2 classes x K supports a step; K = 5 is 3 s a step on 2 cores).
+# Run after `./run setup`:   bash bench/learning_cuts.sh      (about 40 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=.work/venv-jobs/bin/metaprofile
-USERS=${USERS:-3000}; STEPS=${STEPS:-1000}; REPEATS=${REPEATS:-3}
+USERS=${USERS:-3000}; STEPS=${STEPS:-1000}; REPEATS=${REPEATS:-3}; KSHOT=${KSHOT:-2}
 R="$PWD/.work/bench/learning-cuts-$USERS"
 O=(--config conf/synthetic.yaml --set "storage.root=$R")
 if [[ ! -f "$R/heatmaps/ds=2026-06-30/_SUCCESS" ]]; then
@@ -24,7 +25,7 @@ for variant in "one:[0]" "three:[0,90,180]"; do
   t0=$(date +%s)
   if [[ ! -f "$R/models/cuts-$name/_SUCCESS" ]]; then
     $M train "${O[@]}" "${B[@]}" --version "cuts-$name" --work-dir "$R/train-$name" \
-      --width 0.25 --embedding-dim 128 --k-shot 5 --steps "$STEPS" --validate-every 100 \
+      --width 0.25 --embedding-dim 128 --k-shot "$KSHOT" --steps "$STEPS" --validate-every 100 \
       --val-batches 20 2>&1 | grep -E "behaviour tasks|best|artifact" | tail -3
   fi
   t1=$(date +%s)

@@ -104,13 +104,15 @@ def check_targets(table: dict, curves: dict, intervals: dict | None = None) -> l
     average = table.get("average", {})
     rows = table.get("rows", [])
     cells = {(1.0, m): average.get(f"{m}_aupr", np.nan) for m in METHODS}
-    texts, missed = ratio_checks([{"level": lv, "method": m, "aupr_mean": v}
-                                  for (lv, m), v in cells.items()], [1.0], NEVER_WORSE_RATIO,
-                                 intervals.get(TABLE3))
+    whole = list(curves.get(TABLE3) or [])  # Table 3 means over tasks, without scratch too
+    if not whole:
+        whole = [{"level": lv, "method": m, "aupr_mean": v} for (lv, m), v in cells.items()]
+        cells = {(1.0, e["method"]): e["aupr_mean"] for e in whole}
+    texts, missed = ratio_checks(whole, [1.0], NEVER_WORSE_RATIO, intervals.get(TABLE3))
     out.append({"target": "best Meta-Profile method's mean AUPR at least "
                           f"{NEVER_WORSE_RATIO:g}x the best classic baseline's on the whole "
                           "adaptation set (Table 3)",
-                "met": None if rows == [] else not missed,
+                "met": None if texts[0].endswith("not measured") else not missed,
                 "evidence": texts[0].replace("1: ", "", 1)})
     for (low, high), bar, strict in ((FEW_SHOT_PU, FEW_SHOT_RATIO, True),
                                      (MANY_SHOT_PU, NEVER_WORSE_RATIO, False)):

@@ -19,10 +19,11 @@ a fixed hash (label 0; the campaign's own seeds never count as background), its 
 chosen by cross-validation. It is folded into one weight vector, so scoring stays one matrix
 product per user. It is the evaluation's ``meta_profile_probe``, which uses more seeds than
 the prototypes do (``docs/evaluation.md``). ``prototype``: the relation module f_θ scores
-each user against the prototypes (zero-training). ``auto``: per campaign, whichever of the
-probe, the same logistic regression on the aggregates alone (a DMP's head) and the
-prototypes has the best cross-validated AUPR on the campaign's own support
-(``model/auto_head.py``); ``support.json`` and the segment's manifest say which, and why.
+each user against the prototypes (zero-training). ``auto``: per campaign, one of the probe,
+the same logistic regression on the aggregates alone (a DMP's head) and the prototypes, by
+cross-validation on the campaign's own support: the simplest whose mean fold AUPR is within
+one standard error of the best (``model/auto_head.py``). ``support.json`` and the segment's
+manifest say which, and why.
 - ``members/``: every seed with its role, so scoring and export can exclude them:
   ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the
   prototype to estimate the segment's precision), ``negative``, ``unknown`` (not in the

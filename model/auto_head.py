@@ -12,17 +12,19 @@ users as 0: the ``seeds_pu`` rule):
 * ``prototype``: the relation module f_θ against the mean embedding of the seeds (and of
   the negatives that ``prototype_negatives`` marks), with no fitting.
 
-The two linear heads report the best fold-mean AUPR over their strength grid
-(``LogisticRegressionCV``, :func:`model.baselines.fit_linear_head`). That choice of the
-best strength flatters them a little. The prototypes have nothing to tune, so they win
-only when they are clearly better. A tie goes to the simpler head, in the order
-aggregates, probe, prototype. So a campaign whose seeds the embedding does not help gets
-the DMP's own head, and the product is never worse than the DMP on the seeds it was given.
+The choice follows the one-standard-error rule of cross-validation. Take the candidate
+with the best mean AUPR over the folds, and the standard error of its fold scores. The
+simplest candidate whose mean is within one standard error of that best is chosen, in the
+order aggregates, probe, prototype. With a few dozen seeds the folds disagree a lot, so the
+DMP's own head is kept unless another head is clearly better. A plain "highest mean"
+rule picked the probe on noise and lost to the logistic regression alone at 10–50 seeds
+(docs/evaluation.md). The two linear heads' figures are those of the best strength of
+their grid, which flatters them a little; the prototypes have nothing to tune.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -31,16 +33,28 @@ from model.baselines import fit_linear_head
 CANDIDATES = ("aggregates", "probe", "prototype")  # also the tie order: simplest first
 
 
-def choose(cv_aupr: Mapping[str, float | None]) -> tuple[str, str]:
-    """The candidate with the highest cross-validated AUPR (the first in :data:`CANDIDATES`
-    on a tie), and one line of why. Candidates with no figure take no part."""
-    scored = {k: v for k, v in cv_aupr.items() if v is not None and np.isfinite(v)}
-    if not scored:
+def choose(cv_folds: Mapping[str, Sequence[float] | None]) -> tuple[str, str]:
+    """The candidate the one-standard-error rule picks from each candidate's fold AUPRs
+    (see the module docstring), and one line of why. Candidates without fold scores take no
+    part."""
+    folds = {k: np.asarray(v, np.float64) for k, v in cv_folds.items()
+             if v is not None and len(v) and np.isfinite(v).all()}
+    if not folds:
         return "probe", "no candidate could be cross-validated (too few seeds); the probe"
-    best = max(scored.values())
-    chosen = next(k for k in CANDIDATES if scored.get(k) == best)
-    others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(scored.items()) if k != chosen)
-    return chosen, f"cross-validated AUPR {best:.3f} against {others or 'no other candidate'}"
+    means = {k: float(v.mean()) for k, v in folds.items()}
+    best = max(means, key=lambda k: (means[k], -CANDIDATES.index(k)))
+    spread = folds[best]
+    error = float(spread.std(ddof=1) / np.sqrt(len(spread))) if len(spread) > 1 else 0.0
+    chosen = next(k for k in CANDIDATES if k in means and means[k] >= means[best] - error)
+    if chosen != best:
+        why = (f"cross-validated AUPR {means[chosen]:.3f}, within one standard error "
+               f"({error:.3f}) of the best, {best} {means[best]:.3f}")
+    else:
+        why = (f"cross-validated AUPR {means[chosen]:.3f}, the best, and no simpler head "
+               f"within its standard error {error:.3f}")
+    others = ", ".join(f"{k} {v:.3f}" for k, v in sorted(means.items())
+                       if k not in (chosen, best))
+    return chosen, why + (f"; others: {others}" if others else "")
 
 
 def prototype_cv_aupr(relation, embeddings: np.ndarray, labels: np.ndarray,
@@ -50,11 +64,21 @@ def prototype_cv_aupr(relation, embeddings: np.ndarray, labels: np.ndarray,
     fold is scored against the mean embedding of the other folds' positives (and of their
     rows that ``prototype_negatives`` marks, when there are some). ``relation`` is a
     :class:`model.scoring.RelationWeights`. None with fewer than 2 folds."""
-    from sklearn.metrics import average_precision_score
-    from sklearn.model_selection import StratifiedKFold
 
     if folds < 2:
         return None
+    return float(np.mean(prototype_cv_folds(relation, embeddings, labels, prototype_negatives,
+                                            folds, seed)))
+
+
+def prototype_cv_folds(relation, embeddings: np.ndarray, labels: np.ndarray,
+                       prototype_negatives: np.ndarray, folds: int, seed: int = 0
+                       ) -> list[float]:
+    """The prototype score's AUPR on each of ``folds`` stratified folds (see
+    :func:`prototype_cv_aupr`)."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedKFold
+
     labels = np.asarray(labels).astype(np.int8)
     values = []
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
@@ -65,8 +89,8 @@ def prototype_cv_aupr(relation, embeddings: np.ndarray, labels: np.ndarray,
         negative_part = (relation.support_part(negatives.mean(axis=0, keepdims=True))
                          if len(negatives) else None)
         logits = relation.logits(user, relation.support_part(positive), negative_part)[:, 0]
-        values.append(average_precision_score(labels[test], logits))
-    return float(np.mean(values))
+        values.append(float(average_precision_score(labels[test], logits)))
+    return values
 
 
 def fit_auto_head(rows: np.ndarray, labels: np.ndarray, reference: np.ndarray,
@@ -84,13 +108,14 @@ def fit_auto_head(rows: np.ndarray, labels: np.ndarray, reference: np.ndarray,
     aggregates = fit_linear_head(rows[:, embedding_dim:], labels, reference[:, embedding_dim:],
                                  seed)
     folds = min(5, int(np.bincount(labels, minlength=2).min()))
-    cv = {"probe": probe.cv_aupr, "aggregates": aggregates.cv_aupr, "prototype": None}
+    cv_folds = {"probe": probe.cv_folds, "aggregates": aggregates.cv_folds, "prototype": None}
     if relation is not None and folds >= 3:
         negatives = (np.zeros(len(labels), bool) if prototype_negatives is None
                      else np.asarray(prototype_negatives, bool))
-        cv["prototype"] = prototype_cv_aupr(relation, rows[:, :embedding_dim], labels,
-                                            negatives, folds, seed)
-    chosen, why = choose(cv)
+        cv_folds["prototype"] = tuple(prototype_cv_folds(
+            relation, rows[:, :embedding_dim], labels, negatives, folds, seed))
+    chosen, why = choose(cv_folds)
+    cv = {k: None if not v else float(np.mean(v)) for k, v in cv_folds.items()}
     auto = {"chosen": chosen, "why": why, "cv_aupr": cv}
     if chosen == "prototype":
         return {"kind": "prototype", "auto": auto}

@@ -137,6 +137,7 @@ class LinearHead:
     bias: float
     strength: float  # the inverse L2 strength C that cross-validation chose
     cv_aupr: float | None  # its mean cross-validated AUPR (None: too few to cross-validate)
+    cv_folds: tuple[float, ...] = ()  # that strength's AUPR on each fold
 
     def decision(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(rows, np.float64) @ self.weights + self.bias  # [B]
@@ -181,16 +182,19 @@ def fit_linear_head(support: np.ndarray, labels, reference: np.ndarray | None = 
         with small_fit_threads(len(labels)):
             model.fit(support, labels)
     coef = np.asarray(model.coef_, np.float64).reshape(-1)  # on standardised columns
+    cv_folds: tuple[float, ...] = ()
     if folds >= 3:
         strength = float(np.ravel(model.C_)[0])
         fold_scores = np.asarray(model.scores_[1] if isinstance(model.scores_, dict)
-                                 else model.scores_, np.float64)
-        cv_aupr = float(fold_scores.reshape(folds, -1).mean(axis=0).max())
+                                 else model.scores_, np.float64).reshape(folds, -1)
+        best = int(fold_scores.mean(axis=0).argmax())
+        cv_aupr = float(fold_scores[:, best].mean())
+        cv_folds = tuple(float(v) for v in fold_scores[:, best])
     else:
         strength, cv_aupr = 1.0, None
     weights = coef / std
     bias = float(np.ravel(model.intercept_)[0] - (coef * mean / std).sum())
-    return LinearHead(weights, bias, strength, cv_aupr)
+    return LinearHead(weights, bias, strength, cv_aupr, cv_folds)
 
 
 def small_fit_threads(rows: int):

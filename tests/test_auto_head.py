@@ -30,13 +30,21 @@ def _support(signal_in: str, n: int = 600, dim: int = 4, features: int = 5, seed
     return np.hstack([embedding, aggregates]), labels
 
 
-def test_choose_takes_the_best_and_the_simplest_on_a_tie():
-    assert choose({"probe": 0.4, "aggregates": 0.5, "prototype": 0.3})[0] == "aggregates"
-    assert choose({"probe": 0.5, "aggregates": 0.5, "prototype": 0.5})[0] == "aggregates"
-    assert choose({"probe": 0.5, "aggregates": 0.4, "prototype": None})[0] == "probe"
-    chosen, why = choose({"probe": 0.3, "aggregates": 0.2, "prototype": 0.6})
-    assert chosen == "prototype" and "0.600" in why and "aggregates 0.200" in why
-    assert choose({"probe": None, "aggregates": None, "prototype": None})[0] == "probe"
+def test_choose_keeps_the_simplest_head_within_one_standard_error_of_the_best():
+    steady = (0.50, 0.50, 0.50, 0.50)
+    assert choose({"probe": (0.4,) * 4, "aggregates": steady, "prototype": (0.3,) * 4})[0] \
+        == "aggregates"
+    assert choose({"probe": steady, "aggregates": steady, "prototype": steady})[0] \
+        == "aggregates"
+    # the probe's mean is higher, but its folds disagree by more than the gap
+    noisy = (0.9, 0.3, 0.8, 0.2)  # mean 0.55, standard error 0.17
+    chosen, why = choose({"probe": noisy, "aggregates": steady, "prototype": None})
+    assert chosen == "aggregates" and "within one standard error" in why, why
+    # a clear win is taken
+    chosen, why = choose({"probe": (0.3,) * 4, "aggregates": (0.2,) * 4,
+                          "prototype": (0.6, 0.61, 0.59, 0.6)})
+    assert chosen == "prototype" and "0.600" in why and "aggregates 0.200" in why, why
+    assert choose({"probe": None, "aggregates": (), "prototype": None})[0] == "probe"
 
 
 def test_a_campaign_whose_seeds_the_embedding_does_not_separate_gets_the_aggregates_head():

@@ -384,6 +384,15 @@ def test_targets_are_met_only_when_the_figures_say_so():
     assert every["met"] is True
 
 
+def test_the_whole_set_ratio_is_measured_without_training_from_scratch():
+    whole = [{"experiment": TABLE3, "level": 1.0, "method": m, "aupr_mean": v}
+             for m, v in ((ZERO, 0.30), (PROBE, 0.393), (LOGREG, 0.431))]
+    spans = {TABLE3: [{"level": 1.0, "ratio_low": 0.868, "ratio_high": 0.944}]}
+    target = check_targets({"rows": [], "average": {}}, {TABLE3: whole}, spans)[0]
+    assert target["met"] is False
+    assert target["evidence"] == "meta_profile_probe 0.393 / logreg 0.431 = 0.91 [0.87, 0.94]"
+
+
 def test_targets_not_measured_are_reported_as_such():
     targets = check_targets({"rows": [], "average": {}}, {})
     assert [t["met"] for t in targets] == [None] * 7
