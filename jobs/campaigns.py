@@ -240,8 +240,9 @@ def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.
     the background's statistics, and the logistic regression's strength is chosen by
     cross-validation (``model.baselines.fit_linear_head``, the evaluation's
     ``meta_profile_probe``). With ``auto`` (``(embedding_dim, relation weights)``,
-    ``lookalike.head: auto``) the head is the best of the probe, the aggregates alone and the
-    prototypes on the same support (``model.auto_head``, the evaluation's ``auto_head``)."""
+    ``lookalike.head: auto``) the head is chosen among the probe, the aggregates alone and
+    the prototypes by cross-validation on the same support (``model.auto_head``, the
+    evaluation's ``auto_head``)."""
     import numpy as np
 
     from model.baselines import fit_linear_head
