@@ -355,20 +355,22 @@ def test_publish_refuses_a_model_its_decision_says_is_not_better(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_auto_head_writes_its_choice_and_why_into_the_support_and_the_segment(world, spark):
-    """Last in the module: it replaces the night's supports, scores and segments."""
-    import dataclasses
-
+def test_auto_head_writes_its_choice_and_why_into_the_support_and_the_segment(world, spark,
+                                                                                tmp_path):
+    """On a copy of the night's data, so that the other tests see the probe heads in any
+    order."""
     from jobs import campaigns, export, score
     config, _, _ = world
-    auto = dataclasses.replace(config, lookalike=dataclasses.replace(config.lookalike,
-                                                                     head="auto"))
+    shutil.copytree(config.storage.root, tmp_path / "data")
+    auto = load_config(SYNTHETIC_CONFIG, overrides=[
+        f"storage.root={tmp_path / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
+        "lookalike.holdout=0.0", "lookalike.head=auto"])
     campaigns.run(spark, auto, DS)
     score.run(spark, auto, DS)
     export.run(auto, DS)
-    head = support(config, "cmp_top")["head"]
+    head = support(auto, "cmp_top")["head"]
     assert head["auto"]["chosen"] in ("probe", "aggregates", "prototype")
     assert set(head["auto"]["cv_aupr"]) == {"probe", "aggregates", "prototype"}
     assert head["kind"] == ("prototype" if head["auto"]["chosen"] == "prototype" else "probe")
-    _, manifest = segment(config, "cmp_top")
+    _, manifest = segment(auto, "cmp_top")
     assert manifest["head"]["auto"] == head["auto"] and "weights" not in manifest["head"]
