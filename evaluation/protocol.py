@@ -217,20 +217,19 @@ def auto_head_scores(candidate: ModelUnderTest, features: np.ndarray, support: S
     """``auto_head``: the nightly ``lookalike.head: auto`` rule on a trial's support (every
     label-0 support user is a negative prototype's member, as in zero-training)."""
     from model.auto_head import fit_auto_head
-    from model.scoring import RelationWeights, sigmoid
+    from model.baselines import LinearHead
+    from model.scoring import RelationWeights
     e = candidate.embeddings
     rows = np.hstack([e[support.rows], features[support.rows]])
     reference = np.hstack([e[support.reference], features[support.reference]])
-    relation = RelationWeights.from_module(candidate.model.relation)
-    head = fit_auto_head(rows, support.labels, reference, e.shape[1], relation,
+    head = fit_auto_head(rows, support.labels, reference, e.shape[1],
+                         RelationWeights.from_module(candidate.model.relation),
                          support.labels == 0, seed)
     if head["kind"] == "probe":
-        query = np.hstack([e[query_rows], features[query_rows]])
-        return sigmoid(query @ np.asarray(head["weights"]) + head["bias"])
-    positive = e[support.rows][support.labels == 1].mean(axis=0, keepdims=True)
-    negative = e[support.rows][support.labels == 0].mean(axis=0, keepdims=True)
-    return relation.logits(relation.user_part(e[query_rows]), relation.support_part(positive),
-                           relation.support_part(negative))[:, 0]
+        return LinearHead.from_dict(head).decision(np.hstack([e[query_rows],
+                                                              features[query_rows]]))
+    return zero_training_scores(candidate.model, e[support.rows], support.labels,
+                                e[query_rows])
 
 
 class Adapters:

@@ -66,7 +66,7 @@ from schemas.contracts import (
     OPT_OUTS,
     spark_ddl,
 )
-from schemas.identifiers import identifier_problem, refusal, shown
+from schemas.identifiers import refusals, shown
 from schemas.manifests import MANIFEST, SUPPORT, EmbeddingsManifest, SupportDocument
 
 if TYPE_CHECKING:
@@ -370,16 +370,12 @@ def report_key(campaign) -> str:
 def unsafe_verdicts(selected) -> dict[str, dict]:
     """A failed verdict for every selected id that breaks the identifier rule: such a
     campaign gets no folder (and no Spark partition), only its line in the report."""
-    verdicts = {}
-    for c in selected:
-        problem = identifier_problem(c)
-        if problem is not None:
-            why = refusal(c, "campaign_id", problem, "correct the id in the campaign registry "
-                                                    "and in its seed list")
-            log.error("a campaign failed: %s", why)
-            verdicts[report_key(c)] = {"campaign_id": report_key(c), "status": "failed",
-                                       "problems": [why]}
-    return verdicts
+    unsafe = refusals(selected, "campaign_id", "correct the id in the campaign registry and "
+                                               "in its seed list")
+    for why in unsafe.values():
+        log.error("a campaign failed: %s", why)
+    return {report_key(c): {"campaign_id": report_key(c), "status": "failed",
+                            "problems": [why]} for c, why in unsafe.items()}
 
 
 def orphan_seeds(seeds, registered: set[str]) -> dict[str, int]:

@@ -48,7 +48,7 @@ from jobs import runner
 from jobs.runner import Job, JobContext, Outcome
 from schemas.config import PipelineConfig
 from schemas.contracts import SEGMENT, check_table
-from schemas.identifiers import identifier_problem, refusal, shown
+from schemas.identifiers import refusals, shown
 from schemas.manifests import SCORE_STATS, SUPPORT, ScoreStats, SupportDocument
 
 log = logging.getLogger("metaprofile.export")
@@ -166,13 +166,9 @@ def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
     document = ScoreStats.from_json(storage.read_bytes(where), where)
     supports_root = catalog.partition(config, "supports", ds)
     exported, failed = {}, dict(document.failed_campaigns)
-    rejected = []  # campaigns that failed here, not upstream
-    for campaign in only:
-        problem = identifier_problem(campaign)
-        if problem is not None:
-            failed[campaign] = [refusal(campaign, "--campaign", problem,
-                                        "pass the id as registered")]
-            rejected.append(campaign)
+    unsafe = refusals(only, "--campaign", "pass the id as registered")
+    failed |= {c: [why] for c, why in unsafe.items()}
+    rejected = list(unsafe)  # campaigns that failed here, not upstream
     for campaign, stats in sorted(document.campaigns.items()):
         if only and campaign not in only:
             continue

@@ -49,7 +49,7 @@ from jobs.runner import Job, JobContext, Outcome
 from jobs.spark import union_all
 from schemas.config import PipelineConfig
 from schemas.contracts import SCORES, SUPPORT_MEMBERS, spark_ddl
-from schemas.identifiers import identifier_problem, refusal, shown
+from schemas.identifiers import identifier_problem, refusal, refusals, shown
 from schemas.manifests import (
     MANIFEST,
     SCORE_STATS,
@@ -189,9 +189,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
     from jobs.embed import resolve_model
     started = time.perf_counter()
     publisher = Publisher(spark)
-    rejected: dict[str, list[str]] = {  # ids that break the identifier rule fail alone
-        c: [refusal(c, "--campaign", identifier_problem(c), "pass the id as registered")]
-        for c in only if identifier_problem(c) is not None}
+    rejected = {c: [why] for c, why in  # ids that break the identifier rule fail alone
+                refusals(only, "--campaign", "pass the id as registered").items()}
     wanted = [c for c in only if c not in rejected]
     supports = read_supports(config, ds, wanted, rejected) if wanted or not only else {}
     ready = {c: s for c, s in sorted(supports.items()) if s.ok}

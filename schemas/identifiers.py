@@ -85,6 +85,12 @@ def refusal(value: object, what: str, problem: str, fix: str = "") -> str:
             f"name must be {RULE}" + (f"; {fix}" if fix else ""))
 
 
+def refusals(values, what: str, fix: str = "") -> dict:
+    """``{value: its one-line refusal}`` for every value of ``values`` that breaks the rule."""
+    problems = {v: identifier_problem(v) for v in values}
+    return {v: refusal(v, what, p, fix) for v, p in problems.items() if p is not None}
+
+
 def within(root: str, path: str) -> bool:
     """Whether ``path`` lies strictly inside ``root`` after resolving ``.`` and ``..``
     segments (string-wise: URIs are not resolved against any filesystem)."""

@@ -235,19 +235,27 @@ def test_top_k_equals_scoring_everyone_and_sorting(world):
     assert top.column("user_id").to_pylist() == top_k(config, ids, scores, "cmp_top", 5)
 
 
-@pytest.mark.slow
-def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
+def night_with_head(world, spark, tmp_path, head: str):
+    """The night's campaigns, scores and segments again with ``lookalike.head=head``, on a
+    copy of the world's data (so the other tests see the probe heads in any order)."""
     from jobs import campaigns, export, score
-    from model.artifact import load_artifact
-    from schemas.input_spec import InputSpec
-    config, model, _ = world
+    config, _, _ = world
     shutil.copytree(config.storage.root, tmp_path / "data")
     copy = load_config(SYNTHETIC_CONFIG, overrides=[
         f"storage.root={tmp_path / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
-        "lookalike.holdout=0.0", "lookalike.head=prototype"])
+        "lookalike.holdout=0.0", f"lookalike.head={head}"])
     campaigns.run(spark, copy, DS)
     score.run(spark, copy, DS)
     export.run(copy, DS)
+    return copy
+
+
+@pytest.mark.slow
+def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
+    from model.artifact import load_artifact
+    from schemas.input_spec import InputSpec
+    _, model, _ = world
+    copy = night_with_head(world, spark, tmp_path, "prototype")
     ids, vectors, _ = embedding_table(copy)
     chosen = support(copy, "cmp_top")
     assert chosen["head"] == {"kind": "prototype"}
@@ -357,17 +365,7 @@ def test_publish_refuses_a_model_its_decision_says_is_not_better(tmp_path, capsy
 @pytest.mark.slow
 def test_auto_head_writes_its_choice_and_why_into_the_support_and_the_segment(world, spark,
                                                                                 tmp_path):
-    """On a copy of the night's data, so that the other tests see the probe heads in any
-    order."""
-    from jobs import campaigns, export, score
-    config, _, _ = world
-    shutil.copytree(config.storage.root, tmp_path / "data")
-    auto = load_config(SYNTHETIC_CONFIG, overrides=[
-        f"storage.root={tmp_path / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
-        "lookalike.holdout=0.0", "lookalike.head=auto"])
-    campaigns.run(spark, auto, DS)
-    score.run(spark, auto, DS)
-    export.run(auto, DS)
+    auto = night_with_head(world, spark, tmp_path, "auto")
     head = support(auto, "cmp_top")["head"]
     assert head["auto"]["chosen"] in ("probe", "aggregates", "prototype")
     assert set(head["auto"]["cv_aupr"]) == {"probe", "aggregates", "prototype"}
