@@ -78,11 +78,12 @@ def time_training(spec: InputSpec, cfg: ModelConfig, batch_size: int, shots: int
     step = make_train_step(model, optimizer, strategy, len(spec.tasks), shots, negatives=True)
     rng = np.random.default_rng(seed)
     keys = (*feature_keys(spec), "user_id")
+    every_task = tf.range(len(spec.tasks))
 
     def one_step():
         pos, neg = sample_support(pool.labels, pool.mask, shots, rng, pool.tasks)
         rows = pool.gather(support_order(pos, neg))
-        return step(next_query(), {k: rows[k] for k in keys})
+        return step(next_query(), {k: rows[k] for k in keys}, every_task)
 
     for _ in range(warmup):
         float(one_step())

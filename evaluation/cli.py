@@ -116,6 +116,10 @@ def add_subparsers(subparsers) -> None:
     p.add_argument("--patience", type=int, default=None,
                    help="epochs without a better validation AUPR before stopping "
                         f"(default {d.patience}; --quick: {q.patience})")
+    p.add_argument("--trained-max-users", type=int, default=None,
+                   help="the fine-tuned model and training from scratch adapt on at most "
+                        "this many support users, a subsample that keeps the prevalence "
+                        "(default: the whole support; the other methods always see all of it)")
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"query users per fine-tuning episode (default {d.batch_size})")
     p.add_argument("--k-shot", type=int, default=None,
@@ -145,7 +149,8 @@ def add_subparsers(subparsers) -> None:
 EVAL_FLAGS = ("tasks", "repeats", "seeds", "experiments", "methods", "figure_methods",
               "seed_sweep_methods", "adaptation_fraction", "masking_levels", "imbalance_ratios",
               "imbalance_total", "seed_counts", "pu_seed_counts", "pu_background",
-              "fine_tune_epochs", "patience", "batch_size", "k_shot", "learning_rate",
+              "fine_tune_epochs", "patience", "trained_max_users", "batch_size", "k_shot",
+              "learning_rate",
               "scratch_learning_rate", "embed_batch_size", "bootstrap_replicates",
               "scratch_cache", "scratch_cache_dir")
 

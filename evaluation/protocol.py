@@ -40,11 +40,12 @@ from evaluation.settings import (
     SEEDS,
     SEEDS_PU,
     TABLE3,
+    TASKS,
     ZERO,
     EvalConfig,
 )
 from evaluation.store import TaskData, UserStore
-from model.baselines import CLASSIC_METHODS, classic_scores, probe_scores
+from model.baselines import CLASSIC_METHODS, LOGREG, classic_scores, probe_scores
 from model.metrics import auroc
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ class ModelUnderTest:
     model: object  # MetaProfileModel
     model_config: object  # ModelConfig
     embeddings: np.ndarray  # [users, E] of every store row, meta-trained weights
+    # [users, T]: the network's source-task scores of every store row (model/task_scores.py)
+    task_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -264,12 +267,20 @@ class Adapters:
                                   f[support.reference], seed), {}
         if method == AUTO:
             return auto_head_scores(c, f, support, query_rows, seed), {}
+        if method == TASKS:
+            if c.task_scores is None:
+                raise ValueError(f"{method} needs the model's source-task scores; none were "
+                                 "computed for this model")
+            g = np.hstack([c.task_scores, f])
+            return classic_scores(LOGREG, g[support.rows], support.labels, g[query_rows],
+                                  g[support.reference], seed), {}
         if method == PROBE:
             return probe_scores(c.embeddings[support.rows], f[support.rows], support.labels,
                                 c.embeddings[query_rows], f[query_rows],
                                 c.embeddings[support.reference], f[support.reference],
                                 seed), {}
         adapt_cfg = self._adapt_config(method, seed)
+        support = capped_support(support, self.cfg.trained_max_users, self.store.ids, seed)
         key = None
         if method == SCRATCH and self.scratch_cache is not None:
             key = self.scratch_cache.key(adapt_cfg, self.store.ids[support.rows],
@@ -291,10 +302,22 @@ class Adapters:
         else:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
         extra = {"best_epoch": learner.best_epoch,
-                 "curve": [[e, round(v, 5)] for e, v in learner.curve]}
+                 "curve": [[e, round(v, 5)] for e, v in learner.curve],
+                 "adapted_users": int(len(support.rows))}
         if key is not None:
             self.scratch_cache.put(key, np.asarray(scores, dtype=np.float64), extra)
         return scores, extra
+
+
+def capped_support(support: Support, cap: int | None, ids: np.ndarray, seed: int) -> Support:
+    """``support`` cut to at most ``cap`` users for a trained method: per class the same
+    share of its users, in hash order (``mask_labels``), so the prevalence is kept and a
+    smaller cap keeps a subset of a larger one."""
+    if cap is None or len(support.rows) <= cap:
+        return support
+    kept = mask_labels(ids[support.rows], support.labels, cap / len(support.rows),
+                       f"cap:{seed}")
+    return Support(support.rows[kept], support.labels[kept], support.reference)
 
 
 def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarray,
@@ -377,6 +400,9 @@ def run_protocol(candidate: ModelUnderTest, store: UserStore, features: np.ndarr
                     roc, pr, scores, status, extra, replicated = cache[key]
                     if status == "ok" and (note or extra):
                         details = [note] if note else []
+                        if extra and extra.get("adapted_users", len(s_ids)) < len(s_ids):
+                            details.append(f"adapted on {extra['adapted_users']} of "
+                                           f"{len(s_ids)} users (trained_max_users)")
                         if extra and extra["curve"]:
                             details.append(f"best epoch {extra['best_epoch']} of "
                                            f"{len(extra['curve']) - 1}")

@@ -91,8 +91,13 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
         accounting[task.name].update({"without_heatmaps": task.missing,
                                       "evaluated_users": int(len(task.ids)),
                                       "positives": int(task.labels.sum())})
+    task_scores, task_report = source_task_scores(artifact.model, store, embeddings)
+    progress(f"[{_clock(start)}] source-task scores: {len(task_report['tasks'])} task(s) "
+             f"from the {task_report['users']} {task_report['split']} users"
+             + (f"; skipped (one class): {', '.join(task_report['skipped'])}"
+                if task_report["skipped"] else ""))
     candidate = ModelUnderTest("candidate", artifact.path, artifact.version, artifact.model,
-                               artifact.model_config, embeddings)
+                               artifact.model_config, embeddings, task_scores)
     began = time.perf_counter()
     scratch_cache = None
     if cfg.scratch_cache:
@@ -140,7 +145,8 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
         "model": {"path": artifact.path, "version": artifact.version,
                   "model_config": artifact.model_config.to_dict(),
                   "trained_on_manifest_sha256": artifact.data_manifest_sha256,
-                  "source_tasks": list(artifact.input_spec.tasks)},
+                  "source_tasks": list(artifact.input_spec.tasks),
+                  "source_task_scores": task_report},
         "eval_config": cfg.to_dict(), "tasks": tasks, "labels": accounting,
         "users": len(store), "aggregate_features": aggregate_feature_names(spec),
         "leakage_checks": {"label_periods_after_window": True, "tasks_disjoint": True,
@@ -170,6 +176,25 @@ def evaluate(config: PipelineConfig, model_path: str | None = None, *,
             "seconds": timing["total"]}
 
 
+def source_task_scores(model, store: UserStore, embeddings: np.ndarray
+                       ) -> tuple[np.ndarray, dict]:
+    """``[U, T]`` source-task scores of every store row (model/task_scores.py), with the
+    prototypes drawn from the training split's labelled users (every split's when the
+    heatmaps hold no training split), and what was used."""
+    from model.task_scores import source_prototypes, task_score_features
+
+    rows = store.splits == "train"
+    split = "train"
+    if not rows.any():
+        rows, split = np.ones(len(store), dtype=bool), "every"
+    prototypes = source_prototypes(embeddings[rows], store.source_labels[rows],
+                                   store.source_mask[rows], tuple(store.spec.tasks))
+    report = {"split": split, "users": int(rows.sum()), "tasks": list(prototypes.tasks),
+              "counts": [list(c) for c in prototypes.counts],
+              "skipped": list(prototypes.skipped)}
+    return task_score_features(model, embeddings, prototypes), report
+
+
 def _evaluate_published(pointer: dict, spec: InputSpec, manifest: dict, store: UserStore,
                         features: np.ndarray, data: Sequence[TaskData], cfg: EvalConfig,
                         progress: Callable[[str], None], start: float, method: str = ZERO
@@ -183,7 +208,8 @@ def _evaluate_published(pointer: dict, spec: InputSpec, manifest: dict, store: U
     progress(f"[{_clock(start)}] published model {artifact.version}: embedding "
              f"{len(store)} users")
     embeddings = embed_rows(artifact.model, store, np.arange(len(store)), cfg.embed_batch_size)
+    task_scores, _ = source_task_scores(artifact.model, store, embeddings)
     published = ModelUnderTest("published", artifact.path, artifact.version, artifact.model,
-                               artifact.model_config, embeddings)
+                               artifact.model_config, embeddings, task_scores)
     same_protocol = dataclasses.replace(cfg, experiments=(TABLE3,), methods=(method,))
     return run_protocol(published, store, features, data, same_protocol, progress, start)

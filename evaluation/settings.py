@@ -12,24 +12,30 @@ log = logging.getLogger(__name__)
 
 ZERO = "meta_profile"
 PROBE = "meta_profile_probe"
+# the network's source-task relation scores (model/task_scores.py) beside the aggregates,
+# under the DMP's cross-validated logistic regression: T columns instead of the embedding's E
+TASKS = "meta_profile_tasks"
 FINE_TUNED = "meta_profile_fine_tuned"
 SCRATCH = "scratch"
 # lookalike.head: auto (model/auto_head.py): per trial, the best of the probe, the logistic
 # regression on the aggregates and the prototypes by cross-validation on the support. It
 # may pick a classic head, so it is on neither side of the Meta-Profile / classic ratio.
 AUTO = "auto_head"
-METHODS = (ZERO, PROBE, FINE_TUNED, AUTO, SCRATCH, LOGREG, HGB, COSINE)
-META_METHODS = (ZERO, PROBE, FINE_TUNED)
+METHODS = (ZERO, PROBE, TASKS, FINE_TUNED, AUTO, SCRATCH, LOGREG, HGB, COSINE)
+META_METHODS = (ZERO, PROBE, TASKS, FINE_TUNED)
 TRAINED_METHODS = (FINE_TUNED, SCRATCH)
 METHOD_LABELS = {ZERO: "Meta-Profile (zero-training)",
                  PROBE: "Meta-Profile (probe: logistic regression on embedding + aggregates)",
+                 TASKS: "Meta-Profile (task scores: logistic regression on the network's "
+                        "source-task scores + aggregates)",
                  FINE_TUNED: "Meta-Profile (fine-tuned)",
                  AUTO: "auto head (best of probe, aggregates, prototypes by CV)",
                  SCRATCH: "Normal training (from scratch)",
                  LOGREG: "DMP logistic regression",
                  HGB: "DMP gradient-boosted trees",
                  COSINE: "DMP cosine to seed centroid"}
-METHOD_COLORS = {ZERO: "tab:red", PROBE: "tab:purple", FINE_TUNED: "tab:orange",
+METHOD_COLORS = {ZERO: "tab:red", PROBE: "tab:purple", TASKS: "tab:pink",
+                 FINE_TUNED: "tab:orange",
                  AUTO: "tab:brown",
                  SCRATCH: "tab:blue", LOGREG: "tab:green", HGB: "tab:olive",
                  COSINE: "tab:gray"}
@@ -75,9 +81,9 @@ class EvalConfig:
     methods: tuple[str, ...] = METHODS  # Table 3
     # Figures 3 and 4 (masking, imbalance): the paper's pair plus the classic baselines; the
     # fine-tuned model doubles their cost (add it with figure_methods=METHODS).
-    figure_methods: tuple[str, ...] = (ZERO, PROBE, SCRATCH, LOGREG, HGB, COSINE)
+    figure_methods: tuple[str, ...] = (ZERO, PROBE, TASKS, SCRATCH, LOGREG, HGB, COSINE)
     # the seed-count sweeps (labelled negatives, and PU)
-    seed_sweep_methods: tuple[str, ...] = (ZERO, PROBE, AUTO, LOGREG, HGB, COSINE)
+    seed_sweep_methods: tuple[str, ...] = (ZERO, PROBE, TASKS, AUTO, LOGREG, HGB, COSINE)
     adaptation_fraction: float = 0.5  # share of a task's labelled users used for adaptation
     masking_levels: tuple[float, ...] = MODERATE_LEVELS + EXTREME_LEVELS
     imbalance_ratios: tuple[float, ...] = IMBALANCE_RATIOS
@@ -90,6 +96,10 @@ class EvalConfig:
     # fold of the adaptation subset, at most fine_tune_epochs epochs
     fine_tune_epochs: int = 20
     patience: int = 2
+    # the trained methods (fine-tuned, scratch) adapt on at most this many support users, a
+    # prevalence-keeping subsample of the trial's support (None: the whole support); the
+    # other methods always see the whole support. Caps their cost at 50,000 users.
+    trained_max_users: int | None = None
     batch_size: int = 32  # query users per fine-tuning episode
     k_shot: int = 1  # supports per class per fine-tuning episode
     learning_rate: float = 1e-4  # fine-tuning: small steps from the meta-trained weights
@@ -125,6 +135,9 @@ class EvalConfig:
         for name in ("seed_counts", "pu_seed_counts"):
             if any(n < 1 for n in getattr(self, name)):
                 problems.append(f"{name}: {list(getattr(self, name))} must be at least 1")
+        if self.trained_max_users is not None and self.trained_max_users < 2:
+            problems.append(f"trained_max_users: {self.trained_max_users} must be at least 2 "
+                            "(one user of each class)")
         if self.imbalance_total is not None and self.imbalance_total < 2:
             problems.append(f"imbalance_total: {self.imbalance_total} must be at least 2")
         if self.max_tasks is not None and self.max_tasks < 1:

@@ -80,11 +80,21 @@ class UserStore:
         self.values: dict[str, np.ndarray] = {}
         self.dense: dict[str, np.ndarray] = {}
         self.row_of: dict[str, int] = {}
+        # the source tasks' labels and masks [U, T] and each user's split, for the network's
+        # source-task scores (model/task_scores.py)
+        self._sources: list[tuple[np.ndarray, np.ndarray, str]] = []
+        self.source_labels = self.source_mask = self.splits = None
 
-    def add(self, batch: dict) -> None:
-        """Append a numpy batch dict (schemas/input_spec.py keys)."""
+    def add(self, batch: dict, split: str = "") -> None:
+        """Append a numpy batch dict (schemas/input_spec.py keys) of ``split``."""
         ids = [u.decode() if isinstance(u, bytes) else str(u) for u in batch["user_id"]]
         self._ids += ids
+        tasks = len(self.spec.tasks)
+        self._sources.append((np.asarray(batch.get("labels", np.zeros((len(ids), tasks))),
+                                         np.int8).reshape(len(ids), tasks),
+                              np.asarray(batch.get("mask", np.zeros((len(ids), tasks))),
+                                         np.int8).reshape(len(ids), tasks),
+                              split))
         for key in self.heatmap_keys:
             flat = np.asarray(batch[key]).reshape(len(ids), -1)  # [B, D*24*C]
             rows, cells = np.nonzero(flat)
@@ -107,7 +117,12 @@ class UserStore:
             self.cells[key] = np.concatenate(self._cells[key])
             self.values[key] = np.concatenate(self._values[key])
         self.dense = {k: np.concatenate(v) for k, v in self._dense.items()}
+        self.source_labels = np.concatenate([labels for labels, _, _ in self._sources])
+        self.source_mask = np.concatenate([mask for _, mask, _ in self._sources])
+        self.splits = np.concatenate([np.full(len(labels), split, dtype=object)
+                                      for labels, _, split in self._sources])
         self._counts, self._cells, self._values, self._dense = {}, {}, {}, {}
+        self._sources = []
         return self
 
     def __len__(self) -> int:
@@ -239,7 +254,7 @@ def read_users(heatmaps: str, manifest: dict, spec: InputSpec, config: PipelineC
                                value_transform=config.value_transform)
         for batch in dataset:
             batch = {k: v.numpy() for k, v in batch.items()}
-            store.add(batch)
+            store.add(batch, split)
             features.append(aggregate_features(batch, spec))
             embeddings.append(embed(model, batch, cfg.embed_batch_size))
         progress(f"read split {split}: {len(store)} users so far")

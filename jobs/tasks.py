@@ -14,6 +14,8 @@ names its own genre), an exact copy counts once, and dates are local to
 
 among the universe: ``active`` users (a purchase in W and one in P) or ``all`` (a purchase
 in W or P); users outside it, and new_buyer's earlier buyers, get no row (unlabelled).
+A source task's P may lie inside the window, at a backtest cut (``tasks.behaviour``); W is
+then the window's days before P.
 
 Two kinds read other tables and need no label period:
 
@@ -144,6 +146,9 @@ def task_labels(rows, task: TaskConfig, window_start: dt.date, window_end: dt.da
     from pyspark.sql import functions as F
 
     rule = task.rule
+    # a label period inside the window (a source task at a backtest cut): the window is the
+    # days before it, which is what the shifted input of that cut shows
+    window_end = min(window_end, task.label_period_start - dt.timedelta(days=1))
     in_window = F.col("date").between(window_start, window_end)
     in_period = F.col("date").between(task.label_period_start, task.label_period_end)
     of_genre = genre_matches(rule.genre, F.col("genre"))
@@ -161,6 +166,117 @@ def task_labels(rows, task: TaskConfig, window_start: dt.date, window_end: dt.da
     return (users.where(universe).select("user_id", F.lit(task.name).alias("task"),
                                          label.cast("tinyint").alias("label"))
             .where(F.col("label").isNotNull()))
+
+
+def family_name(cut: int, genre: str) -> str:
+    """A config task name for "new buyer of ``genre`` at cut ``cut``": ``nb<cut>_<genre>``,
+    lower-case, every other character ``_``; a hash keeps a long one unique and short."""
+    import hashlib
+    import re
+    base = f"nb{cut}_" + (re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_") or "genre")
+    if len(base) <= 100:
+        return base
+    digest = hashlib.blake2b(genre.encode(), digest_size=4).hexdigest()
+    return f"{base[:91]}_{digest}"
+
+
+def family_excluded(genre: str, target_genres: Sequence[str]) -> bool:
+    """A genre a target task uses: equal to a target rule's genre, above or below it."""
+    return any(genre == g or genre.startswith(g + "/") or g.startswith(genre + "/")
+               for g in target_genres)
+
+
+def family_tasks(stats: Sequence[dict], config: PipelineConfig, min_positives: int,
+                 depth: int) -> tuple[list[dict], dict]:
+    """Config entries (``tasks.source``) of the genre family from per-(cut, genre) counts
+    ``{cut, genre, positives, negatives}``, and what was left out and why."""
+    targets = [t.rule.genre for t in config.target_tasks
+               if t.rule is not None and t.rule.from_log]
+    horizon, end = config.behaviour.horizon_days, config.window.end
+    entries: list[dict] = []
+    left: dict = {"target_genre": set(), "too_few": 0}
+    for row in sorted(stats, key=lambda r: (r["cut"], r["genre"])):
+        if family_excluded(row["genre"], targets):
+            left["target_genre"].add(row["genre"])
+            continue
+        if min(row["positives"], row["negatives"]) < min_positives:
+            left["too_few"] += 1
+            continue
+        period_end = end - dt.timedelta(days=row["cut"])
+        entries.append({
+            "name": family_name(row["cut"], row["genre"]),
+            "description": f"new buyer of {row['genre']} in the {horizon} days up to "
+                           f"{period_end} ({row['positives']} positives, {row['negatives']} "
+                           f"negatives; genre depth {depth})",
+            "label_period_start": (period_end - dt.timedelta(days=horizon - 1)).isoformat(),
+            "label_period_end": period_end.isoformat(),
+            "rule": {"kind": "new_buyer", "genre": row["genre"], "universe": "all"}})
+    names = [e["name"] for e in entries]
+    for i, entry in enumerate(entries):  # two genres that read alike: number the later ones
+        if names.index(entry["name"]) != i:
+            entry["name"] = f"{entry['name'][:95]}_{i}"
+    return entries, {"target_genre": sorted(left["target_genre"]), "too_few": left["too_few"]}
+
+
+def family_counts(spark, config: PipelineConfig, depth: int) -> list[dict]:
+    """Per backtest cut and genre (its path cut to ``depth`` segments): the new buyers in
+    the cut's horizon (a purchase in it, none in the window before it) and the users of the
+    cut's universe (a purchase in the window up to the cut) who never bought the genre."""
+    from pyspark.sql import functions as F
+
+    horizon, end = config.behaviour.horizon_days, config.window.end
+    start = config.window.start(end)
+    rows = purchases(spark, config, end).withColumn(
+        "g", F.array_join(F.slice(F.split("genre", "/"), 1, depth), "/")).cache()
+    out = []
+    try:
+        for cut in config.behaviour.cut_days:
+            period_end = end - dt.timedelta(days=cut)
+            period_start = period_end - dt.timedelta(days=horizon - 1)
+            scoped = rows.where(F.col("date").between(start, period_end))
+            universe = scoped.select("user_id").distinct().count()
+            per_user = scoped.groupBy("g", "user_id").agg(
+                F.max((F.col("date") < period_start).cast("int")).alias("before"),
+                F.max((F.col("date") >= period_start).cast("int")).alias("within"))
+            for r in per_user.groupBy("g").agg(
+                    F.sum(((F.col("within") == 1) & (F.col("before") == 0)).cast("int"))
+                    .alias("positives"), F.count(F.lit(1)).alias("buyers")).collect():
+                out.append({"cut": cut, "genre": r["g"], "positives": int(r["positives"]),
+                            "negatives": universe - int(r["buyers"])})
+    finally:
+        rows.unpersist()
+    return out
+
+
+def suggest_family(spark, config: PipelineConfig, path: str, depth: int,
+                   min_positives: int) -> dict:
+    """Write the genre family of source tasks (new buyers of a genre at each backtest cut)
+    as a YAML list for ``tasks.source`` to ``path``; labels nothing."""
+    import yaml
+
+    if not config.behaviour.enabled:
+        raise TasksError("--suggest-family needs tasks.behaviour.horizon_days (the horizon "
+                         "of each cut) and cut_days (e.g. [0, 90, 180]); set them first")
+    if depth < 1 or min_positives < 1:
+        raise TasksError(f"--depth {depth} and --min-positives {min_positives} must be at "
+                         "least 1")
+    started = time.perf_counter()
+    entries, left = family_tasks(family_counts(spark, config, depth), config, min_positives,
+                                 depth)
+    header = (f"# tasks.source entries: new buyers of a genre (depth {depth}) in the "
+              f"{config.behaviour.horizon_days} days up to each backtest cut "
+              f"{list(config.behaviour.cut_days)} days before {config.window.end}, at least "
+              f"{min_positives} positives and negatives each; written by `metaprofile tasks "
+              "--suggest-family`.\n")
+    text = header + yaml.safe_dump(entries, sort_keys=False, width=1000,
+                                   default_flow_style=None, allow_unicode=False)
+    storage.write_bytes(text.encode(), path)
+    log.info("%d family tasks written to %s (%d (cut, genre) pairs too rare; genres of "
+             "target tasks left out: %s)", len(entries), path, left["too_few"],
+             ", ".join(left["target_genre"]) or "none")
+    return {"suggested": path, "tasks": len(entries), "too_few": left["too_few"],
+            "target_genres_left_out": left["target_genre"],
+            "seconds": round(time.perf_counter() - started, 2)}
 
 
 def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
@@ -236,11 +352,29 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", action="append", default=[], dest="only",
                         help="only this task (repeatable; default: every task with a rule)")
+    parser.add_argument("--suggest-family", metavar="FILE", default=None,
+                        help="instead of labelling, write to FILE the YAML entries of a "
+                             "genre family of source tasks: new buyers of each genre in the "
+                             "horizon up to each backtest cut (tasks.behaviour.horizon_days "
+                             "and cut_days), every genre that no target task uses; paste "
+                             "them under tasks.source")
+    parser.add_argument("--depth", type=int, default=2,
+                        help="--suggest-family: genre path segments kept (default: 2)")
+    parser.add_argument("--min-positives", type=int, default=20,
+                        help="--suggest-family: fewest positives and negatives a task needs "
+                             "(default: 20)")
+
+
+def _run(job) -> dict:
+    if job.args.suggest_family:
+        return suggest_family(job.spark, job.config, job.args.suggest_family, job.args.depth,
+                              job.args.min_positives)
+    return run(job.spark, job.config, job.args.only)
 
 
 JOB = Job(
     name="tasks", uses_ds=False, arguments=_arguments,
-    run=lambda job: run(job.spark, job.config, job.args.only),
+    run=_run,
     description="Write the label files of the tasks that the config defines by a rule "
                 "(new_buyer, buys_at_least over the raw purchase log; attribute over the "
                 "demographics; query over the import.tables); hand-made labels of other tasks "

@@ -16,6 +16,7 @@ The rules come from ``tasks.behaviour`` of the pipeline config
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -61,18 +62,25 @@ def behaviour_labels(heat_before, heat_after) -> tuple:
 
 
 def with_behaviour_tasks(batch: dict, spec: InputSpec, tasks: tuple[BehaviourTask, ...],
-                         horizon: int, cut=0) -> dict:
+                         horizon: int, cut=0, source_cuts: tuple[int, ...] = ()) -> dict:
     """``batch`` with heatmaps shifted by ``cut + horizon`` days and the behaviour tasks'
     labels and masks appended after the survey tasks' (``[B, T + len(tasks)]``).
 
     ``cut`` (a Python or a scalar tensor int) is the backtest cut, in days before the
     window's end: the label period is days ``[D − cut − horizon, D − cut)``, and the input
     is the days before it, shifted to end at ``D`` (zeros before). Days after the cut are
-    in the cut's future and are left out."""
-    if not tasks:
-        return batch
+    in the cut's future and are left out.
+
+    ``source_cuts`` (one per survey column, or empty) is each source task's own cut
+    (``schemas.config.source_cut``), −1 for a task whose labels hold at every cut: a task
+    labelled at another cut than the batch's is masked out of it."""
     out = dict(batch)
-    labels, masks = [batch["labels"]], [batch["mask"]]
+    survey_mask = batch["mask"]
+    if source_cuts:
+        own = tf.constant(source_cuts, tf.int32)[None, :]  # [1, T]
+        at_cut = (own < 0) | (own == tf.cast(cut, tf.int32))
+        survey_mask = survey_mask * tf.cast(at_cut, survey_mask.dtype)  # [B, T]
+    labels, masks = [batch["labels"]], [survey_mask]
     days = spec.days
     shift = tf.cast(cut, tf.int32) + horizon
     day = tf.range(days)
@@ -108,17 +116,18 @@ def cut_of_batch(index, cuts: tuple[int, ...], seed: int):
     return tf.gather(tf.constant(cuts, tf.int32), pick)
 
 
-def usable_tasks(labels: np.ndarray, mask: np.ndarray, names: tuple[str, ...], first: int,
-                 min_per_class: int) -> tuple[list[int], list[str]]:
-    """Indices of the task columns to keep and a reason per dropped behaviour task: the
-    survey tasks (the first ``first`` columns) are always kept; a behaviour task needs
-    ``min_per_class`` labelled positives and negatives in the scanned batches."""
-    keep, dropped = list(range(first)), []
-    for t in range(first, labels.shape[1]):
+def usable_tasks(labels: np.ndarray, mask: np.ndarray, names: tuple[str, ...],
+                 always: Sequence[int], min_per_class: int) -> tuple[list[int], list[str]]:
+    """Indices of the task columns to keep and a reason per dropped task: the columns in
+    ``always`` (the survey tasks) are kept; any other (a behaviour task, or a source task at
+    a backtest cut) needs ``min_per_class`` labelled positives and negatives in the scanned
+    batches."""
+    keep, dropped = [], []
+    for t in range(labels.shape[1]):
         labelled = mask[:, t] > 0
         pos = int((labels[labelled, t] > 0).sum())
         neg = int(labelled.sum()) - pos
-        if min(pos, neg) >= min_per_class:
+        if t in always or min(pos, neg) >= min_per_class:
             keep.append(t)
         else:
             dropped.append(f"{names[t]} ({pos} positives, {neg} negatives in the first "

@@ -56,6 +56,9 @@ def add_subparsers(subparsers) -> None:
                    help=f"query users B per episode (default: {t.batch_size})")
     p.add_argument("--k-shot", type=int,
                    help=f"supports per task and class, K (default: {t.k_shot})")
+    p.add_argument("--way", type=int,
+                   help="source tasks drawn per episode, N (default: every source task; "
+                        "use it with hundreds of source tasks)")
     p.add_argument("--no-negatives", dest="negatives", action="store_const", const=False,
                    help="positive supports only (logit r(q, p+))")
     p.add_argument("--pool-per-class", type=int,
@@ -116,7 +119,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 # Flags that are aliases of a settings field (the argparse destination is the field name).
 # A flag given on the command line overrides the config's section and its --set overrides.
 MODEL_FLAGS = ("width", "embedding_dim", "relation_units", "totals_units")
-TRAIN_FLAGS = ("steps", "batch_size", "k_shot", "negatives", "pool_per_class", "pool_batches",
+TRAIN_FLAGS = ("steps", "batch_size", "k_shot", "way", "negatives", "pool_per_class", "pool_batches",
                "validate_every", "val_batches", "patience", "checkpoint_every", "log_every",
                "seed")
 SCHEDULE_FLAGS = ("base_lr", "max_lr", "step_size", "cycles", "first_period")
@@ -197,8 +200,10 @@ def _train(args, config, ds, heatmaps: str, work_dir: str, spec, model_cfg, trai
 
 def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple):
     """``(training spec, report, datasets)``: the config's behaviour tasks appended to the
-    survey tasks of every dataset (``model/behaviour.py``), less those that the first
-    ``pool_batches`` training batches cannot fill with both classes."""
+    survey tasks of every dataset (``model/behaviour.py``), every batch shifted to its
+    backtest cut and the source tasks labelled at another cut masked out of it, less the
+    behaviour tasks and source tasks at a cut that the first ``pool_batches`` training
+    batches cannot fill with both classes."""
     import dataclasses
 
     import numpy as np
@@ -206,15 +211,19 @@ def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple)
 
     from model.behaviour import behaviour_tasks, cut_of_batch, usable_tasks, with_behaviour_tasks
     from model.inputs import make_dataset
+    from schemas.config import source_cut
 
-    tasks = behaviour_tasks(config, spec)
-    if not tasks:
+    if not config.behaviour.enabled:
         return spec, {"horizon_days": 0, "tasks": [], "dropped": []}, datasets
+    tasks = behaviour_tasks(config, spec)
     horizon, cuts = config.behaviour.horizon_days, config.behaviour.cut_days
+    by_name = {t.name: t for t in config.source_tasks}
+    own_cuts = [source_cut(by_name[name], config.window.end) for name in spec.tasks]
+    source_cuts = tuple(-1 if c is None else c for c in own_cuts)
 
     def add(index, batch):  # each batch takes one backtest cut, drawn by its index
         return with_behaviour_tasks(batch, spec, tasks, horizon,
-                                    cut_of_batch(index, cuts, train_cfg.seed))
+                                    cut_of_batch(index, cuts, train_cfg.seed), source_cuts)
 
     names = (*spec.tasks, *(t.name for t in tasks))
     scan = make_dataset(heatmaps, TRAIN_SPLIT, spec, train_cfg.batch_size, shuffle=False,
@@ -223,10 +232,11 @@ def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple)
     for batch in scan.enumerate().map(add).take(train_cfg.pool_batches):
         labels.append(batch["labels"].numpy())
         masks.append(batch["mask"].numpy())
+    always = [t for t, c in enumerate(source_cuts) if c < 0]
     keep, dropped = usable_tasks(np.concatenate(labels), np.concatenate(masks), names,
-                                 len(spec.tasks), 2 * train_cfg.k_shot)
+                                 always, 2 * train_cfg.k_shot)
     for reason in dropped:
-        _print(f"behaviour task dropped: {reason}")
+        _print(f"source task dropped: {reason}")
     columns = tf.constant(keep, tf.int32)
 
     def add_and_select(index, batch):
@@ -235,13 +245,19 @@ def add_behaviour_tasks(config, spec, train_cfg, heatmaps: str, datasets: tuple)
                 "mask": tf.gather(batch["mask"], columns, axis=1)}
 
     kept = tuple(names[i] for i in keep)
-    _print(f"behaviour tasks: {len(kept) - len(spec.tasks)} of {len(tasks)} kept, horizon "
-           f"{horizon} days, cuts {list(cuts)} days before the window's end; {len(kept)} "
-           "source tasks in all")
+    at_cuts = len(spec.tasks) - len(always)
+    _print(f"behaviour tasks: {sum(i >= len(spec.tasks) for i in keep)} of {len(tasks)} kept"
+           + (f", source tasks at a cut: {sum(i < len(spec.tasks) for i in keep) - len(always)}"
+              f" of {at_cuts} kept" if at_cuts else "")
+           + f"; horizon {horizon} days, cuts {list(cuts)} days before the window's end; "
+             f"{len(kept)} source tasks in all")
     out = tuple(d.enumerate().map(add_and_select, num_parallel_calls=tf.data.AUTOTUNE)
                 for d in datasets)
     report = {"horizon_days": horizon, "cut_days": list(cuts),
-              "tasks": list(kept[len(spec.tasks):]), "dropped": dropped}
+              "tasks": [names[i] for i in keep if i >= len(spec.tasks)],
+              "source_tasks_at_cuts": [names[i] for i in keep
+                                       if i < len(spec.tasks) and source_cuts[i] >= 0],
+              "dropped": dropped}
     return dataclasses.replace(spec, tasks=kept), report, out
 
 

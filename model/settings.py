@@ -123,6 +123,9 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 32  # B, the query batch the dataset yields (split over local replicas)
     k_shot: int = 1  # K supports per task and class
+    # N: source tasks drawn per episode (the paper's N-way); None = every source task. With
+    # hundreds of source tasks (a genre family), a step embeds 2·N·K supports, not 2·T·K.
+    way: int | None = None
     negatives: bool = True  # also draw negative supports (logit r(q,p+) - r(q,p-))
     pool_per_class: int = 16  # support pool: labelled users kept per task and class
     pool_batches: int = 50  # ... scanned from at most this many first batches of the stream
@@ -145,6 +148,8 @@ class TrainConfig:
                     ("steps", "batch_size", "k_shot", "pool_per_class", "pool_batches",
                      "val_k_shot", "checkpoint_every", "keep_checkpoints", "log_every")
                     if getattr(self, name) < 1]
+        if self.way is not None and self.way < 1:
+            problems.append(f"way: {self.way} must be at least 1 (or null for every task)")
         problems += [f"{name}: {getattr(self, name)} must not be negative"
                      for name in ("validate_every", "patience") if getattr(self, name) < 0]
         if problems:

@@ -174,23 +174,27 @@ def exclude_supports(mask, query_ids, support_ids):
 
 def make_train_step(model: MetaProfileModel, optimizer, strategy: tf.distribute.Strategy,
                     tasks: int, shots: int, negatives: bool) -> Callable:
-    """A ``tf.function`` (query, support) → mean Eq. 1 loss, applying one Adam update."""
+    """A ``tf.function`` (query, support, chosen) → mean Eq. 1 loss, applying one Adam
+    update; ``chosen`` ``[N]`` are the label columns of the episode's ``tasks`` = N tasks,
+    in the order of the supports."""
     replicas = strategy.num_replicas_in_sync
 
-    def replica_step(query, support):
+    def replica_step(query, support, chosen):
         with tf.GradientTape() as tape:
             logits = episode_logits(model, support, query, tasks, shots, negatives,
-                                    training=True)  # [B, T]
-            mask = exclude_supports(query["mask"], query["user_id"], support["user_id"])
-            loss = masked_multitask_loss(query["labels"], logits, mask)
+                                    training=True)  # [B, N]
+            labels = tf.gather(query["labels"], chosen, axis=1)  # [B, N]: the episode's tasks
+            mask = exclude_supports(tf.gather(query["mask"], chosen, axis=1),
+                                    query["user_id"], support["user_id"])
+            loss = masked_multitask_loss(labels, logits, mask)
             scaled = optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
 
     @tf.function(reduce_retracing=True)
-    def train_step(query, support):
-        losses = strategy.run(replica_step, args=(query, support))
+    def train_step(query, support, chosen):
+        losses = strategy.run(replica_step, args=(query, support, chosen))
         return strategy.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
     return train_step
@@ -314,7 +318,8 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
     checkpoint_dir = train_cfg.checkpoint_dir or os.path.join(out_dir, "checkpoints")
     log_dir = train_cfg.log_dir or os.path.join(out_dir, "logs")
     os.makedirs(checkpoint_dir, exist_ok=True)
-    tasks, shots = len(spec.tasks), train_cfg.k_shot
+    shots = train_cfg.k_shot
+    tasks = min(train_cfg.way or len(spec.tasks), len(spec.tasks))  # N tasks per episode
 
     keras.utils.set_random_seed(train_cfg.seed)
     resuming = _check_resume(checkpoint_dir, train_cfg, progress)
@@ -353,8 +358,10 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
     stopped_early = run.stopping.should_stop
     while step < train_cfg.steps and not stopped_early:
         query = next(iterator)
-        support = _episode_support(pool, shots, run.rng, train_cfg.negatives, spec)
-        interval_losses.append(train_step(distribute_query(strategy, query), support))
+        support, chosen = _episode_support(pool, shots, run.rng, train_cfg.negatives, spec,
+                                           tasks)
+        interval_losses.append(train_step(distribute_query(strategy, query), support,
+                                          tf.constant(chosen, tf.int32)))
         step += 1
         step_var.assign(step)
         interval_examples += int(query["labels"].shape[0])
@@ -389,10 +396,21 @@ def _select(features: dict, spec: InputSpec) -> dict:
     return {k: features[k] for k in (*feature_keys(spec), "user_id")}
 
 
+def episode_tasks(total: int, way: int, rng: np.random.Generator) -> np.ndarray:
+    """The task columns of one episode, ascending: every task when ``way`` covers them
+    (no draw, so the supports' draws stay those of an all-task run), else ``way`` distinct
+    tasks drawn from ``rng``."""
+    if way >= total:
+        return np.arange(total)
+    return np.sort(rng.choice(total, size=way, replace=False))
+
+
 def _episode_support(pool: SupportPool, shots: int, rng: np.random.Generator,
-                     negatives: bool, spec: InputSpec) -> dict:
-    pos, neg = sample_support(pool.labels, pool.mask, shots, rng, pool.tasks, negatives)
-    return _select(pool.gather(support_order(pos, neg)), spec)
+                     negatives: bool, spec: InputSpec, way: int) -> tuple[dict, np.ndarray]:
+    chosen = episode_tasks(len(pool.tasks), way, rng)
+    pos, neg = sample_support(pool.labels[:, chosen], pool.mask[:, chosen], shots, rng,
+                              [pool.tasks[t] for t in chosen], negatives)
+    return _select(pool.gather(support_order(pos, neg)), spec), chosen
 
 
 def _check_resume(checkpoint_dir: str, train_cfg: TrainConfig,

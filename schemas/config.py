@@ -29,6 +29,7 @@ from schemas.config_model import (
     WindowConfig,
     join_uri,
     rule_dict,
+    source_cut,
 )
 from schemas.config_reader import ConfigLoader, apply_overrides, parse_config
 
@@ -36,7 +37,7 @@ __all__ = [
     "BehaviourTasksConfig", "ConfigError", "ModalityConfig", "PipelineConfig",
     "PseudonymisationConfig", "TaskConfig", "WindowConfig", "add_config_arguments",
     "add_override_argument", "apply_overrides", "join_uri", "load_config", "parse_config",
-    "rule_dict"]
+    "rule_dict", "source_cut"]
 
 
 # --------------------------------------------------------------------------- loading

@@ -221,6 +221,18 @@ class TaskConfig:
 BEHAVIOUR_KINDS = ("new_buyer", "active")
 
 
+def source_cut(task: TaskConfig, window_end: dt.date | None) -> int | None:
+    """The backtest cut of a log-rule source task labelled inside the window: the days
+    between its label period's end and the window's end (the config checks that it is one
+    of ``tasks.behaviour.cut_days``). None for every other task: its labels hold at every cut.
+    """
+    rule, end = task.rule, task.label_period_end
+    if rule is None or not rule.from_log or end is None or window_end is None or (
+            end > window_end):
+        return None
+    return (window_end - end).days
+
+
 @dataclass(frozen=True)
 class BehaviourTasksConfig:
     """Source tasks derived from the logs themselves (the paper's section 3.3.3 "service
@@ -244,7 +256,11 @@ class BehaviourTasksConfig:
     target label is used. ``(0,)`` is the one cut at the window's end.
 
     A task that the first training batches cannot fill with positives and negatives is
-    dropped at training time and reported.
+    dropped at training time and reported. ``kinds: []`` turns the channel tasks off and
+    keeps the shift and the cuts, for source tasks with a log rule whose label period lies
+    inside the window: such a task must end at a cut (``window.end − c``) and last at most
+    ``horizon_days``, and its labels count only in the batches drawn at its cut
+    (:func:`source_cut`; ``metaprofile tasks --suggest-family`` writes a family of them).
     """
 
     horizon_days: int = 0  # 0 = no behaviour tasks

@@ -488,9 +488,9 @@ class _Reader:
         target = [self.task(t, f"tasks.target[{i}]", target=True)
                   for i, t in enumerate(self.sequence(m.get("target"), "tasks.target"))]
         behaviour = self.behaviour(m.get("behaviour"), window, modalities)
-        if not source and not behaviour.enabled:
+        if not source and not (behaviour.enabled and behaviour.kinds):
             self.problem("tasks.source", "at least one source task is required, or behaviour "
-                                         "tasks (tasks.behaviour.horizon_days > 0)")
+                                         "tasks (tasks.behaviour.horizon_days > 0 and a kind)")
         self.unique([t.name for t in source], "tasks.source")
         self.unique([t.name for t in target], "tasks.target")
         for name in sorted({t.name for t in source} & {t.name for t in target}):
@@ -498,7 +498,8 @@ class _Reader:
                                          "tasks must be disjoint")
         if window.end is not None:
             dated = [(f"tasks.target[{i}]", "target", t) for i, t in enumerate(target)]
-            dated += [(f"tasks.source[{i}]", "rule", t) for i, t in enumerate(source) if t.rule]
+            dated += [(f"tasks.source[{i}]", "rule", t) for i, t in enumerate(source)
+                      if t.rule and not self.at_cut(f"tasks.source[{i}]", t, window, behaviour)]
             for where, kind, t in dated:
                 if t.label_period_start is not None and t.label_period_start <= window.end:
                     self.problem(f"{where}.label_period_start",
@@ -506,6 +507,35 @@ class _Reader:
                                  f"{window.end}; {kind} labels must come from after the "
                                  "feature window")
         return tuple(source), tuple(target), behaviour
+
+    def at_cut(self, where: str, task: TaskConfig, window: WindowConfig,
+               behaviour: BehaviourTasksConfig) -> bool:
+        """True for a log-rule source task labelled inside the window, at a backtest cut;
+        a problem when its label period does not sit where the shifted input ends."""
+        rule, start, end = task.rule, task.label_period_start, task.label_period_end
+        if rule is None or not rule.from_log or start is None or end is None or (
+                start > window.end):
+            return False
+        if end > window.end:
+            self.problem(f"{where}.label_period_end", f"{end} is after window.end "
+                         f"{window.end} while the period starts inside the window; a source "
+                         "task's label period lies wholly after the window or wholly in it")
+        elif not behaviour.enabled:
+            self.problem(f"{where}.label_period_start", f"{start} is not after window.end "
+                         f"{window.end}; rule labels must come from after the feature window, "
+                         "or from inside it at a backtest cut, where the input ends before "
+                         "them: set tasks.behaviour.horizon_days (and cut_days)")
+        elif (window.end - end).days not in behaviour.cut_days:
+            self.problem(f"{where}.label_period_end", f"{end} is {(window.end - end).days} "
+                         f"days before window.end; a label period inside the window ends at a "
+                         f"backtest cut, one of tasks.behaviour.cut_days "
+                         f"{list(behaviour.cut_days)} days before it")
+        elif (end - start).days + 1 > behaviour.horizon_days:
+            self.problem(f"{where}.label_period_start", f"the period {start} .. {end} is "
+                         f"{(end - start).days + 1} days, longer than "
+                         f"tasks.behaviour.horizon_days = {behaviour.horizon_days}: the input "
+                         "would show the first days of the label")
+        return True
 
     def behaviour(self, value: Any, window: WindowConfig, modalities) -> BehaviourTasksConfig:
         where = "tasks.behaviour"
@@ -522,8 +552,6 @@ class _Reader:
             if k not in BEHAVIOUR_KINDS:
                 self.problem(f"{where}.kinds", f"{k!r} is not one of "
                                                f"{', '.join(BEHAVIOUR_KINDS)}")
-        if not kinds:
-            self.problem(f"{where}.kinds", f"list at least one of {', '.join(BEHAVIOUR_KINDS)}")
         known = [f"{mod.name}/{c.name}" for mod in modalities for c in mod.channels]
         channels = [str(c) for c in self.get(m, "channels", where, list, []) or []]
         for c in channels:

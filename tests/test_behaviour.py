@@ -66,7 +66,7 @@ def test_each_batch_draws_its_cut_the_same_way_every_run():
 def test_tasks_without_both_classes_are_dropped_with_a_reason():
     labels = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 1], [0, 1, 0]], np.float32)
     mask = np.ones_like(labels)
-    keep, dropped = usable_tasks(labels, mask, ("survey", "everyone", "rare"), 1, 2)
+    keep, dropped = usable_tasks(labels, mask, ("survey", "everyone", "rare"), [0], 2)
     assert keep == [0]
     assert dropped[0].startswith("everyone (4 positives, 0 negatives")
     assert dropped[1].startswith("rare (1 positives, 3 negatives")

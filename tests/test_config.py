@@ -144,6 +144,35 @@ def test_behaviour_tasks_alone_are_enough_to_meta_train(tmp_path):
     assert parse_config(config.to_dict(), base_dir=tmp_path) == config
 
 
+def test_source_tasks_labelled_inside_the_window_must_sit_at_a_backtest_cut(tmp_path):
+    from schemas.config import source_cut
+    raw = raw_synthetic()  # window ends 2026-06-30
+    raw["tasks"]["behaviour"] = {"horizon_days": 90, "kinds": [], "cut_days": [0, 90]}
+
+    def family(start, end):
+        return {"name": "nb_books", "label_period_start": start, "label_period_end": end,
+                "rule": {"kind": "new_buyer", "genre": "books"}}
+    raw["tasks"]["source"] = [family("2026-04-02", "2026-06-30"),
+                              family("2026-01-02", "2026-04-01") | {"name": "nb90_books"}]
+    config = parse_config(raw, base_dir=tmp_path)
+    assert [source_cut(t, config.window.end) for t in config.source_tasks] == [0, 90]
+    assert config.behaviour.kinds == ()  # no channel tasks, the shift and cuts stay
+    for (start, end), field, words in [
+            (("2026-04-01", "2026-06-30"), "label_period_start", "longer than"),
+            (("2026-04-02", "2026-06-29"), "label_period_end", "ends at a backtest cut"),
+            (("2026-06-01", "2026-07-31"), "label_period_end", "wholly after the window")]:
+        raw["tasks"]["source"] = [family(start, end)]
+        assert any(p.startswith(f"tasks.source[0].{field}:") and words in p
+                   for p in problems_of(raw)), (start, end, problems_of(raw))
+    raw["tasks"]["source"] = [family("2026-04-02", "2026-06-30")]
+    del raw["tasks"]["behaviour"]
+    assert any("at a backtest cut, where the input ends before them" in p
+               for p in problems_of(raw))
+    raw["tasks"]["source"] = [family("2026-07-01", "2026-09-30")]  # after the window: as ever
+    assert source_cut(parse_config(raw, base_dir=tmp_path).source_tasks[0],
+                      dt.date(2026, 6, 30)) is None
+
+
 def test_all_problems_are_reported_at_once():
     raw = raw_synthetic()
     raw["window"]["days"] = -1

@@ -445,3 +445,71 @@ def test_zero_training_on_stored_embeddings_equals_prototype_scores():
     expected = prototype_scores(model, support, labels[:12], query)
     got = zero_training_scores(model, embed(model, support), labels[:12], embed(model, query))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_user_store_keeps_source_labels_masks_and_splits():
+    from model.network import feature_keys
+    from model.testing import planted_users, tiny_spec
+    spec = tiny_spec(days=7)
+    batch, _ = planted_users(spec, 20, seed=3)
+    store = UserStore(spec, feature_keys(spec))
+    store.add({k: v[:12] for k, v in batch.items()}, "train")
+    store.add({k: v[12:] for k, v in batch.items()}, "test")
+    store.finish()
+    np.testing.assert_array_equal(store.source_labels, batch["labels"])
+    np.testing.assert_array_equal(store.source_mask, batch["mask"])
+    assert list(store.splits) == ["train"] * 12 + ["test"] * 8
+
+
+def test_source_prototypes_average_every_labelled_user_and_skip_one_class_tasks():
+    from model.task_scores import source_prototypes
+    embeddings = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0], [9.0, 9.0]])
+    labels = np.array([[1, 1], [1, 1], [0, 1], [0, 1], [1, 0]])
+    mask = np.array([[1, 1], [1, 1], [1, 1], [1, 1], [0, 0]])  # user 4 is unlabelled
+    protos = source_prototypes(embeddings, labels, mask, ("a", "b"), min_per_class=2)
+    assert protos.tasks == ("a",) and protos.skipped == ("b",)
+    np.testing.assert_allclose(protos.positive, [[2.0, 0.0]])
+    np.testing.assert_allclose(protos.negative, [[0.0, 3.0]])
+    assert protos.counts == ((2, 2),)
+    with pytest.raises(ValueError, match="must both be"):
+        source_prototypes(embeddings, labels[:4], mask[:4], ("a", "b"))
+
+
+def test_task_score_features_are_the_relation_logits_against_the_source_prototypes():
+    import keras
+
+    from model.network import build_meta_model
+    from model.settings import ModelConfig
+    from model.task_scores import source_prototypes, task_score_features
+    from model.testing import tiny_spec
+    keras.utils.set_random_seed(5)
+    spec = tiny_spec(days=7)
+    model = build_meta_model(spec, ModelConfig(width=1 / 32, embedding_dim=8,
+                                               relation_units=(8, 4), demo_units=4))
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(30, 8)).astype(np.float32)
+    labels = rng.integers(0, 2, size=(30, 3))
+    protos = source_prototypes(embeddings, labels, np.ones_like(labels), spec.tasks)
+    got = task_score_features(model, embeddings, protos, batch_size=7)  # several batches
+    assert got.shape == (30, 3)
+    for t in range(3):
+        expected = keras.ops.convert_to_numpy(model.score(
+            embeddings, protos.positive[t:t + 1], protos.negative[t:t + 1]))[:, 0]
+        np.testing.assert_allclose(got[:, t], expected, rtol=1e-5, atol=1e-5)
+    assert task_score_features(model, embeddings, source_prototypes(
+        embeddings, labels, np.zeros_like(labels), spec.tasks)).shape == (30, 0)
+
+
+def test_a_trained_methods_support_is_capped_keeping_the_prevalence_and_nesting():
+    from evaluation.protocol import Support, capped_support
+    ids = np.array([f"u{i}" for i in range(100)], dtype=object)
+    labels = np.r_[np.ones(20, np.int8), np.zeros(80, np.int8)]
+    support = Support(np.arange(100), labels, np.arange(100))
+    assert capped_support(support, None, ids, 0) is support
+    assert capped_support(support, 100, ids, 0) is support
+    small, large = capped_support(support, 10, ids, 0), capped_support(support, 50, ids, 0)
+    assert len(small.rows) == 10 and small.labels.sum() == 2  # 20 % positives kept
+    assert len(large.rows) == 50 and large.labels.sum() == 10
+    assert set(small.rows) <= set(large.rows)
+    np.testing.assert_array_equal(small.labels, labels[small.rows])
+    np.testing.assert_array_equal(large.reference, support.reference)

@@ -192,6 +192,54 @@ def test_rule_tasks_label_new_buyers_and_frequent_buyers_from_the_logs(spark, tm
                                        ("seasonal_twice", "14000", 0), ("vip", "13085", 1)]
 
 
+LAST_WEEK = [  # the window's last 7 days: the horizon of cut 0 below
+    ["489600", "22112", "KITCHEN MUG", "1", "2010-12-28 10:00:00", "1.25", "13085", "UK"],
+    ["489601", "85049", "XMAS TREE", "1", "2010-12-29 10:00:00", "9.95", "13078", "UK"],
+    ["489602", "10001", "GARDEN HOSE", "1", "2010-12-02 10:00:00", "4.00", "15000", "UK"],
+]
+
+
+def test_a_genre_family_at_a_backtest_cut_is_suggested_and_labelled(spark, tmp_path):
+    """--suggest-family writes new-buyer tasks per genre for the horizon up to each cut
+    (leaving out genres a target task uses), and those tasks label inside the window: the
+    window before their period decides who is new."""
+    from jobs import ingest, tasks
+    target = ("tasks.target=[{name: new_buyer_seasonal, label_period_start: 2011-01-01, "
+              "label_period_end: 2011-01-31, rule: {kind: new_buyer, genre: seasonal}}]")
+    config = retailer_config(tmp_path, target, lines=LINES + LAST_WEEK)
+    ingest.run(spark, config)
+    suggested = tmp_path / "family.yaml"
+    report = tasks.suggest_family(spark, config, str(suggested), depth=2, min_positives=1)
+    assert report["tasks"] == 1 and report["target_genres_left_out"] == ["seasonal/christmas"]
+    entries = yaml.safe_load(suggested.read_text())
+    assert entries == [{
+        "name": "nb0_home_kitchen",
+        "description": "new buyer of home/kitchen in the 7 days up to 2010-12-31 "
+                       "(1 positives, 1 negatives; genre depth 2)",
+        "label_period_start": "2010-12-25", "label_period_end": "2010-12-31",
+        "rule": {"kind": "new_buyer", "genre": "home/kitchen", "universe": "all"}}]
+    family = retailer_config(tmp_path, target, "tasks.behaviour.kinds=[]",
+                             f"tasks.source={json.dumps(entries)}", lines=LINES + LAST_WEEK)
+    tasks.run(spark, family, only=["nb0_home_kitchen"])
+    # 13085 first buys kitchen goods on 28 December: new; 13078 bought some on 3 December
+    # (unlabelled); 15000 never did (negative)
+    assert sorted((r["user_id"], r["label"]) for r in pq.read_table(
+        family.storage.uri("source_labels")).to_pylist()) == [("13085", 1), ("15000", 0)]
+
+
+def test_family_names_fit_the_config_rule_and_target_genres_are_left_out():
+    from jobs.tasks import family_excluded, family_name
+    from schemas.config_model import NAME_RE
+    assert family_name(90, "Grocery/Baking Needs") == "nb90_grocery_baking_needs"
+    long = family_name(0, "x" * 300)
+    assert len(long) == 100 and NAME_RE.match(long) and long != family_name(0, "x" * 299)
+    assert NAME_RE.match(family_name(0, "///"))
+    assert family_excluded("meat/turkey", ["meat/turkey"])
+    assert family_excluded("meat", ["meat/turkey"]) and family_excluded("meat/turkey/x",
+                                                                         ["meat/turkey"])
+    assert not family_excluded("meat/turkeys", ["meat/turkey"])
+
+
 def test_a_daily_export_in_its_own_date_format_lands_at_the_configured_hour(spark, tmp_path):
     """raw.event_time_precision: day with an event_time_format that has no hour (or an ISO
     date): each date is placed at raw.day_hour in the event-time zone."""

@@ -97,6 +97,53 @@ def test_training_learns_the_planted_signal(trained):
     assert "support_pool.npz" in states
 
 
+def test_episode_tasks_draws_n_distinct_tasks_or_takes_them_all():
+    from model.train import episode_tasks
+    rng = np.random.default_rng(0)
+    state = rng.bit_generator.state
+    np.testing.assert_array_equal(episode_tasks(5, 5, rng), np.arange(5))
+    np.testing.assert_array_equal(episode_tasks(5, 9, rng), np.arange(5))
+    assert rng.bit_generator.state == state  # every task: no draw, the supports' stay
+    drawn = [episode_tasks(10, 3, rng) for _ in range(50)]
+    assert all(len(set(d)) == 3 and list(d) == sorted(d) for d in drawn)
+    assert len({int(t) for d in drawn for t in d}) == 10
+
+
+def test_an_n_way_step_scores_the_drawn_tasks_against_their_own_labels():
+    from model.episodes import support_order
+    from model.losses import masked_multitask_loss
+    from model.network import build_meta_model, feature_keys
+    from model.train import episode_logits, make_train_step
+    keras.utils.set_random_seed(3)
+    batch, _ = planted_users(SPEC, 40, seed=5)
+    model = build_meta_model(SPEC, SMALL)
+    optimizer = keras.optimizers.SGD(learning_rate=0.0)
+    optimizer.build(model.trainable_variables)
+    step = make_train_step(model, optimizer, tf.distribute.get_strategy(), 2, 1, True)
+    chosen = np.array([0, 2])
+    pos, neg = np.array([[0], [1]]), np.array([[2], [3]])  # rows 0-3 support tasks 0 and 2
+    keys = (*feature_keys(SPEC), "user_id")
+    support = {k: batch[k][support_order(pos, neg)] for k in keys}
+    query = {k: v[8:] for k, v in batch.items()}
+    loss = float(step(query, support, tf.constant(chosen, tf.int32)))
+    logits = episode_logits(model, support, query, 2, 1, True, training=True)
+    expected = masked_multitask_loss(query["labels"][:, chosen], logits,
+                                     query["mask"][:, chosen])
+    np.testing.assert_allclose(loss, float(expected), rtol=1e-5)
+    other = masked_multitask_loss(query["labels"][:, [0, 1]], logits, query["mask"][:, [0, 1]])
+    assert abs(loss - float(other)) > 1e-4  # the columns matter
+
+
+def test_n_way_episodes_learn_every_source_task(tmp_path):
+    lines: list[str] = []
+    result = train(SPEC, SMALL, _train_config(400, k_shot=2, way=2), *_datasets(),
+                   str(tmp_path), progress=lines.append)
+    assert any("2-way 2-shot" in line for line in lines)
+    # validation scores all three tasks with one fixed episode, though each step saw two
+    aurocs = result.metrics["val_auroc"]
+    assert len(aurocs) == 3 and result.metrics["val_auroc_mean"] > 0.75, aurocs
+
+
 @pytest.mark.slow
 def test_resume_after_a_kill_continues_exactly(tmp_path, deterministic_ops):
     config = _train_config(6, validate_every=3, checkpoint_every=3, log_every=3,
