@@ -46,7 +46,7 @@ from common import storage
 from common.errors import PipelineError
 from common.publish import Publisher
 from jobs import runner
-from jobs.encoding.validation import genre_matches, landing_partitions, parse_and_validate, read_raw
+from jobs.encoding.validation import landing_partitions, parse_and_validate, read_raw
 from jobs.ingest import (
     NANOS_AS_LONG,
     IngestError,
@@ -141,30 +141,56 @@ def query_labels(spark, config: PipelineConfig, task: TaskConfig, field: str,
         "user_id", F.lit(task.name).alias("task"), F.col("label").cast("tinyint").alias("label"))
 
 
-def task_labels(rows, task: TaskConfig, window_start: dt.date, window_end: dt.date):
-    """(user_id, task, label) of one rule task over the purchase log."""
-    from pyspark.sql import functions as F
+def log_labels(rows, tasks: Sequence[TaskConfig], window_start: dt.date,
+               window_end: dt.date):
+    """(user_id, task, label) of every log-rule task in one pass over the purchase log, so
+    that hundreds of tasks (a genre family) cost a few joins, not one aggregation each.
 
-    rule = task.rule
-    # a label period inside the window (a source task at a backtest cut): the window is the
-    # days before it, which is what the shifted input of that cut shows
-    window_end = min(window_end, task.label_period_start - dt.timedelta(days=1))
-    in_window = F.col("date").between(window_start, window_end)
-    in_period = F.col("date").between(task.label_period_start, task.label_period_end)
-    of_genre = genre_matches(rule.genre, F.col("genre"))
-    users = rows.groupBy("user_id").agg(
-        F.max(in_window.cast("int")).alias("window"), F.max(in_period.cast("int")).alias("period"),
-        F.sum((in_window & of_genre).cast("int")).alias("genre_window"),
-        F.sum((in_period & of_genre).cast("int")).alias("genre_period"))
-    universe = ((F.col("window") == 1) & (F.col("period") == 1) if rule.universe == "active"
-                else (F.col("window") == 1) | (F.col("period") == 1))
-    if rule.kind == "new_buyer":
-        label = (F.when((F.col("genre_period") > 0) & (F.col("genre_window") == 0), 1)
+    Each task's window W runs from ``window_start`` to ``window_end``, or to the day before
+    its label period P when P lies inside the window (a source task at a backtest cut)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    spark = rows.sparkSession
+    rules = spark.createDataFrame(
+        [(t.name, t.rule.kind, t.rule.genre, t.rule.times, t.rule.universe,
+          t.label_period_start, t.label_period_end,
+          min(window_end, t.label_period_start - dt.timedelta(days=1))) for t in tasks],
+        T.StructType([T.StructField("task", T.StringType()), T.StructField("kind", T.StringType()),
+                      T.StructField("rule_genre", T.StringType()),
+                      T.StructField("times", T.IntegerType()),
+                      T.StructField("universe", T.StringType()),
+                      T.StructField("p_start", T.DateType()), T.StructField("p_end", T.DateType()),
+                      T.StructField("w_end", T.DateType())]))
+    periods = ["p_start", "p_end", "w_end"]
+    in_window = F.col("date").between(F.lit(window_start), F.col("w_end"))
+    in_period = F.col("date").between(F.col("p_start"), F.col("p_end"))
+    # who was active in each distinct (W, P): the universe of the tasks on those periods
+    activity = (rows.crossJoin(F.broadcast(rules.select(*periods).distinct()))
+                .groupBy("user_id", *periods)
+                .agg(F.max(in_window.cast("int")).alias("window"),
+                     F.max(in_period.cast("int")).alias("period")))
+    # purchases of each task's genre: a row matches the rules on every prefix of its path
+    segments = F.split("genre", "/")
+    prefixes = F.transform(F.sequence(F.lit(1), F.size(segments)),
+                           lambda i: F.array_join(F.slice(segments, 1, i), "/"))
+    exploded = rows.select("user_id", "date",
+                           F.explode(F.array_union(prefixes, F.array(F.lit("*")))).alias("g"))
+    bought = (exploded.join(F.broadcast(rules), exploded["g"] == rules["rule_genre"])
+              .groupBy("user_id", "task")
+              .agg(F.sum(in_window.cast("int")).alias("genre_window"),
+                   F.sum(in_period.cast("int")).alias("genre_period")))
+    users = (activity.join(F.broadcast(rules), periods)
+             .where(F.when(F.col("universe") == "active",
+                           (F.col("window") == 1) & (F.col("period") == 1))
+                    .otherwise((F.col("window") == 1) | (F.col("period") == 1)))
+             .join(bought, ["user_id", "task"], "left")
+             .fillna(0, ["genre_window", "genre_period"]))
+    new_buyer = (F.when((F.col("genre_period") > 0) & (F.col("genre_window") == 0), 1)
                  .when((F.col("genre_period") == 0) & (F.col("genre_window") == 0), 0))
-    else:
-        label = F.when(F.col("genre_period") >= rule.times, 1).otherwise(0)
-    return (users.where(universe).select("user_id", F.lit(task.name).alias("task"),
-                                         label.cast("tinyint").alias("label"))
+    label = F.when(F.col("kind") == "new_buyer", new_buyer).otherwise(
+        F.when(F.col("genre_period") >= F.col("times"), 1).otherwise(0))
+    return (users.select("user_id", "task", label.cast("tinyint").alias("label"))
             .where(F.col("label").isNotNull()))
 
 
@@ -268,8 +294,9 @@ def suggest_family(spark, config: PipelineConfig, path: str, depth: int,
               f"{list(config.behaviour.cut_days)} days before {config.window.end}, at least "
               f"{min_positives} positives and negatives each; written by `metaprofile tasks "
               "--suggest-family`.\n")
-    text = header + yaml.safe_dump(entries, sort_keys=False, width=1000,
-                                   default_flow_style=None, allow_unicode=False)
+    text = header + "".join(  # one entry a line: hundreds of them stay readable
+        "- " + yaml.safe_dump(e, sort_keys=False, width=100_000, default_flow_style=True)
+        for e in entries)
     storage.write_bytes(text.encode(), path)
     log.info("%d family tasks written to %s (%d (cut, genre) pairs too rare; genres of "
              "target tasks left out: %s)", len(entries), path, left["too_few"],
@@ -315,9 +342,12 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
             if not tasks:
                 continue
             uri = config.storage.uri(key)
-            frames = [task_labels(rows, t, window_start, window_end) if t.rule.from_log
-                      else attribute_labels(demographics, t, field) if t.rule.kind == "attribute"
-                      else query_labels(spark, config, t, field, views) for field, t in tasks]
+            on_log = [t for _, t in tasks if t.rule.from_log]
+            frames = [attribute_labels(demographics, t, field) if t.rule.kind == "attribute"
+                      else query_labels(spark, config, t, field, views)
+                      for field, t in tasks if not t.rule.from_log]
+            if on_log:
+                frames.append(log_labels(rows, on_log, window_start, window_end))
             if storage.exists(uri):  # hand-made labels of the other tasks stay
                 kept = (spark.read.schema(spark_ddl(LABELS)).parquet(uri)
                         .where(~F.col("task").isin([t.name for _, t in tasks])))

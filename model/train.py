@@ -232,8 +232,11 @@ def make_scorer(model: MetaProfileModel) -> Callable:
 
 
 def validate(model: MetaProfileModel, batches: Iterable[dict], support: dict, tasks: int,
-             shots: int, negatives: bool, scorer: Callable) -> dict:
-    """Per-task AUROC and Eq. 1 loss of a fixed support episode over validation batches."""
+             shots: int, negatives: bool, scorer: Callable,
+             columns: np.ndarray | None = None) -> dict:
+    """Per-task AUROC and Eq. 1 loss of a fixed support episode over validation batches;
+    ``columns`` are the label columns of its ``tasks`` tasks (default: the first ones)."""
+    columns = np.arange(tasks) if columns is None else np.asarray(columns)
     keys = feature_keys(model.spec)
     embedding = model({k: support[k] for k in keys}, training=False)  # [S, E]
     per_class = tasks * shots
@@ -243,8 +246,8 @@ def validate(model: MetaProfileModel, batches: Iterable[dict], support: dict, ta
     labels, mask, logits = [], [], []
     for batch in batches:
         logits.append(scorer({k: batch[k] for k in keys}, pos, neg).numpy())  # [B, T]
-        labels.append(np.asarray(batch["labels"]))
-        mask.append(np.asarray(batch["mask"]))
+        labels.append(np.asarray(batch["labels"])[:, columns])
+        mask.append(np.asarray(batch["mask"])[:, columns])
     if not logits:
         raise ValueError("the validation dataset yielded no batches")
     labels, mask, logits = (np.concatenate(x) for x in (labels, mask, logits))
@@ -326,7 +329,8 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
     iterator = iter(train_dataset)
     pool = _support_pool(iterator, spec, train_cfg, checkpoint_dir, resuming)
     validating = val_dataset is not None and bool(train_cfg.validate_every)
-    val_support = _validation_support(pool, train_cfg, spec, validating)
+    val_columns = validation_columns(len(spec.tasks), train_cfg.way, train_cfg.seed)
+    val_support = _validation_support(pool, train_cfg, spec, validating, val_columns)
 
     with strategy.scope():
         model = build_meta_model(spec, run_cfg)
@@ -372,8 +376,9 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
             interval_start, interval_examples, interval_losses = time.perf_counter(), 0, []
         if val_dataset is not None and train_cfg.validate_every and (
                 step % train_cfg.validate_every == 0 or step == train_cfg.steps):
-            stopped_early = _validation(model, val_dataset, val_support, train_cfg, scorer,
-                                        writer, run, step, best_path, spec, progress)
+            stopped_early = _validation(model, val_dataset, val_support, val_columns,
+                                        train_cfg, scorer, writer, run, step, best_path, spec,
+                                        progress)
         if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps or stopped_early:
             _save(manager, run, identity, step, checkpoint_dir)
     if train_cfg.restore_best and run.stopping.best_step is not None and os.path.exists(
@@ -381,7 +386,8 @@ def train(spec: InputSpec, model_cfg: ModelConfig, train_cfg: TrainConfig,
         model.load_weights(best_path)
     export_cfg = dataclasses.replace(model_cfg, precision="float32")
     exported = clone_meta_model(model, export_cfg)
-    metrics = _metrics(run, step, stopped_early, train_cfg, spec, strategy, precision)
+    metrics = _metrics(run, step, stopped_early, train_cfg,
+                       tuple(spec.tasks[c] for c in val_columns), strategy, precision)
     progress(f"finished at step {step}" + (" (early stop)" if stopped_early else "") +
              (f"; best validation mean AUROC {run.stopping.best:.4f} at step "
               f"{run.stopping.best_step}" if run.stopping.best_step is not None else ""))
@@ -451,17 +457,28 @@ def _support_pool(iterator, spec: InputSpec, train_cfg: TrainConfig, checkpoint_
     return pool
 
 
+def validation_columns(total: int, way: int | None, seed: int) -> np.ndarray:
+    """The source tasks the fixed validation episode scores: every one, or with N-way
+    episodes at most 4·N of them, drawn once by ``seed`` (an episode over hundreds of tasks
+    would embed thousands of supports at once)."""
+    if way is None or 4 * way >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng([seed, 2]).choice(total, size=4 * way,
+                                                           replace=False))
+
+
 def _validation_support(pool: SupportPool, train_cfg: TrainConfig, spec: InputSpec,
-                        validating: bool = True) -> dict | None:
-    """The fixed validation episode (None without validation); first checks the pool has K
-    users per class for training too, so a short class fails now rather than at step 1."""
+                        validating: bool, columns: np.ndarray) -> dict | None:
+    """The fixed validation episode over the tasks ``columns`` (None without validation);
+    first checks the pool has K users per class of every task for training, so a short
+    class fails now rather than at some step."""
     sample_support(pool.labels, pool.mask, train_cfg.k_shot, np.random.default_rng(0),
                    pool.tasks, train_cfg.negatives)
     if not validating:
         return None
-    pos, neg = sample_support(pool.labels, pool.mask, train_cfg.val_k_shot,
-                              np.random.default_rng([train_cfg.seed, 1]), pool.tasks,
-                              train_cfg.negatives)
+    pos, neg = sample_support(pool.labels[:, columns], pool.mask[:, columns],
+                              train_cfg.val_k_shot, np.random.default_rng([train_cfg.seed, 1]),
+                              [pool.tasks[c] for c in columns], train_cfg.negatives)
     return _select(pool.gather(support_order(pos, neg)), spec)
 
 
@@ -530,14 +547,15 @@ def _log_interval(run: _Run, step: int, steps: int, losses: list, rate: float, o
              f"{rate:.1f} examples/s")
 
 
-def _validation(model, val_dataset, val_support, train_cfg: TrainConfig, scorer, writer,
-                run: _Run, step: int, best_path: str, spec: InputSpec,
+def _validation(model, val_dataset, val_support, columns: np.ndarray, train_cfg: TrainConfig,
+                scorer, writer, run: _Run, step: int, best_path: str, spec: InputSpec,
                 progress: Callable[[str], None]) -> bool:
     """Validate, log, keep the best weights; True when early stopping says stop."""
     batches = val_dataset if train_cfg.val_batches is None else val_dataset.take(
         train_cfg.val_batches)
-    result = validate(model, batches, val_support, len(spec.tasks), train_cfg.val_k_shot,
-                      train_cfg.negatives, scorer)
+    result = validate(model, batches, val_support, len(columns), train_cfg.val_k_shot,
+                      train_cfg.negatives, scorer, columns)
+    names = [spec.tasks[c] for c in columns]
     improved = run.stopping.update(result["auroc_mean"], step)
     if improved:
         staging = best_path.replace(".weights.h5", ".tmp.weights.h5")
@@ -548,9 +566,9 @@ def _validation(model, val_dataset, val_support, train_cfg: TrainConfig, scorer,
     write_scalars(writer, step, {"val/auroc_mean": result["auroc_mean"],
                                  "val/loss": result["loss"],
                                  **{f"val/auroc/{task}": value for task, value in
-                                    zip(spec.tasks, result["auroc"]) if value is not None}})
+                                    zip(names, result["auroc"]) if value is not None}})
     per_task = ", ".join(f"{t} {'n/a' if a is None else f'{a:.3f}'}"
-                         for t, a in zip(spec.tasks, result["auroc"]))
+                         for t, a in zip(names, result["auroc"]))
     progress(f"validation at step {step}: mean AUROC {result['auroc_mean']:.4f}, Eq.1 loss "
              f"{result['loss']:.4f} over {result['users']} users "
              f"({'new best' if improved else f'best {run.stopping.best:.4f} at step {run.stopping.best_step}'}); "
@@ -561,12 +579,13 @@ def _validation(model, val_dataset, val_support, train_cfg: TrainConfig, scorer,
 
 
 def _metrics(run: _Run, step: int, stopped_early: bool, train_cfg: TrainConfig,
-             spec: InputSpec, strategy: tf.distribute.Strategy, precision: str) -> dict:
+             val_tasks: tuple[str, ...], strategy: tf.distribute.Strategy,
+             precision: str) -> dict:
     best = next((h for h in run.history if h["step"] == run.stopping.best_step), None)
     return {"steps": step, "stopped_early": stopped_early,
             "best_step": run.stopping.best_step,
             "val_auroc_mean": best["auroc_mean"] if best else None,
-            "val_auroc": dict(zip(spec.tasks, best["auroc"])) if best else None,
+            "val_auroc": dict(zip(val_tasks, best["auroc"])) if best else None,
             "val_loss": best["loss"] if best else None,
             "final_train_loss": run.last_loss,
             "validations": len(run.history), "train_config": train_cfg.to_dict(),

@@ -109,6 +109,15 @@ def test_episode_tasks_draws_n_distinct_tasks_or_takes_them_all():
     assert len({int(t) for d in drawn for t in d}) == 10
 
 
+def test_validation_scores_every_task_or_a_fixed_draw_of_four_times_n():
+    from model.train import validation_columns
+    np.testing.assert_array_equal(validation_columns(10, None, 0), np.arange(10))
+    np.testing.assert_array_equal(validation_columns(10, 3, 0), np.arange(10))
+    drawn = validation_columns(500, 9, 0)
+    assert len(set(drawn)) == 36 and list(drawn) == sorted(drawn) and drawn.max() < 500
+    np.testing.assert_array_equal(drawn, validation_columns(500, 9, 0))
+
+
 def test_an_n_way_step_scores_the_drawn_tasks_against_their_own_labels():
     from model.episodes import support_order
     from model.losses import masked_multitask_loss
