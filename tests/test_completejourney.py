@@ -147,6 +147,7 @@ def test_the_mapping_lands_exactly_what_the_bespoke_converter_wrote(spark, lande
     # encode to the same events.
     short = load_config(CONFIG, overrides=[f"storage.root={config.storage.root}",
                                            "window.days=31", "tasks.behaviour.horizon_days=0",
+                                           "tasks.behaviour.cut_days=[0]",
                                            f"tasks.source={SURVEY_TASKS}",
                                            *(f"storage.{k}={tmp_path / k}" for k in
                                              ("events", "snapshots", "rejects", "manifests"))])
