@@ -395,7 +395,8 @@ class PipelineConfig:
                     "target": [_task_dict(t) for t in self.target_tasks],
                     **({"behaviour": {"horizon_days": self.behaviour.horizon_days,
                                       "kinds": list(self.behaviour.kinds),
-                                      "channels": list(self.behaviour.channels)}}
+                                      "channels": list(self.behaviour.channels),
+                                      "cut_days": list(self.behaviour.cut_days)}}
                        if self.behaviour.enabled else {}),
                 },
                 "heatmaps": dataclasses.asdict(self.heatmaps),
