@@ -175,9 +175,9 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
             "roc_curves.png", "pr_curves.png", "_SUCCESS"} <= files
     result = json.loads((out / "results.json").read_text())
     rows = result["rows"]
-    # per task: table3 8 methods (the trained ones only here, to keep the test short), then
+    # per task: table3 9 methods (the trained ones only here, to keep the test short), then
     # masking, imbalance, seeds and seeds_pu: 2 levels x 3 methods each
-    assert len(rows) == 2 * (8 + 6 + 6 + 6 + 6)
+    assert len(rows) == 2 * (9 + 6 + 6 + 6 + 6)
     assert {r["method"] for r in rows} == set(METHODS)
     assert all(r["status"].startswith("ok") for r in rows), [r["status"] for r in rows]
     assert result["labels"][TASKS[0]]["without_heatmaps"] == 1
@@ -203,7 +203,11 @@ def test_end_to_end_tiny_evaluation_writes_the_report(tiny_world, tmp_path, caps
     assert whole["ratio_low"] <= whole["ratio"] <= whole["ratio_high"]
     assert (whole["tasks"], whole["repeats"], whole["replicates"]) == (2, 1, 200)
     assert whole["meta_method"] in ("meta_profile", "meta_profile_probe",
-                                    "meta_profile_fine_tuned")
+                                    "meta_profile_tasks", "meta_profile_fine_tuned")
+    scores = result["model"]["source_task_scores"]  # prototypes of the training split
+    assert scores["split"] == "train" and scores["tasks"]
+    assert sorted(scores["tasks"] + scores["skipped"]) == sorted(
+        t.name for t in config.source_tasks)
     assert "95 % interval" in report
     pu = [r for r in rows if r["experiment"] == SEEDS_PU and r["level"] == 3.0]
     assert all(r["adaptation_positives"] == 3 and r["adaptation_users"] == 23 for r in pu)
