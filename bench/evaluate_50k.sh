@@ -21,7 +21,8 @@ cd "$(dirname "$0")/.."
 M=.work/venv-jobs/bin/metaprofile
 USERS=${USERS:-50000}; STEPS=${STEPS:-2000}; REPEATS=${REPEATS:-3}
 VERSION=${VERSION:-syn50k}; TRAINED_MAX=${TRAINED_MAX:-1000}; SCRATCH=${SCRATCH:-0}
-TABLE3=meta_profile,meta_profile_probe,meta_profile_tasks,auto_head,logreg,hgb,cosine
+METHODS=${METHODS:-meta_profile,meta_profile_probe,meta_profile_tasks,auto_head,logreg,hgb,cosine}
+TABLE3=$METHODS
 [[ "$SCRATCH" == 1 ]] && TABLE3="$TABLE3,scratch"
 R="$PWD/.work/bench/synthetic-$USERS"
 O=(--config conf/synthetic.yaml --set "storage.root=$R")
@@ -43,7 +44,7 @@ t1=$(clock)
 $M evaluate "${O[@]}" --model "$R/models/$VERSION" --out "$R/eval-$VERSION" \
   --repeats "$REPEATS" --experiments table3,seeds_pu \
   --methods "$TABLE3" \
-  --seed-sweep-methods meta_profile,meta_profile_probe,meta_profile_tasks,auto_head,logreg,hgb,cosine \
+  --seed-sweep-methods "$METHODS" --pu-seed-counts "${PU:-10,20,50,100,300,1000}" \
   --trained-max-users "$TRAINED_MAX" --fine-tune-epochs 10 > "$R/eval-$VERSION.log" 2>&1
 t2=$(clock)
 echo "== $VERSION: training $((t1 - t0)) s, evaluation $((t2 - t1)) s; report $R/eval-$VERSION"
