@@ -194,6 +194,17 @@ def log_labels(rows, tasks: Sequence[TaskConfig], window_start: dt.date,
             .where(F.col("label").isNotNull()))
 
 
+def one_class_tasks(counts: dict[str, dict]) -> list[str]:
+    """The tasks of a labels report whose labels hold one class only (nothing to learn)."""
+    return [name for name, c in counts.items() if not c["positives"] or not c["negatives"]]
+
+
+def listed(names: Sequence[str], most: int = 8) -> str:
+    """Names for one log line: the first `most`, then how many more there are."""
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"
+
+
 def family_name(cut: int, genre: str) -> str:
     """A config task name for "new buyer of ``genre`` at cut ``cut``": ``nb<cut>_<genre>``,
     lower-case, every other character ``_``; a hash keeps a long one unique and short."""
@@ -368,8 +379,11 @@ def run(spark, config: PipelineConfig, only: Sequence[str] = ()) -> dict:
             for name, c in report[key].items():
                 log.info("%s %s: %d positives, %d negatives", key, name, c["positives"],
                          c["negatives"])
-                if not c["positives"] or not c["negatives"]:
-                    log.warning("%s %s has only one class; check its rule and period", key, name)
+            one_class = one_class_tasks(report[key])
+            if one_class:
+                log.warning("%s: %d of %d tasks have only one class (%s); check their rules "
+                            "and periods, or the users they cover", key, len(one_class),
+                            len(report[key]), listed(one_class))
     finally:
         if rows is not None:
             rows.unpersist()

@@ -240,6 +240,20 @@ def test_family_names_fit_the_config_rule_and_target_genres_are_left_out():
     assert not family_excluded("meat/turkeys", ["meat/turkey"])
 
 
+def test_a_family_of_tasks_is_summarised_in_one_warning_and_one_report_line():
+    from jobs.tasks import listed, one_class_tasks
+    from metaprofile.datasets.reports import task_lines
+    counts = {f"nb0_g{i}": {"positives": i, "negatives": 30 - i} for i in range(31)}
+    assert one_class_tasks(counts) == ["nb0_g0", "nb0_g30"]
+    assert listed([f"t{i}" for i in range(10)], most=3) == "t0, t1, t2 and 7 more"
+    assert listed(["a", "b"]) == "a, b"
+    [line] = task_lines("source_labels", counts, "r.json")
+    assert line == ("  source_labels 31 tasks: positives 0 .. 30 (median 15), 2 with one class; "
+                    "each task's counts: tasks.source_labels in r.json")
+    few = task_lines("target_labels", {"t": {"positives": 3, "negatives": 4}}, "r.json")
+    assert few == ["  target_labels t" + " " * 29 + " +3 / -4"]
+
+
 def test_a_daily_export_in_its_own_date_format_lands_at_the_configured_hour(spark, tmp_path):
     """raw.event_time_precision: day with an event_time_format that has no hour (or an ISO
     date): each date is placed at raw.day_hour in the event-time zone."""

@@ -32,6 +32,17 @@ def format_landing_report(report: dict, root: str) -> str:
                      f"{merged}  dropped: {dropped}")
     for key, tasks in report["tasks"].items():
         if isinstance(tasks, dict):
-            for task, c in tasks.items():
-                lines.append(f"  {key} {task:<30} +{c['positives']:,} / -{c['negatives']:,}")
+            lines.extend(task_lines(key, tasks, f"{root}/_completejourney.json"))
     return "\n".join(lines)
+
+
+def task_lines(key: str, tasks: dict[str, dict], where: str, most: int = 20) -> list[str]:
+    """One line a task, or, for a family of more than `most` tasks, one line for them all."""
+    if len(tasks) <= most:
+        return [f"  {key} {task:<30} +{c['positives']:,} / -{c['negatives']:,}"
+                for task, c in tasks.items()]
+    positives = sorted(c["positives"] for c in tasks.values())
+    one_class = sum(1 for c in tasks.values() if not c["positives"] or not c["negatives"])
+    return [f"  {key} {len(tasks):,} tasks: positives {positives[0]:,} .. {positives[-1]:,} "
+            f"(median {positives[len(positives) // 2]:,}), {one_class:,} with one class; "
+            f"each task's counts: tasks.{key} in {where}"]
