@@ -219,7 +219,7 @@ def auto_head_scores(candidate: ModelUnderTest, features: np.ndarray, support: S
                      query_rows: np.ndarray, seed: int) -> np.ndarray:
     """``auto_head``: the nightly ``lookalike.head: auto`` rule on a trial's support (every
     label-0 support user is a negative prototype's member, as in zero-training)."""
-    from model.auto_head import fit_auto_head
+    from model.auto_head import centroid_scores, fit_auto_head
     from model.baselines import LinearHead
     from model.scoring import RelationWeights
     e = candidate.embeddings
@@ -231,6 +231,8 @@ def auto_head_scores(candidate: ModelUnderTest, features: np.ndarray, support: S
     if head["kind"] == "probe":
         return LinearHead.from_dict(head).decision(np.hstack([e[query_rows],
                                                               features[query_rows]]))
+    if head["kind"] == "centroid":
+        return centroid_scores(head, features[query_rows])
     return zero_training_scores(candidate.model, e[support.rows], support.labels,
                                 e[query_rows])
 

@@ -19,10 +19,11 @@ a fixed hash (label 0; the campaign's own seeds never count as background), its 
 chosen by cross-validation. It is folded into one weight vector, so scoring stays one matrix
 product per user. It is the evaluation's ``meta_profile_probe``, which uses more seeds than
 the prototypes do (``docs/evaluation.md``). ``prototype``: the relation module f_θ scores
-each user against the prototypes (zero-training). ``auto``: per campaign, one of the probe,
-the same logistic regression on the aggregates alone (a DMP's head) and the prototypes, by
-cross-validation on the campaign's own support: the simplest whose mean fold AUPR is within
-one standard error of the best (``model/auto_head.py``). ``support.json`` and the segment's
+each user against the prototypes (zero-training). ``auto``: per campaign, one of the cosine
+to the seeds' centroid and the same logistic regression on the aggregates alone (a DMP's
+two heads), the probe and the prototypes, by cross-validation on the campaign's own support:
+the simplest whose mean fold AUPR is within one standard error of the best
+(``model/auto_head.py``). ``support.json`` and the segment's
 manifest say which, and why.
 - ``members/``: every seed with its role, so scoring and export can exclude them:
   ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the
@@ -67,7 +68,13 @@ from schemas.contracts import (
     spark_ddl,
 )
 from schemas.identifiers import refusals, shown
-from schemas.manifests import MANIFEST, SUPPORT, EmbeddingsManifest, SupportDocument
+from schemas.manifests import (
+    MANIFEST,
+    SUPPORT,
+    EmbeddingsManifest,
+    SupportDocument,
+    head_without_arrays,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -240,8 +247,8 @@ def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.
     the background's statistics, and the logistic regression's strength is chosen by
     cross-validation (``model.baselines.fit_linear_head``, the evaluation's
     ``meta_profile_probe``). With ``auto`` (``(embedding_dim, relation weights)``,
-    ``lookalike.head: auto``) the head is chosen among the probe, the aggregates alone and
-    the prototypes by cross-validation on the same support (``model.auto_head``, the
+    ``lookalike.head: auto``) the head is chosen among the seed centroid, the aggregates
+    alone, the probe and the prototypes by cross-validation on the same support (``model.auto_head``, the
     evaluation's ``auto_head``)."""
     import numpy as np
 
@@ -451,7 +458,7 @@ def _report(verdict: dict) -> dict:
     """A verdict for the job's printed report: no prototypes, no head weights."""
     out = {k: v for k, v in verdict.items() if "prototype" not in k}
     if "head" in out:
-        out["head"] = {k: v for k, v in out["head"].items() if k != "weights"}
+        out["head"] = head_without_arrays(out["head"])
     return out
 
 

@@ -149,7 +149,7 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
                 "all_users": histogram_quantiles(stats["histogram"])},
             "precision": precision_estimate(stats),
             # the scoring head (for lookalike.head: auto, which one it chose and why)
-            "head": {k: v for k, v in support.head.items() if k != "weights"},
+            "head": support.head_summary,
             "pseudonymised_ids": config.pseudonymisation.enabled,
             "files": files,
         }

@@ -223,8 +223,8 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
         keep = None if s.segment_size is None else s.segment_size + excluded_counts.get(c, 0)
         campaigns.append({"campaign_id": c, "keep": keep, "score_threshold": s.score_threshold})
     index = {c["campaign_id"]: j for j, c in enumerate(campaigns)}
-    heads = campaign_heads(ready, index, model_path, config,
-                           embedded.embedding_dim + len(embedded.features))
+    heads = campaign_heads(ready, index, model_path, config, embedded.embedding_dim,
+                           len(embedded.features))
     holdout: dict[str, list[int]] = {}
     for r in members.where(F.col("role") == "holdout").where(
             F.col("campaign_id").isin(list(index))).collect():  # held-out seeds only
@@ -277,16 +277,17 @@ def run(spark, config: PipelineConfig, ds: dt.date, model: str | None = None,
 
 
 def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
-                   config: PipelineConfig, row_width: int):
+                   config: PipelineConfig, embedding_dim: int, feature_count: int):
     """The ``CampaignHeads`` of the campaigns in ``index`` order, from their supports: probe
-    weights as they are (``row_width`` = embedding dimension + feature count of the
-    embedding table), prototypes through f_θ (TensorFlow is loaded only when a campaign
-    has a prototype head)."""
+    weights as they are (one per embedding dimension and feature of the embedding table),
+    centroids over the features, prototypes through f_θ (TensorFlow is loaded only when a
+    campaign has a prototype head)."""
     import numpy as np
 
     from model.scoring import CampaignHeads
+    row_width = embedding_dim + feature_count
     kinds = {c: ready[c].head["kind"] for c in index}
-    unknown = sorted({k for k in kinds.values() if k not in ("probe", "prototype")})
+    unknown = sorted({k for k in kinds.values() if k not in ("probe", "prototype", "centroid")})
     if unknown:
         raise ScoreError(f"supports with unknown head kind(s) {unknown}; rerun "
                          f"jobs/campaigns.py with this version")
@@ -316,6 +317,15 @@ def campaign_heads(ready: dict, index: dict[str, int], model_path: str,
                                             np.float64).T,
                   "probe_bias": np.array([ready[c].head["bias"] for c in probes],
                                          np.float64)}
+    centroids = [c for c in index if kinds[c] == "centroid"]
+    for c in centroids:
+        if len(ready[c].head["centroid"]) != feature_count:
+            raise ScoreError(f"campaign {c}: its centroid has {len(ready[c].head['centroid'])} "
+                             f"values but the embedding table has {feature_count} features; "
+                             f"rerun jobs/campaigns.py on these embeddings")
+    if centroids:
+        parts |= {"centroid_columns": np.array([index[c] for c in centroids], np.int64),
+                  "centroid_heads": tuple(ready[c].head for c in centroids)}
     return CampaignHeads(columns=len(index), **parts)
 
 

@@ -1,9 +1,13 @@
 """``lookalike.head: auto``: per campaign, the head that ranks its own seeds best.
 
-Three candidates, each judged by its AUPR under the same stratified cross-validation of
+Four candidates, each judged by its AUPR under the same stratified cross-validation of
 the campaign's support (its seeds as 1, its explicit negatives and unlabelled background
 users as 0: the ``seeds_pu`` rule):
 
+* ``centroid``: the cosine similarity of a user's standardised aggregates to the seeds'
+  centroid, the DMP's other head (the evaluation's ``cosine``), with nothing to fit. With a
+  few dozen seeds it is often the best classic head (docs/evaluation.md), and a linear head
+  fitted on them does not reach it;
 * ``probe``: the logistic regression on the Meta-Profile embedding beside the aggregates
   (the default head);
 * ``aggregates``: the same logistic regression on the aggregates alone, which is what a
@@ -15,11 +19,12 @@ users as 0: the ``seeds_pu`` rule):
 The choice follows the one-standard-error rule of cross-validation. Take the candidate
 with the best mean AUPR over the folds, and the standard error of its fold scores. The
 simplest candidate whose mean is within one standard error of that best is chosen, in the
-order aggregates, probe, prototype. With a few dozen seeds the folds disagree a lot, so the
-DMP's own head is kept unless another head is clearly better. A plain "highest mean"
-rule picked the probe on noise and lost to the logistic regression alone at 10–50 seeds
-(docs/evaluation.md). The two linear heads' figures are those of the best strength of
-their grid, which flatters them a little; the prototypes have nothing to tune.
+order centroid, aggregates, probe, prototype. With a few dozen seeds the folds disagree a
+lot, so the DMP's own heads are kept unless another head is clearly better. A plain
+"highest mean" rule picked the probe on noise and lost to the logistic regression alone at
+10–50 seeds (docs/evaluation.md). The two linear heads' figures are those of the best
+strength of their grid, which flatters them a little; the centroid and the prototypes
+have nothing to tune.
 """
 from __future__ import annotations
 
@@ -28,9 +33,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from model.baselines import fit_linear_head
+from model.baselines import centroid_cosine_scores, fit_linear_head, standardiser
 
-CANDIDATES = ("aggregates", "probe", "prototype")  # also the tie order: simplest first
+CANDIDATES = ("centroid", "aggregates", "probe", "prototype")  # the tie order: simplest first
 
 
 def choose(cv_folds: Mapping[str, Sequence[float] | None]) -> tuple[str, str]:
@@ -93,6 +98,44 @@ def prototype_cv_folds(relation, embeddings: np.ndarray, labels: np.ndarray,
     return values
 
 
+def centroid_cv_folds(features: np.ndarray, labels: np.ndarray, reference: np.ndarray,
+                      folds: int, seed: int = 0) -> list[float]:
+    """The centroid head's AUPR on each of ``folds`` stratified folds: each held-out fold is
+    scored by its cosine to the other folds' positives' centroid, the aggregates
+    standardised with ``reference``'s statistics."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedKFold
+
+    labels = np.asarray(labels).astype(np.int8)
+    mean, std = standardiser(reference)
+    rows = (np.asarray(features, np.float64) - mean) / std
+    return [float(average_precision_score(
+                labels[test], centroid_cosine_scores(rows[train], labels[train], rows[test])))
+            for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+                rows, labels)]
+
+
+def centroid_head(features: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> dict:
+    """The centroid head as ``support.json`` stores it: the standardisation (``mean``,
+    ``std``, the background's) and the seeds' centroid in standardised units. It scores
+    ``(1 + cosine) / 2``, in [0, 1] like the other heads (:class:`model.scoring.CampaignHeads`)."""
+    mean, std = standardiser(reference)
+    rows = (np.asarray(features, np.float64) - mean) / std
+    centroid = rows[np.asarray(labels) == 1].mean(axis=0)
+    return {"kind": "centroid", "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std], "centroid": [float(v) for v in centroid]}
+
+
+def centroid_scores(head: dict, features: np.ndarray) -> np.ndarray:
+    """``[B]`` scores in [0, 1] of the users' aggregates ``features`` ``[B, F]`` under a
+    centroid head."""
+    rows = ((np.asarray(features, np.float64) - np.asarray(head["mean"]))
+            / np.asarray(head["std"]))
+    centroid = np.asarray(head["centroid"], np.float64)
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(centroid)
+    return 0.5 * (1.0 + (rows @ centroid) / np.maximum(norms, 1e-12))
+
+
 def fit_auto_head(rows: np.ndarray, labels: np.ndarray, reference: np.ndarray,
                   embedding_dim: int, relation=None,
                   prototype_negatives: np.ndarray | None = None, seed: int = 0) -> dict:
@@ -101,14 +144,19 @@ def fit_auto_head(rows: np.ndarray, labels: np.ndarray, reference: np.ndarray,
     ``rows`` are ``[n, E + F]`` (embedding, then aggregates), ``labels`` 0/1, ``reference``
     the background rows whose statistics standardise the columns. Without ``relation`` the
     prototypes take no part. The result is a probe head (``kind: probe``, the weights over
-    all ``E + F`` columns) or ``{"kind": "prototype"}``. Either way, ``auto`` holds each
-    candidate's cross-validated AUPR, the choice and why."""
+    all ``E + F`` columns), a centroid head (:func:`centroid_head`, on the ``F`` aggregates)
+    or ``{"kind": "prototype"}``. Either way, ``auto`` holds each candidate's
+    cross-validated AUPR, the choice and why."""
     labels = np.asarray(labels).astype(np.int8)
     probe = fit_linear_head(rows, labels, reference, seed)
     aggregates = fit_linear_head(rows[:, embedding_dim:], labels, reference[:, embedding_dim:],
                                  seed)
     folds = min(5, int(np.bincount(labels, minlength=2).min()))
-    cv_folds = {"probe": probe.cv_folds, "aggregates": aggregates.cv_folds, "prototype": None}
+    cv_folds = {"probe": probe.cv_folds, "aggregates": aggregates.cv_folds, "prototype": None,
+                "centroid": None}
+    if folds >= 3:
+        cv_folds["centroid"] = tuple(centroid_cv_folds(
+            rows[:, embedding_dim:], labels, reference[:, embedding_dim:], folds, seed))
     if relation is not None and folds >= 3:
         negatives = (np.zeros(len(labels), bool) if prototype_negatives is None
                      else np.asarray(prototype_negatives, bool))
@@ -119,6 +167,9 @@ def fit_auto_head(rows: np.ndarray, labels: np.ndarray, reference: np.ndarray,
     auto = {"chosen": chosen, "why": why, "cv_aupr": cv}
     if chosen == "prototype":
         return {"kind": "prototype", "auto": auto}
+    if chosen == "centroid":
+        return {**centroid_head(rows[:, embedding_dim:], labels, reference[:, embedding_dim:]),
+                "auto": auto}
     head = probe if chosen == "probe" else dataclasses.replace(
         aggregates, weights=np.r_[np.zeros(embedding_dim), aggregates.weights])
     return {"kind": "probe", **head.to_dict(), "auto": auto}

@@ -105,6 +105,9 @@ class CampaignHeads:
     the support halves once per campaign (``RelationWeights``). Probe campaigns
     (``probe_columns``) are one matrix product of the user's ``[embedding, features]`` row
     with their folded logistic-regression weights. Both give a probability in (0, 1).
+    Centroid campaigns (``centroid_heads``, from ``lookalike.head: auto``) score the
+    cosine of the user's standardised aggregates to their seeds' centroid, as
+    ``(1 + cosine) / 2`` (``model.auto_head.centroid_scores``).
     """
 
     columns: int
@@ -116,14 +119,16 @@ class CampaignHeads:
     probe_columns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     probe_weights: np.ndarray | None = None  # [E + F, Q]
     probe_bias: np.ndarray | None = None  # [Q]
+    centroid_columns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    centroid_heads: tuple = ()  # [C] the heads as support.json holds them
 
     @property
     def needs_features(self) -> bool:
-        return len(self.probe_columns) > 0
+        return len(self.probe_columns) > 0 or len(self.centroid_columns) > 0
 
     def scores(self, embeddings: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """``[B, N]`` float64 scores of the users ``embeddings`` ``[B, E]`` (and their
-        aggregate ``features`` ``[B, F]`` when a probe campaign is scored)."""
+        aggregate ``features`` ``[B, F]`` when a probe or centroid campaign is scored)."""
         out = np.empty((len(embeddings), self.columns), np.float64)
         if len(self.prototype_columns):
             user = self.relation.user_part(embeddings)  # [B, H]
@@ -133,4 +138,8 @@ class CampaignHeads:
         if len(self.probe_columns):
             rows = np.hstack([embeddings, features]).astype(np.float64)  # [B, E + F]
             out[:, self.probe_columns] = sigmoid(rows @ self.probe_weights + self.probe_bias)
+        if len(self.centroid_columns):
+            from model.auto_head import centroid_scores
+            for column, head in zip(self.centroid_columns, self.centroid_heads):
+                out[:, column] = centroid_scores(head, features)
         return out

@@ -316,9 +316,9 @@ class LookalikeConfig:
     head: str = "probe"         # how a campaign scores users: probe (a logistic regression on
                                 # the embedding and the aggregate features, fitted on its
                                 # seeds), prototype (the relation module f_θ, zero-training),
-                                # or auto: per campaign, one of probe, prototype and the
-                                # aggregates alone, by cross-validation on its seeds
-                                # (model/auto_head.py)
+                                # or auto: per campaign, one of probe, prototype, the
+                                # aggregates alone and the seed centroid, by
+                                # cross-validation on its seeds (model/auto_head.py)
     background_users: int = 2000  # unlabelled users drawn as the probe's negatives (beside
                                   # any explicit negative seeds) and for its standardisation
 

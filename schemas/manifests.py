@@ -117,6 +117,20 @@ class SupportDocument(_Document):
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def head_summary(self) -> dict:
+        """The head without its arrays, for reports and the segment's manifest."""
+        return head_without_arrays(self.head)
+
+
+HEAD_ARRAYS = ("weights", "mean", "std", "centroid")  # a head's fitted vectors
+
+
+def head_without_arrays(head: dict) -> dict:
+    """A scoring head (``support.json``'s ``head``) without its fitted vectors: its kind,
+    strength, cross-validated AUPR and, for ``lookalike.head: auto``, the choice and why."""
+    return {k: v for k, v in head.items() if k not in HEAD_ARRAYS}
+
 
 @dataclass(frozen=True)
 class ScoreStats(_Document):

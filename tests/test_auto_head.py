@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.auto_head import choose, fit_auto_head, prototype_cv_aupr
-from model.scoring import RelationWeights
+from model.auto_head import (
+    centroid_cv_folds,
+    centroid_scores,
+    choose,
+    fit_auto_head,
+    prototype_cv_aupr,
+)
+from model.baselines import centroid_cosine_scores, standardiser
+from model.scoring import CampaignHeads, RelationWeights
 
 
 def _relation(dim: int) -> RelationWeights:
@@ -45,6 +52,22 @@ def test_choose_keeps_the_simplest_head_within_one_standard_error_of_the_best():
                           "prototype": (0.6, 0.61, 0.59, 0.6)})
     assert chosen == "prototype" and "0.600" in why and "aggregates 0.200" in why, why
     assert choose({"probe": None, "aggregates": (), "prototype": None})[0] == "probe"
+    # the seed centroid is the simplest head: it is kept on a tie, and loses a clear gap
+    assert choose({"centroid": steady, "aggregates": steady, "probe": noisy})[0] == "centroid"
+    assert choose({"centroid": (0.2,) * 4, "aggregates": steady, "probe": None})[0] \
+        == "aggregates"
+
+
+def _directions(n: int = 600, features: int = 5, seed: int = 0):
+    """Aggregates whose direction, not size, tells the seeds: every user is a random size
+    times a direction, the seeds' near one shared direction, the others' anywhere. A linear
+    head ranks a small seed low; the cosine to the seeds' centroid does not."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.2).astype(np.int8)
+    size = rng.lognormal(0.0, 1.0, size=(n, 1))
+    direction = rng.normal(size=(n, features))
+    direction[labels == 1] = 1.0 + 0.3 * direction[labels == 1]
+    return size * direction, labels
 
 
 def test_a_campaign_whose_seeds_the_embedding_does_not_separate_gets_the_aggregates_head():
@@ -76,3 +99,55 @@ def test_prototype_cv_scores_held_out_folds_against_the_other_folds_prototype():
     at_positives = labels == 1
     assert prototype_cv_aupr(_relation(4), embedding, labels, at_positives, 5) < good
     assert prototype_cv_aupr(_relation(4), embedding, labels, none, folds=1) is None
+
+
+def test_a_campaign_told_by_direction_gets_the_centroid_head_and_it_scores_like_cosine():
+    aggregates, labels = _directions()
+    rows = np.hstack([np.random.default_rng(2).normal(size=(len(labels), 4)), aggregates])
+    head = fit_auto_head(rows, labels, rows, embedding_dim=4)
+    cv = head["auto"]["cv_aupr"]
+    assert head["auto"]["chosen"] == "centroid" and head["kind"] == "centroid", head["auto"]
+    assert cv["centroid"] > cv["aggregates"] + 0.05, cv
+    assert len(head["centroid"]) == len(head["mean"]) == len(head["std"]) == 5
+    # the evaluation's `cosine` baseline ranks exactly as the head scores, on [0, 1]
+    mean, std = standardiser(aggregates)
+    z = (aggregates - mean) / std
+    scores = centroid_scores(head, aggregates[:50])
+    np.testing.assert_allclose(scores, 0.5 * (1 + centroid_cosine_scores(z, labels, z[:50])))
+    assert 0.0 <= scores.min() and scores.max() <= 1.0
+    # the nightly scorer's block gives the same column, beside a probe column
+    heads = CampaignHeads(columns=2, probe_columns=np.array([0]),
+                          probe_weights=np.zeros((9, 1)), probe_bias=np.zeros(1),
+                          centroid_columns=np.array([1]), centroid_heads=(head,))
+    assert heads.needs_features
+    block = heads.scores(rows[:50, :4], aggregates[:50])
+    np.testing.assert_allclose(block[:, 1], scores)
+    np.testing.assert_allclose(block[:, 0], 0.5)
+
+
+def test_centroid_cv_scores_each_fold_against_the_other_folds_centroid():
+    aggregates, labels = _directions()
+    good = centroid_cv_folds(aggregates, labels, aggregates, folds=5)
+    shuffled = np.random.default_rng(1).permutation(labels)
+    chance = centroid_cv_folds(aggregates, shuffled, aggregates, folds=5)
+    assert len(good) == 5 and min(good) > 0.6 and np.mean(chance) < 0.35, (good, chance)
+
+
+def test_the_score_job_builds_centroid_columns_and_refuses_a_centroid_of_another_width():
+    from types import SimpleNamespace
+
+    import pytest
+
+    from jobs.score import ScoreError, campaign_heads
+    aggregates, labels = _directions()
+    rows = np.hstack([np.zeros((len(labels), 4)), aggregates])
+    centroid = fit_auto_head(rows, labels, rows, embedding_dim=4)
+    probe = {"kind": "probe", "weights": [0.0] * 9, "bias": 0.0}
+    ready = {"a": SimpleNamespace(head=probe), "b": SimpleNamespace(head=centroid)}
+    heads = campaign_heads(ready, {"a": 0, "b": 1}, "unused", None, 4, 5)
+    assert list(heads.centroid_columns) == [1] and list(heads.probe_columns) == [0]
+    np.testing.assert_allclose(heads.scores(rows[:9, :4], aggregates[:9])[:, 1],
+                               centroid_scores(centroid, aggregates[:9]))
+    with pytest.raises(ScoreError, match="its centroid has 5 values but the embedding table "
+                                         "has 6 features"):
+        campaign_heads({"b": ready["b"]}, {"b": 0}, "unused", None, 3, 6)

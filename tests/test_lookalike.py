@@ -367,8 +367,10 @@ def test_auto_head_writes_its_choice_and_why_into_the_support_and_the_segment(wo
                                                                                 tmp_path):
     auto = night_with_head(world, spark, tmp_path, "auto")
     head = support(auto, "cmp_top")["head"]
-    assert head["auto"]["chosen"] in ("probe", "aggregates", "prototype")
-    assert set(head["auto"]["cv_aupr"]) == {"probe", "aggregates", "prototype"}
-    assert head["kind"] == ("prototype" if head["auto"]["chosen"] == "prototype" else "probe")
+    assert head["auto"]["chosen"] in ("probe", "aggregates", "prototype", "centroid")
+    assert set(head["auto"]["cv_aupr"]) == {"probe", "aggregates", "prototype", "centroid"}
+    assert head["kind"] == {"prototype": "prototype", "centroid": "centroid"}.get(
+        head["auto"]["chosen"], "probe")
     _, manifest = segment(auto, "cmp_top")
-    assert manifest["head"]["auto"] == head["auto"] and "weights" not in manifest["head"]
+    assert manifest["head"]["auto"] == head["auto"]
+    assert not {"weights", "centroid", "mean", "std"} & set(manifest["head"])
