@@ -7,9 +7,16 @@ Reads ``scores/ds=<ds>`` (``jobs/score.py``) and writes, per campaign,
 ``segments/ds=<ds>/campaign=<id>/``:
 
 - ``segment.csv`` and/or ``segment.parquet`` (``lookalike.formats``): ``user_id``
-  (pseudonymised when the pipeline pseudonymises), ``score``, ``rank``;
-- ``_manifest.json``: campaign, ``ds``, model version, counts (selected, eligible, excluded,
-  seeds by role), score quantiles of the segment and of all scored users, the held-out
+  (pseudonymised when the pipeline pseudonymises), ``score``, ``rank``: the members to
+  reach, the control group left out;
+- ``control.csv``: the segment's control group, the same columns. Of the users the score
+  selects, a user is in the campaign's control group when a hash of the campaign and the
+  user falls below ``lookalike.control_share`` (:func:`control_mask`), so the same user is
+  in the same campaign's group every night. Control members are never in the segment
+  files: they are the baseline ``metaprofile measure`` compares the reached members with.
+  ``rank`` stays the rank in the whole selection, so ranks in the two files interleave;
+- ``_manifest.json``: campaign, ``ds``, model version, counts (selected: the segment
+  files' members; control; eligible, excluded, seeds by role), score quantiles of the segment and of all scored users, the held-out
   seeds' recall at this reach, the lift over a random segment of the same size, and the
   precision estimate derived from them (see :func:`precision_estimate`), plus each file's
   SHA-256.
@@ -47,7 +54,7 @@ from common.publish import Publisher
 from jobs import runner
 from jobs.runner import Job, JobContext, Outcome
 from schemas.config import PipelineConfig
-from schemas.contracts import SEGMENT, check_table
+from schemas.contracts import CONTROL_FILE, SEGMENT, SEGMENT_FILE, check_table
 from schemas.identifiers import refusals, shown
 from schemas.manifests import SCORE_STATS, SUPPORT, ScoreStats, SupportDocument
 
@@ -55,6 +62,7 @@ log = logging.getLogger("metaprofile.export")
 
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 EXIT_CAMPAIGN_FAILED = 3
+CONTROL_SALT = "metaprofile-control-v1"  # changing it reassigns every control group
 
 
 class ExportError(PipelineError):
@@ -95,6 +103,19 @@ def precision_estimate(stats: dict) -> dict:
             "estimated_precision": stats["estimated_precision"]}
 
 
+def control_mask(campaign: str, users: Sequence, share: float) -> np.ndarray:
+    """``[n]`` True for the users in ``campaign``'s control group: those whose SHA-256 of
+    (salt, campaign, user id), its first 8 bytes read as a fraction of 2^64, is below
+    ``share``. It depends on nothing else, so a user keeps their group from night to night
+    whoever else is selected, and each campaign draws its own group."""
+    if share <= 0:
+        return np.zeros(len(users), bool)
+    limit = share * 2.0 ** 64
+    return np.fromiter(
+        (int.from_bytes(hashlib.sha256(f"{CONTROL_SALT}\x1f{campaign}\x1f{u}".encode())
+                        .digest()[:8], "big") < limit for u in users), bool, len(users))
+
+
 def forbidden_users(config: PipelineConfig, campaign: str, excludes: list[str]) -> set:
     """Every user in the seed lists of the campaign and of the ones it excludes, and every
     opted-out user (ids pseudonymised like the segment's)."""
@@ -123,17 +144,23 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
     if leaked:
         raise ExportError(f"campaign {campaign}: {len(leaked)} excluded user(s) reached the "
                           f"segment (first {leaked[0]}); nothing exported")
+    share = config.lookalike.control_share
+    in_control = control_mask(campaign, segment.column("user_id").to_pylist(), share)
+    control = segment.filter(pa.array(in_control))
+    segment = segment.filter(pa.array(~in_control))
     final = catalog.partition(config, "segments", ds, campaign)
     files = {}
+    outputs = [(SEGMENT_FILE.format(format=fmt), segment) for fmt in config.lookalike.formats]
+    if share > 0:
+        outputs.append((CONTROL_FILE, control))
     with Publisher().staged(final) as directory:
-        for fmt in config.lookalike.formats:
+        for name, table in outputs:
             buffer = io.BytesIO()
-            if fmt == "csv":
-                pacsv.write_csv(segment, buffer)
+            if name.endswith(".csv"):
+                pacsv.write_csv(table, buffer)
             else:
-                pq.write_table(segment, buffer)
+                pq.write_table(table, buffer)
             data = buffer.getvalue()
-            name = f"segment.{fmt}"
             storage.write_bytes(data, storage.join(directory, name))
             files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         manifest = {
@@ -142,8 +169,11 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
             "selection": ({"segment_size": support.segment_size}
                           if support.segment_size is not None
                           else {"score_threshold": support.score_threshold}),
-            "counts": {"selected": segment.num_rows, "eligible_users": stats["eligible_users"],
+            "counts": {"selected": segment.num_rows, "control": control.num_rows,
+                       "eligible_users": stats["eligible_users"],
                        "excluded_users": stats["excluded_users"], "seeds": support.seeds},
+            "control": {"share": share, "salt": CONTROL_SALT,
+                        "file": CONTROL_FILE if share > 0 else None},
             "score_quantiles": {
                 "segment": exact_quantiles(segment.column("score").to_numpy()),
                 "all_users": histogram_quantiles(stats["histogram"])},
@@ -155,7 +185,7 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
         }
         storage.write_json(manifest, storage.join(directory, "_manifest.json"))
     return {"campaign_id": campaign, "segment": final, "selected": segment.num_rows,
-            "estimated_precision": stats["estimated_precision"], "lift": stats["lift"]}
+            "control": control.num_rows, "estimated_precision": stats["estimated_precision"], "lift": stats["lift"]}
 
 
 def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
@@ -177,7 +207,8 @@ def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
             support = SupportDocument.from_json(storage.read_bytes(where), where)
             exported[campaign] = export_campaign(config, ds, campaign, stats, support,
                                                  document.model_version)
-            log.info("campaign %s: %d users exported", campaign, exported[campaign]["selected"])
+            log.info("campaign %s: %d users exported, %d in its control group", campaign,
+                     exported[campaign]["selected"], exported[campaign]["control"])
         except (ExportError, catalog.UnsafePathError) as exc:
             log.error("campaign %s: not exported (%s)", shown(campaign), exc)
             failed[campaign] = [str(exc)]

@@ -144,22 +144,22 @@ def rewrite_partition(publisher: Publisher, uri: str, ids: set[str], raw_ids: se
                       today: str) -> int:
     """Republish the dataset at ``uri`` without the users; the rows removed (0: untouched)."""
     files = sorted(dataset_files(publisher, uri))
-    tables, removed = {}, 0
+    tables, by_stem = {}, {}  # a CSV and its Parquet twin (segment.*) count their rows once
     for name in files:
         if name.endswith(".parquet"):
             table = _read_parquet(f"{uri}/{name}")
-            kept = filter_table(table, ids, raw_ids)
-            if kept.num_rows != table.num_rows:
-                tables[name], removed = kept, removed + table.num_rows - kept.num_rows
         elif name.endswith(".csv"):
             table = pacsv.read_csv(pa.BufferReader(storage.read_bytes(f"{uri}/{name}")),
                                    convert_options=pacsv.ConvertOptions(
                                        column_types={"user_id": pa.string()}))
-            kept = filter_table(table, ids, raw_ids)
-            if kept.num_rows != table.num_rows:
-                tables[name] = kept  # counted once, with the Parquet twin or alone
-                if not any(n.endswith(".parquet") for n in files):
-                    removed += table.num_rows - kept.num_rows
+        else:
+            continue
+        kept = filter_table(table, ids, raw_ids)
+        if kept.num_rows != table.num_rows:
+            tables[name] = kept
+            stem = name.rsplit(".", 1)[0]
+            by_stem[stem] = max(by_stem.get(stem, 0), table.num_rows - kept.num_rows)
+    removed = sum(by_stem.values())
     if not tables:
         return 0
     with publisher.staged(uri) as staging:
@@ -195,17 +195,20 @@ def _encode(table: pa.Table, name: str) -> bytes:
 
 def _amend(document: dict, written: dict[str, bytes], tables: dict, removed: int,
            today: str) -> dict:
-    """A manifest after the erasure: its file checksums and selected count follow the new
-    files, and an ``erasure`` entry says what went."""
+    """A manifest after the erasure: its file checksums and its selected and control counts
+    follow the new files, and an ``erasure`` entry says what went."""
     document = dict(document)
     if isinstance(document.get("files"), dict):
         document["files"] = {n: {"bytes": len(written[n]),
                                  "sha256": hashlib.sha256(written[n]).hexdigest()}
                              if n in written else v for n, v in document["files"].items()}
     counts = document.get("counts")
-    if isinstance(counts, dict) and "selected" in counts and tables:
+    if isinstance(counts, dict) and tables:  # a segment's: its files' and its control's rows
         counts = dict(counts)
-        counts["selected"] = next(iter(tables.values())).num_rows
+        for name, table in tables.items():
+            key = "control" if os.path.basename(name).startswith("control.") else "selected"
+            if key in counts:
+                counts[key] = table.num_rows
         document["counts"] = counts
     erasure = dict(document.get("erasure") or {})
     erasure["rows_removed"] = int(erasure.get("rows_removed", 0)) + removed

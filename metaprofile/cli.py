@@ -73,7 +73,7 @@ def _job(module: str, command: str | None = None):
 SPARK_JOBS = {"import": _job("ingest", "import"), "tasks": _job("tasks"), "encode": cmd_encode,
               "heatmaps": cmd_heatmaps, "embed": _job("embed"),
               "campaigns": _job("campaigns"), "score": _job("score"), "export": _job("export"),
-              "forget": _job("forget")}
+              "forget": _job("forget"), "measure": _job("measure")}
 JOB_HELP = {
     "tasks": "label files of the tasks defined by a rule over the raw purchase log "
              "(new_buyer, buys_at_least; Spark; also spark-submit jobs/tasks.py)",
@@ -88,6 +88,8 @@ JOB_HELP = {
     "export": "write each campaign's segment files and manifest (also jobs/export.py)",
     "forget": "erase users from every derived dataset and keep them out of later nights "
               "(the erasure list; also jobs/forget.py)",
+    "measure": "a segment's conversions against its control group and the population: "
+               "lift, incrementality, value, cost per acquisition (also jobs/measure.py)",
 }
 
 

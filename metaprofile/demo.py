@@ -15,6 +15,7 @@ and reads back what happened.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -142,6 +143,76 @@ def segment_quality(config) -> list[str]:
             f"same seeds): {dmp_median}", *lines]
 
 
+def conversion_quality(config, days: int = 30) -> list[str]:
+    """The segments measured as a campaign owner would, on the synthetic world (where the
+    generator knows each user's adoption probability): later conversions drawn from that
+    model (``synthetic.draw_conversions``, no ad effect), then per campaign the lift over the
+    population of the exported selection (segment and control group: with no ad effect
+    every member counts) beside that of the segment the DMP builds from the same seeds, and
+    ``metaprofile measure``'s control-group lift. Empty on a data set without ground truth."""
+    import glob
+
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from common import storage
+    from common.privacy import load_pseudonym_key
+    from jobs import measure
+    from metaprofile.datasets.synthetic import draw_conversions
+    from metaprofile.segment_check import dmp_segments
+    truth_uri = config.storage.uri("ground_truth")
+    if not storage.exists(truth_uri):
+        return []
+    fs, path = storage.resolve(truth_uri)
+    truth = pq.read_table(path, filesystem=fs)
+    ds = config.window.end
+    since = ds + dt.timedelta(days=1)
+    dmp = dmp_segments(config, ds)
+    key = load_pseudonym_key(config.pseudonymisation)
+    folder = Path(storage.join(config.storage.uri("reports"), "measure", "conversions",
+                               f"ds={ds}"))
+    folder.mkdir(parents=True, exist_ok=True)
+    lines, ours, theirs = [], [], []
+    root = catalog.partition(config, "segments", ds)
+    for manifest_path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
+        campaign = storage.read_json(manifest_path)["campaign_id"]
+        task = campaign.removeprefix("cmp_")
+        if f"p_{task}" not in truth.column_names or dmp.get(campaign) is None:
+            continue
+        conversions = folder / f"{campaign}.csv"
+        pacsv.write_csv(draw_conversions(truth, task, since, days), str(conversions))
+        document = measure.run(config, ds, campaign, str(conversions))
+        per_user, _ = measure.read_conversions(str(conversions), key, since, None)
+        treated, held = measure.read_members(str(Path(manifest_path).parent))
+        population = document["measurement"]["groups"]["population"]
+        mp, other = (measure.ratio(measure.rate(sum(u in per_user for u in members),
+                                                len(members)), population)
+                     for members in (treated + held, dmp[campaign]["members"]))
+        control = document["measurement"]["segment_lift"]
+        for value, into in ((mp, ours), (other, theirs)):
+            if value["ratio"] is not None:
+                into.append(value["ratio"])
+        lines.append(f"    {campaign:<28} Meta-Profile {_ratio(mp)}  DMP {_ratio(other)}  "
+                     f"control group alone ({len(held)} users) {_ratio(control)}")
+    if not lines:
+        return []
+    return [f"  {config.name}: lift over the population on {days} days of later conversions "
+            f"drawn from the generator's adoption model (no ad effect): median "
+            f"Meta-Profile {_median(ours)}, DMP {_median(theirs)} (95 % intervals; reports "
+            f"under {storage.join(config.storage.uri('reports'), 'measure')})", *lines]
+
+
+def _ratio(r: dict) -> str:
+    if r["ratio"] is None:
+        return "  n/a"
+    return f"{r['ratio']:5.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
+
+
+def _median(values: list[float]) -> str:
+    import statistics
+    return f"{statistics.median(values):.2f}x" if values else "n/a"
+
+
 def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_ARGS,
              evaluate_args: str = DEMO_EVALUATE_ARGS) -> int:
     """Prepare the data, run both DAGs per data set, print timings and where things are."""
@@ -204,6 +275,7 @@ def run_demo(configs: list, users: int, seed: int, train_args: str = DEMO_TRAIN_
                           f"(see supports/ds={ds}/campaign=<id>/support.json)")
         failed |= bool(broken) or nightly["returncode"] != 0 and not campaigns
         report += segment_quality(config)
+        report += conversion_quality(config)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n" + "\n".join(report))
     print("\nwhere things are:")
     for config in configs:

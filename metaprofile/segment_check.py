@@ -44,8 +44,22 @@ def holdout_lift(scores: np.ndarray, eligible: np.ndarray, held: np.ndarray, siz
     return recall / (size / pool.size)
 
 
+def top_eligible(scores: np.ndarray, eligible: np.ndarray, size: int) -> np.ndarray:
+    """The rows of the ``size`` best-scored eligible rows (ties by row order)."""
+    pool = np.flatnonzero(eligible)
+    order = np.argsort(-scores[pool], kind="stable")
+    return pool[order[:max(size, 0)]]
+
+
 def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
     """Per exported campaign of ``ds``: the held-out lift of the DMP's segment."""
+    return {c: None if s is None else s["lift"] for c, s in dmp_segments(config, ds, seed).items()}
+
+
+def dmp_segments(config, ds: dt.date, seed: int = 0) -> dict[str, dict | None]:
+    """Per exported campaign of ``ds``: the DMP's segment, the exported selection's size
+    (segment and control group), as ``{"lift": held-out lift, "members": user ids}``; None
+    where the DMP could fit no head."""
     from jobs.export import forbidden_users
     from model.baselines import fit_linear_head
     embeddings = _table(catalog.partition(config, "embeddings", ds),
@@ -58,7 +72,7 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
     row_of = {u: i for i, u in enumerate(ids)}
     root = catalog.partition(config, "segments", ds)
     supports = catalog.partition(config, "supports", ds)
-    lifts: dict[str, float | None] = {}
+    lifts: dict[str, dict | None] = {}
     for path in sorted(glob.glob(f"{root}/campaign=*/_manifest.json")):
         manifest = storage.read_json(path)
         campaign = manifest["campaign_id"]
@@ -88,6 +102,8 @@ def dmp_lifts(config, ds: dt.date, seed: int = 0) -> dict[str, float | None]:
             continue
         held = np.zeros(len(ids), bool)
         held[rows["holdout"]] = True
-        lifts[campaign] = holdout_lift(head.decision(features), ~listed, held,
-                                       int(manifest["counts"]["selected"]))
+        selected = int(manifest["counts"]["selected"]) + int(manifest["counts"].get("control", 0))
+        scores = head.decision(features)
+        lifts[campaign] = {"lift": holdout_lift(scores, ~listed, held, selected),
+                           "members": ids[top_eligible(scores, ~listed, selected)].tolist()}
     return lifts

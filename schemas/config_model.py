@@ -321,6 +321,9 @@ class LookalikeConfig:
                                 # cross-validation on its seeds (model/auto_head.py)
     background_users: int = 2000  # unlabelled users drawn as the probe's negatives (beside
                                   # any explicit negative seeds) and for its standardisation
+    control_share: float = 0.1  # share of each segment held out as its control group: a
+                                # fixed hash of campaign and user, written to control.csv
+                                # and never in the segment files (0: no control group)
 
 
 LOOKALIKE_HEADS = ("probe", "prototype", "auto")

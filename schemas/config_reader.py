@@ -309,7 +309,7 @@ class _Reader:
 
     def lookalike(self, value: Any) -> LookalikeConfig:
         m = self.mapping(value, "lookalike", ("min_seeds", "holdout", "formats", "head",
-                                              "background_users"))
+                                              "background_users", "control_share"))
         d = LookalikeConfig()
         formats = self.get(m, "formats", "lookalike", list, list(d.formats))
         cfg = LookalikeConfig(
@@ -319,6 +319,7 @@ class _Reader:
             head=self.get(m, "head", "lookalike", str, d.head),
             background_users=self.get(m, "background_users", "lookalike", int,
                                       d.background_users),
+            control_share=self.get(m, "control_share", "lookalike", float, d.control_share),
         )
         if cfg.head not in LOOKALIKE_HEADS:
             self.problem("lookalike.head", f"{cfg.head!r}: choose one of "
@@ -330,6 +331,9 @@ class _Reader:
             self.problem("lookalike.min_seeds", f"{cfg.min_seeds} must be at least 1")
         if not 0.0 <= cfg.holdout < 1.0:
             self.problem("lookalike.holdout", f"{cfg.holdout} is outside 0..1 (1 excluded)")
+        if not 0.0 <= cfg.control_share <= 0.5:
+            self.problem("lookalike.control_share", f"{cfg.control_share} is outside 0..0.5 "
+                                                    "(the share of a segment kept as control)")
         unknown = [f for f in cfg.formats if f not in ("csv", "parquet")]
         if unknown or not cfg.formats:
             self.problem("lookalike.formats", f"{formats!r}: choose one or more of csv, parquet")

@@ -181,6 +181,10 @@ SCORES = pa.schema(
     metadata={"contract": "scores", "version": str(SCHEMA_VERSION)},
 )
 SEGMENT = SCORES.with_metadata({"contract": "segment", "version": str(SCHEMA_VERSION)})
+# A segment's files (segments/ds=<ds>/campaign=<id>/): its members as segment.<format>, its
+# control group, never activated, as control.csv; both in the SEGMENT layout.
+SEGMENT_FILE = "segment.{format}"
+CONTROL_FILE = "control.csv"
 
 
 def demographics_schema(config: PipelineConfig) -> pa.Schema:

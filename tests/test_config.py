@@ -120,6 +120,8 @@ def test_genre_routing_is_prefix_based_and_additive(tmp_path):
     (lambda r: r["lookalike"].update(head="centroid"), "lookalike.head", "choose one of probe"),
     (lambda r: r["lookalike"].update(background_users=3), "lookalike.background_users",
      "at least 10"),
+    (lambda r: r["lookalike"].update(control_share=0.9), "lookalike.control_share",
+     "outside 0..0.5"),
     (lambda r: r.update(windows={}), "windows", "unknown field"),
     (lambda r: r["window"].update(lenght=30), "window.lenght", "unknown field"),
 ])

@@ -62,7 +62,8 @@ def night(spark, tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp("forget")
     config = load_config(SYNTHETIC_CONFIG, overrides=[
         f"storage.root={tmp / 'data'}", f"window.days={DAYS}", "pseudonymisation.enabled=true",
-        "raw.max_reject_ratio=0.5", "lookalike.min_seeds=2", "lookalike.holdout=0.0"])
+        "raw.max_reject_ratio=0.5", "lookalike.min_seeds=2", "lookalike.holdout=0.0",
+        "lookalike.control_share=0.5"])
     generate(config, GeneratorOptions(users=60, extra_days=1), progress=lambda _: None)
     ds = config.window.end
     encode.run(spark, config, ds, full=True)
@@ -75,7 +76,12 @@ def night(spark, tmp_path_factory, request):
     return config, ds, Path(config.storage.root)
 
 
-def a_segment_user_and_a_seed(config, data: Path) -> tuple[str, str]:
+def control_ids(data: Path) -> set[str]:
+    return {row.split(",")[0].strip('"') for p in data.glob("segments/ds=*/campaign=*/control.csv")
+            for row in p.read_text().splitlines()[1:]}
+
+
+def a_segment_user_a_control_and_a_seed(config, data: Path) -> tuple[str, str, str]:
     key = KEY.encode()
     raw = set()
     for path in (data / "raw_purchases").rglob("*.parquet"):
@@ -83,29 +89,32 @@ def a_segment_user_and_a_seed(config, data: Path) -> tuple[str, str]:
     by_pseudonym = {pseudonym(key, r.strip()): r for r in raw if r and r.strip()}
     (segment,) = sorted(data.glob("segments/ds=*/campaign=*/segment.parquet"))[:1]
     member = pq.read_table(segment).column("user_id")[0].as_py()
+    held = sorted(control_ids(data) - {member})[0]
     seeds = pq.read_table(data / "campaign_seeds").column("user_id").to_pylist()
     seed = next(s for s in seeds if s and s.strip() and
                 pseudonym(key, s.strip()) in by_pseudonym and by_pseudonym[
-                    pseudonym(key, s.strip())] != by_pseudonym[member])
-    return by_pseudonym[member], seed.strip()
+                    pseudonym(key, s.strip())] not in (by_pseudonym[member], by_pseudonym[held]))
+    return by_pseudonym[member], by_pseudonym[held], seed.strip()
 
 
 def test_forget_erases_everywhere_and_keeps_them_out_of_the_next_night(night, spark, tmp_path):
     config, ds, data = night
-    member, seed = a_segment_user_and_a_seed(config, data)
-    targets = {member, seed}
+    member, held, seed = a_segment_user_a_control_and_a_seed(config, data)
+    targets = {member, held, seed}
     hashed = {pseudonym(KEY.encode(), u) for u in targets}
     assert hashed <= ids_in(data)
     request = tmp_path / "erase.txt"
-    request.write_text(f"# erasure requests of the week\n{member}\n\n {seed} \n")
+    request.write_text(f"# erasure requests of the week\n{member}\n\n {seed} \n{held}\n")
 
     overrides = [f"storage.root={data}", f"window.days={DAYS}", "pseudonymisation.enabled=true",
-                 "raw.max_reject_ratio=0.5", "lookalike.min_seeds=2", "lookalike.holdout=0.0"]
+                 "raw.max_reject_ratio=0.5", "lookalike.min_seeds=2", "lookalike.holdout=0.0",
+        "lookalike.control_share=0.5"]
     argv = ["--config", str(SYNTHETIC_CONFIG), *sum((["--set", o] for o in overrides), [])]
     assert forget.main([*argv, "--users", str(request)]) == 0
 
     found = ids_in(data)
     assert not (hashed | targets) & found
+    assert not (hashed | targets) & control_ids(data)  # the control groups too
     assert not any(h.encode() in tfrecord_bytes(data) for h in hashed)
     assert not list(data.rglob(".staging-*"))
     publisher = Publisher()
@@ -117,12 +126,14 @@ def test_forget_erases_everywhere_and_keeps_them_out_of_the_next_night(night, sp
         manifest = json.loads(manifest_path.read_text())
         table = pq.read_table(manifest_path.with_name("segment.parquet"))
         assert manifest["counts"]["selected"] == table.num_rows
+        held_rows = len((manifest_path.with_name("control.csv")).read_text().splitlines()) - 1
+        assert manifest["counts"]["control"] == held_rows
     erased_segments = [json.loads(p.read_text())["erasure"]
                        for p in data.glob("segments/ds=*/campaign=*/_manifest.json")
                        if "erasure" in json.loads(p.read_text())]
     assert erased_segments and all(e["rows_removed"] >= 1 for e in erased_segments)
     listed = pq.read_table(data / "erasures" / erasures.ERASURE_FILE)
-    assert listed.num_rows == 2 and member not in str(listed.to_pylist())
+    assert listed.num_rows == 3 and member not in str(listed.to_pylist())
 
     # The next night: both are in the new raw day, and stay out.
     next_day = ds + dt.timedelta(days=1)

@@ -109,7 +109,7 @@ def world(spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lookalike")
     config = load_config(SYNTHETIC_CONFIG, overrides=[
         f"storage.root={tmp / 'data'}", f"window.days={DAYS}", "lookalike.min_seeds=2",
-        "lookalike.holdout=0.0"])
+        "lookalike.holdout=0.0", "lookalike.control_share=0.3"])
     write_world(config)
     model = tiny_model(config, config.storage.uri("models"))
     from common import registry
@@ -125,6 +125,32 @@ def world(spark, tmp_path_factory):
 def segment(config, campaign):
     path = f"{config.storage.uri('segments')}/ds={DS}/campaign={campaign}"
     return pq.read_table(f"{path}/segment.parquet"), json.load(open(f"{path}/_manifest.json"))
+
+
+def selection(config, campaign) -> list:
+    """The users the score selected, in rank order: the segment's members and its control
+    group together."""
+    rows = segment(config, campaign)[0].to_pylist() + control(config, campaign).to_pylist()
+    return [r["user_id"] for r in sorted(rows, key=lambda r: r["rank"])]
+
+
+def control(config, campaign):
+    import pyarrow.csv as pacsv
+    path = f"{config.storage.uri('segments')}/ds={DS}/campaign={campaign}/control.csv"
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types={"user_id": pa.string()}))
+
+
+def test_the_control_group_is_a_fixed_hash_of_campaign_and_user():
+    from jobs.export import control_mask
+    users = [f"user{i}" for i in range(20_000)]
+    mask = control_mask("cmp_a", users, 0.1)
+    assert abs(mask.mean() - 0.1) < 0.01
+    # a user keeps their group whoever else is selected, and each campaign draws its own
+    assert list(control_mask("cmp_a", users[::7], 0.1)) == list(mask[::7])
+    assert (control_mask("cmp_b", users, 0.1) != mask).sum() > 1000
+    assert not control_mask("cmp_a", users, 0.0).any()
+    assert (mask <= control_mask("cmp_a", users, 0.2)).all()  # a larger share only adds
 
 
 @pytest.mark.slow
@@ -176,19 +202,65 @@ def test_campaign_checks_isolate_bad_campaigns_and_account_for_seeds(world):
 
 @pytest.mark.slow
 def test_segments_respect_every_exclusion_and_size(world):
+    from jobs.export import control_mask
     config, _, reports = world
     top, manifest = segment(config, "cmp_top")
+    held = control(config, "cmp_top")
     users = set(top.column("user_id").to_pylist())
-    assert top.num_rows == 5
+    controls = set(held.column("user_id").to_pylist())
+    # the registry's 5 users, split by the fixed hash into the segment and its control group
+    assert top.num_rows + held.num_rows == 5 and not users & controls
+    assert list(control_mask("cmp_top", sorted(users | controls), 0.3)) == [
+        u in controls for u in sorted(users | controls)]
     never = {u for c, u, _ in SEEDS if c in ("cmp_top", "cmp_paused")} | set(OPTED_OUT)
-    assert not users & never
-    assert manifest["counts"]["selected"] == 5 and manifest["model_version"] == "v-test"
+    assert not (users | controls) & never
+    assert manifest["counts"]["selected"] == top.num_rows and manifest["model_version"] == "v-test"
+    assert manifest["counts"]["control"] == held.num_rows
+    assert manifest["control"]["share"] == 0.3 and "control.csv" in manifest["files"]
+    thr_controls = control(config, "cmp_thr").num_rows
+    assert thr_controls > 0 and set(control(config, "cmp_thr").column_names) == {
+        "user_id", "score", "rank"}
     thr, _ = segment(config, "cmp_thr")
     assert not set(thr.column("user_id").to_pylist()) & ({"u10", "u11", "u12"} | set(OPTED_OUT))
     assert min(thr.column("score").to_pylist()) >= 0.0001
     for failed in ("cmp_few", "cmp_bad"):
         assert not os.path.exists(f"{config.storage.uri('segments')}/ds={DS}/campaign={failed}")
         assert failed in reports["export"]["failed"]
+
+
+@pytest.mark.slow
+def test_measure_reads_the_segment_its_control_group_and_later_conversions(world, tmp_path,
+                                                                           capsys):
+    from pathlib import Path
+
+    from jobs.measure import main
+    config, _, _ = world
+    treated = segment(config, "cmp_thr")[0].column("user_id").to_pylist()
+    held = control(config, "cmp_thr").column("user_id").to_pylist()
+    later = DS + dt.timedelta(days=3)
+    rows = [f"{u},{later},10" for u in treated[:2] + held[:1]]
+    rows += [f"u_new,{later},1", f"{treated[0]},{DS},5"]  # not scored; before --since
+    conversions = tmp_path / "conversions.csv"
+    conversions.write_text("user_id,time,value\n" + "\n".join(rows) + "\n")
+    args = ["--config", str(SYNTHETIC_CONFIG), "--set", f"storage.root={config.storage.root}",
+            "--set", f"window.days={DAYS}", "--ds", str(DS), "--conversions", str(conversions)]
+    capsys.readouterr()
+    assert main(args + ["--campaign", "cmp_thr", "--spend", "100"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    groups = document["measurement"]["groups"]
+    assert (groups["treated"]["converters"], groups["treated"]["members"]) == (2, len(treated))
+    assert (groups["control"]["converters"], groups["control"]["members"]) == (1, len(held))
+    assert (groups["population"]["converters"], groups["population"]["members"]) == (
+        3, len(USERS))
+    assert document["conversions"]["outside_population"] == 1
+    assert document["conversions"]["before_since"] == 1
+    assert document["measurement"]["cost"]["per_acquisition"] == 50.0
+    out = Path(config.storage.uri("reports")) / "measure" / f"ds={DS}" / "campaign=cmp_thr"
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Segment's own lift" in (out / "report.md").read_text()
+    # a campaign with no exported segment is refused, with what to run
+    assert main(args + ["--campaign", "cmp_few"]) == 1
+    assert "run `metaprofile export" in capsys.readouterr().err
 
 
 def embedding_table(config):
@@ -231,8 +303,7 @@ def test_top_k_equals_scoring_everyone_and_sorting(world):
     ids, vectors, features = embedding_table(config)
     head = LinearHead.from_dict(support(config, "cmp_top")["head"])
     scores = head.decision(np.hstack([vectors, features]))
-    top, _ = segment(config, "cmp_top")
-    assert top.column("user_id").to_pylist() == top_k(config, ids, scores, "cmp_top", 5)
+    assert selection(config, "cmp_top") == top_k(config, ids, scores, "cmp_top", 5)
 
 
 def night_with_head(world, spark, tmp_path, head: str):
@@ -262,8 +333,7 @@ def test_prototype_head_scores_with_the_relation_module(world, spark, tmp_path):
     artifact = load_artifact(model, InputSpec.from_config(copy))
     logits = np.asarray(artifact.model.score(vectors, np.array([chosen["prototype"]]),
                                              np.array([chosen["negative_prototype"]])))[:, 0]
-    top, _ = segment(copy, "cmp_top")
-    assert top.column("user_id").to_pylist() == top_k(copy, ids, logits, "cmp_top", 5)
+    assert selection(copy, "cmp_top") == top_k(copy, ids, logits, "cmp_top", 5)
 
 
 @pytest.mark.slow
@@ -342,6 +412,37 @@ def test_dmp_side_by_side_reads_the_night_without_spark(world):
     lifts = dmp_lifts(config, DS)
     assert set(lifts) == {"cmp_top", "cmp_thr"}  # exported campaigns only
     assert all(v is None for v in lifts.values())  # lookalike.holdout=0: nothing held out
+
+
+@pytest.mark.slow
+def test_the_demo_measures_both_segments_on_conversions_from_the_ground_truth(world):
+    from metaprofile.demo import conversion_quality
+    from metaprofile.segment_check import dmp_segments
+    config, _, _ = world
+    dmp = dmp_segments(config, DS)["cmp_top"]
+    # the DMP's segment has the exported selection's size and holds no excluded user
+    never = {u for c, u, _ in SEEDS if c in ("cmp_top", "cmp_paused")} | set(OPTED_OUT)
+    assert len(dmp["members"]) == len(selection(config, "cmp_top")) and not (
+        set(dmp["members"]) & never)
+    # a world where exactly the exported selection of cmp_top adopts: lift = 1 / its share
+    chosen = set(selection(config, "cmp_top"))
+    truth = pa.table({"user_id": USERS, "p_top": [float(u in chosen) for u in USERS]})
+    os.makedirs(config.storage.uri("ground_truth"), exist_ok=True)
+    pq.write_table(truth, f"{config.storage.uri('ground_truth')}/part-0.parquet")
+    try:
+        lines = conversion_quality(config)
+    finally:
+        shutil.rmtree(config.storage.uri("ground_truth"))
+    assert "no ad effect" in lines[0] and len(lines) == 2, lines  # cmp_thr has no p_thr
+    assert f"Meta-Profile {len(USERS) / len(chosen):5.2f}x" in lines[1], lines
+
+
+def test_top_eligible_takes_the_best_scored_eligible_rows():
+    from metaprofile.segment_check import top_eligible
+    scores = np.array([0.9, 0.8, 0.7, 0.95, 0.1])
+    eligible = np.array([True, True, True, False, True])
+    assert list(top_eligible(scores, eligible, 2)) == [0, 1]
+    assert list(top_eligible(scores, eligible, 10)) == [0, 1, 2, 4]
 
 
 def test_publish_refuses_a_model_its_decision_says_is_not_better(tmp_path, capsys):

@@ -98,7 +98,10 @@ def test_an_export_without_categories_or_labels_becomes_a_segment(spark, tmp_pat
     # Every customer is a seed (a Christmas buyer) or a candidate: the segment is the
     # candidates, up to the registry's 1,000, under the pseudonymisation key.
     assert manifest["counts"]["seeds"]["usable_positives"] == len(seeds) > 3
-    assert manifest["counts"]["selected"] == len(segment) == CUSTOMERS - len(seeds) > 0
+    held = (segment_dir / "control.csv").read_text().splitlines()[1:]
+    assert manifest["counts"]["selected"] == len(segment) > 0
+    assert manifest["counts"]["control"] == len(held)
+    assert len(segment) + len(held) == CUSTOMERS - len(seeds)
     assert manifest["name"] == "Lookalike of the recent Christmas buyers"
     ids = {r["user_id"] for r in segment}
     assert not ids & {str(13000 + c) for c in range(CUSTOMERS)}  # pseudonyms, not raw ids

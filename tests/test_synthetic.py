@@ -216,3 +216,21 @@ def test_options_are_validated(synthetic_config):
         generate(synthetic_config, GeneratorOptions(format="xml"))
     with pytest.raises(ValueError, match="users must be at least 1"):
         generate(synthetic_config, GeneratorOptions(users=0))
+
+
+def test_conversions_follow_the_ground_truth_and_ignore_who_was_reached():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from metaprofile.datasets.synthetic import draw_conversions
+    truth = pa.table({"user_id": [f"u{i}" for i in range(4000)],
+                      "p_brand": [0.0] * 2000 + [0.5] * 2000})
+    drawn = draw_conversions(truth, "brand", dt.date(2026, 7, 1), 30)
+    users = drawn.column("user_id").to_pylist()
+    assert all(int(u[1:]) >= 2000 for u in users) and 850 < len(users) < 1150
+    days = drawn.column("time").to_pylist()
+    assert min(days) >= dt.date(2026, 7, 1) and max(days) <= dt.date(2026, 7, 30)
+    assert drawn.equals(draw_conversions(truth, "brand", dt.date(2026, 7, 1), 30))
+    with pytest.raises(ValueError, match="no p_other"):
+        draw_conversions(truth, "other", dt.date(2026, 7, 1), 30)

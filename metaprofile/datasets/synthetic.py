@@ -436,6 +436,29 @@ def make_ground_truth(world: World, users: Users, truth: np.ndarray) -> pa.Table
     return pa.table(columns)
 
 
+def draw_conversions(ground_truth: pa.Table, task: str, first_day: dt.date, days: int,
+                     seed: int = 0) -> pa.Table:
+    """Conversions of a brand campaign after a night, from the generator's own adoption
+    model: each user converts once with their true probability of adopting ``task``
+    (``p_<task>`` of the ground truth), on a uniform day of the ``days`` from ``first_day``,
+    for a log-normal value. Nothing depends on being reached by a campaign (no ad effect),
+    so a segment's treated and control members convert alike, and a segment's lift over the
+    population measures how well it was chosen."""
+    column = f"p_{task}"
+    if column not in ground_truth.column_names:
+        raise ValueError(f"the ground truth has no {column}: {task!r} is not a target task "
+                         f"of this synthetic world")
+    p = ground_truth.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+    rng = np.random.default_rng([seed, 7, *task.encode()])
+    converts = np.flatnonzero(rng.random(len(p)) < p)
+    day = rng.integers(0, days, len(converts))
+    return pa.table({
+        "user_id": ground_truth.column("user_id").take(pa.array(converts)),
+        "time": pa.array([first_day + dt.timedelta(days=int(d)) for d in day], pa.date32()),
+        "value": pa.array(np.round(rng.lognormal(3.0, 0.6, len(converts)), 2)),
+    })
+
+
 # --------------------------------------------------------------------------- driver
 
 
