@@ -81,28 +81,47 @@ class MeasureError(PipelineError):
 # --------------------------------------------------------------------------- statistics
 
 
-def rate(converters: int, members: int) -> dict:
+KATZ_MIN = 5  # converters and non-converters each group needs for Katz's interval
+
+
+def rate(converters: int, members: int, level: float = LEVEL) -> dict:
     """A conversion rate and its Wilson score interval."""
     from scipy.stats import binomtest
     if members == 0:
         return {"converters": converters, "members": 0, "rate": None, "low": None,
                 "high": None}
-    ci = binomtest(converters, members).proportion_ci(LEVEL, method="wilson")
+    ci = binomtest(converters, members).proportion_ci(level, method="wilson")
     return {"converters": converters, "members": members, "rate": converters / members,
             "low": float(ci.low), "high": float(ci.high)}
 
 
 def ratio(exposed: dict, baseline: dict) -> dict:
-    """``exposed``'s rate over ``baseline``'s (two :func:`rate` results) and the relative
-    risk's interval; None where a rate is missing or the baseline has no converter."""
+    """``exposed``'s rate over ``baseline``'s (two :func:`rate` results) with a 95 %
+    interval; None where a rate is missing or the baseline has no converter.
+
+    The interval is the relative risk's (Katz's log interval, ``scipy``) when each group
+    has at least ``KATZ_MIN`` converters and non-converters. With fewer, Katz's interval
+    is far too narrow (one control member who converted gives a rate of 1 and a variance
+    near 0), so it is the ratio of the groups' Wilson bounds at 97.5 % each instead: wider
+    than it need be, never narrower. ``method`` says which; an unbounded end is None."""
     from scipy.stats.contingency import relative_risk
     if not exposed["members"] or not baseline["members"] or not baseline["converters"]:
-        return {"ratio": None, "low": None, "high": None}
-    result = relative_risk(exposed["converters"], exposed["members"],
-                           baseline["converters"], baseline["members"])
-    ci = result.confidence_interval(LEVEL)
-    return {"ratio": float(result.relative_risk), "low": float(ci.low),
-            "high": float(ci.high)}
+        return {"ratio": None, "low": None, "high": None, "method": None}
+    value = exposed["rate"] / baseline["rate"]
+    if all(g["converters"] >= KATZ_MIN and g["members"] - g["converters"] >= KATZ_MIN
+           for g in (exposed, baseline)):
+        ci = relative_risk(exposed["converters"], exposed["members"], baseline["converters"],
+                           baseline["members"]).confidence_interval(LEVEL)
+        low, high, method = float(ci.low), float(ci.high), "katz"
+    else:
+        each = math.sqrt(LEVEL)
+        e = rate(exposed["converters"], exposed["members"], each)
+        b = rate(baseline["converters"], baseline["members"], each)
+        low = e["low"] / b["high"]
+        high = e["high"] / b["low"] if b["low"] > 0 else math.inf
+        method = "wilson_bounds"
+    return {"ratio": value, "low": low, "high": high if math.isfinite(high) else None,
+            "method": method}
 
 
 def mean_value(values: np.ndarray) -> dict:

@@ -193,7 +193,7 @@ def conversion_quality(config, days: int = 30) -> list[str]:
             if value["ratio"] is not None:
                 into.append(value["ratio"])
         lines.append(f"    {campaign:<28} Meta-Profile {_ratio(mp)}  DMP {_ratio(other)}  "
-                     f"control group alone ({len(held)} users) {_ratio(control)}")
+                     f"control group alone (n={len(held)}) {_ratio(control)}")
     if not lines:
         return []
     return [f"  {config.name}: lift over the population on {days} days of later conversions "
@@ -205,7 +205,8 @@ def conversion_quality(config, days: int = 30) -> list[str]:
 def _ratio(r: dict) -> str:
     if r["ratio"] is None:
         return "  n/a"
-    return f"{r['ratio']:5.2f}x [{r['low']:.2f}, {r['high']:.2f}]"
+    ends = ["–" if v is None else f"{v:.2f}" for v in (r["low"], r["high"])]
+    return f"{r['ratio']:5.2f}x [{ends[0]}, {ends[1]}]"
 
 
 def _median(values: list[float]) -> str:

@@ -25,7 +25,19 @@ def test_a_ratio_is_the_relative_risk_with_katz_interval():
     assert r["ratio"] == pytest.approx(3.0)
     assert r["low"] == pytest.approx(3.0 * math.exp(-1.959964 * se), rel=1e-4)
     assert r["high"] == pytest.approx(3.0 * math.exp(1.959964 * se), rel=1e-4)
+    assert r["method"] == "katz"
     assert ratio(exposed, rate(0, 400))["ratio"] is None  # no baseline converter
+
+
+def test_a_ratio_of_a_tiny_group_gets_an_interval_no_narrower_than_its_rate_allows():
+    population = rate(500, 10_000)  # 5 %
+    one = ratio(rate(1, 1), population)  # one control member, who converted
+    assert one["ratio"] == pytest.approx(20.0) and one["method"] == "wilson_bounds"
+    wilson = rate(1, 1, math.sqrt(0.95))
+    assert one["low"] == pytest.approx(wilson["low"] / rate(500, 10_000, math.sqrt(0.95))["high"])
+    assert one["low"] < 10.0  # Katz would claim about [19.1, 20.9]
+    none = ratio(rate(0, 3), population)
+    assert none["ratio"] == 0.0 and none["low"] == 0.0 and none["high"] > 10
 
 
 def test_cost_per_incremental_acquisition_follows_the_incrementality():
