@@ -424,12 +424,17 @@ def campaign_heads(config: PipelineConfig, roles, embeddings, embedded: Embeddin
     members = probe_members(roles, embeddings)
     listed = listed_background(seeds, ids)
     empty = np.zeros((0, background.shape[1]), np.float64)
+    from common.explain import feature_names, top_features
+    names = feature_names(embedded.embedding_dim, embedded.features,
+                          {m.name: [ch.name for ch in m.channels] for m in config.modalities})
     heads = {}
     for i, c in enumerate(campaigns, 1):
         head, why = fit_probe(members.get((c, "support"), empty),
                               members.get((c, "negative"), empty), background,
                               np.isin(ids, list(listed.get(c, ()))), auto)
         heads[c] = head or {"kind": "prototype", "note": f"probe not fitted: {why}"}
+        heads[c]["top_features"] = top_features(heads[c], background, names,
+                                                embedded.embedding_dim)
         log.info("campaign %s (%d/%d): %s", c, i, len(campaigns), head_summary(heads[c]))
     log.info("fitted %d probe head(s) in %.1f s", sum(h["kind"] == "probe"
                                                       for h in heads.values()),

@@ -15,8 +15,12 @@ Reads ``scores/ds=<ds>`` (``jobs/score.py``) and writes, per campaign,
   in the same campaign's group every night. Control members are never in the segment
   files: they are the baseline ``metaprofile measure`` compares the reached members with.
   ``rank`` stays the rank in the whole selection, so ranks in the two files interleave;
+- ``why.png``: the reach/precision curve (held-out recall and estimated precision against
+  reach, the segment's reach marked) beside the head's most influential features
+  (``model/explain.py``);
 - ``_manifest.json``: campaign, ``ds``, model version, counts (selected: the segment
-  files' members; control; eligible, excluded, seeds by role), score quantiles of the segment and of all scored users, the held-out
+  files' members; control; eligible, excluded, seeds by role), the reach curve, the head
+  (with its ``top_features``), score quantiles of the segment and of all scored users, the held-out
   seeds' recall at this reach, the lift over a random segment of the same size, and the
   precision estimate derived from them (see :func:`precision_estimate`), plus each file's
   SHA-256.
@@ -49,6 +53,7 @@ import pyarrow.parquet as pq
 
 from common import catalog, storage
 from common.errors import PipelineError
+from common.explain import reach_curve, why_png
 from common.privacy import load_pseudonym_key, pseudonym
 from common.publish import Publisher
 from jobs import runner
@@ -63,6 +68,7 @@ log = logging.getLogger("metaprofile.export")
 QUANTILES = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 EXIT_CAMPAIGN_FAILED = 3
 CONTROL_SALT = "metaprofile-control-v1"  # changing it reassigns every control group
+WHY_FILE = "why.png"
 
 
 class ExportError(PipelineError):
@@ -153,6 +159,9 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
     outputs = [(SEGMENT_FILE.format(format=fmt), segment) for fmt in config.lookalike.formats]
     if share > 0:
         outputs.append((CONTROL_FILE, control))
+    curve = reach_curve(stats["histogram"], stats.get("holdout_scores", ()),
+                        stats["seed_prevalence"])
+    features = support.head.get("top_features", [])
     with Publisher().staged(final) as directory:
         for name, table in outputs:
             buffer = io.BytesIO()
@@ -160,9 +169,9 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
                 pacsv.write_csv(table, buffer)
             else:
                 pq.write_table(table, buffer)
-            data = buffer.getvalue()
-            storage.write_bytes(data, storage.join(directory, name))
-            files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            files[name] = _write(buffer.getvalue(), directory, name)
+        files[WHY_FILE] = _write(why_png(campaign, curve, features, stats["reach"]),
+                                 directory, WHY_FILE)
         manifest = {
             "campaign_id": campaign, "name": support.name, "ds": ds.isoformat(),
             "model_version": model_version,
@@ -178,6 +187,7 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
                 "segment": exact_quantiles(segment.column("score").to_numpy()),
                 "all_users": histogram_quantiles(stats["histogram"])},
             "precision": precision_estimate(stats),
+            "reach_curve": curve,
             # the scoring head (for lookalike.head: auto, which one it chose and why)
             "head": support.head_summary,
             "pseudonymised_ids": config.pseudonymisation.enabled,
@@ -215,6 +225,11 @@ def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
             rejected.append(campaign)
     return {"ds": ds.isoformat(), "exported": exported, "failed": failed,
             "failed_here": sorted(rejected)}
+
+
+def _write(data: bytes, directory: str, name: str) -> dict:
+    storage.write_bytes(data, storage.join(directory, name))
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _read(uri: str, columns: list[str]) -> pa.Table:

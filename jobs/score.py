@@ -385,6 +385,7 @@ def campaign_stats(spark, scored, selected_uri: str, ready: dict, excluded_count
             "cutoff_score": cutoff, "reach": reach,
             "histogram": (histograms.get(c, np.zeros(BINS, np.int64))).tolist(),
             "holdout_seeds": len(scores), "holdout_recall": recall, "lift": lift,
+            "holdout_scores": sorted(round(float(x), 6) for x in scores),
             "estimated_precision": None if lift is None else min(1.0, lift * prevalence),
             "seed_prevalence": prevalence,
         }

@@ -217,6 +217,14 @@ def test_segments_respect_every_exclusion_and_size(world):
     assert manifest["counts"]["selected"] == top.num_rows and manifest["model_version"] == "v-test"
     assert manifest["counts"]["control"] == held.num_rows
     assert manifest["control"]["share"] == 0.3 and "control.csv" in manifest["files"]
+    # why this segment: the reach curve, the head's top features, why.png
+    assert [p["reach"] >= r for p, r in zip(manifest["reach_curve"], (0.001, 0.005, 0.01))]
+    assert len(manifest["reach_curve"]) == 8
+    top_features = manifest["head"]["top_features"]
+    assert 0 < len(top_features) <= 10 and all("feature" in f for f in top_features)
+    folder = f"{config.storage.uri('segments')}/ds={DS}/campaign=cmp_top"
+    png = open(f"{folder}/why.png", "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and manifest["files"]["why.png"]["bytes"] == len(png)
     thr_controls = control(config, "cmp_thr").num_rows
     assert thr_controls > 0 and set(control(config, "cmp_thr").column_names) == {
         "user_id", "score", "rank"}
