@@ -22,8 +22,8 @@ the prototypes do (``docs/evaluation.md``). ``prototype``: the relation module f
 each user against the prototypes (zero-training). ``auto``: per campaign, one of the cosine
 to the seeds' centroid and the same logistic regression on the aggregates alone (a DMP's
 two heads), the probe and the prototypes, by cross-validation on the campaign's own support:
-the simplest whose mean fold AUPR is within one standard error of the best
-(``model/auto_head.py``). ``support.json`` and the segment's
+the best mean fold AUPR of the three simpler heads, unless the probe's is higher by more
+than one standard error of its folds (``model/auto_head.py``). ``support.json`` and the segment's
 manifest say which, and why.
 - ``members/``: every seed with its role, so scoring and export can exclude them:
   ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the

@@ -56,6 +56,11 @@ def test_choose_keeps_the_simplest_head_within_one_standard_error_of_the_best():
     assert choose({"centroid": steady, "aggregates": steady, "probe": noisy})[0] == "centroid"
     assert choose({"centroid": (0.2,) * 4, "aggregates": steady, "probe": None})[0] \
         == "aggregates"
+    # the simpler heads compete on their means, however noisy: no head is a default
+    assert choose({"centroid": (0.45,) * 4, "aggregates": (0.8, 0.3, 0.7, 0.4),
+                   "prototype": (0.5, 0.5, 0.5, 0.51)})[0] == "aggregates"
+    # the probe needs a margin of its own standard error over the best of them
+    assert choose({"aggregates": steady, "probe": (0.56, 0.54, 0.56, 0.54)})[0] == "probe"
 
 
 def _directions(n: int = 600, features: int = 5, seed: int = 0):

@@ -15,7 +15,7 @@ def test_help_lists_the_subcommands(capsys):
     out = capsys.readouterr().out
     commands = {"demo", "generate", "completejourney", "encode", "heatmaps", "train",
                 "model-summary", "evaluate", "embed", "campaigns", "score", "export", "publish",
-                "check", "config", "import", "tasks", "forget"}
+                "check", "config", "import", "tasks", "forget", "measure"}
     for command in commands:
         assert command in out
     choices = build_parser()._subparsers._group_actions[0].choices
