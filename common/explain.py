@@ -61,8 +61,9 @@ def reach_curve(histogram: Sequence[int], holdout_scores: Sequence[float],
                 prevalence: float, reaches: Sequence[float] = REACHES) -> list[dict]:
     """Per reach: the score cut-off that selects about that share of the scored users (the
     lower edge of the highest histogram bin that, with the bins above it, holds at least
-    that share: a reach is met at bin resolution), the held-out seeds' recall at it, the lift over a random segment of that size and the estimated
-    precision (lift × prevalence, at most 1). Empty without scored users."""
+    that share: a reach is met at bin resolution), the held-out seeds' recall at it, the
+    lift over a random segment of that size and the estimated precision (lift ×
+    prevalence, at most 1). Empty without scored users."""
     counts = np.asarray(histogram, np.float64)
     total = counts.sum()
     if total == 0:

@@ -23,8 +23,8 @@ each user against the prototypes (zero-training). ``auto``: per campaign, one of
 to the seeds' centroid and the same logistic regression on the aggregates alone (a DMP's
 two heads), the probe and the prototypes, by cross-validation on the campaign's own support:
 the best mean fold AUPR of the three simpler heads, unless the probe's is higher by more
-than one standard error of its folds (``model/auto_head.py``). ``support.json`` and the segment's
-manifest say which, and why.
+than one standard error of its folds (``model/auto_head.py``). ``support.json`` and the
+segment's manifest say which, and why.
 - ``members/``: every seed with its role, so scoring and export can exclude them:
   ``support`` (used for the prototype), ``holdout`` (positive seeds kept out of the
   prototype to estimate the segment's precision), ``negative``, ``unknown`` (not in the
@@ -248,8 +248,8 @@ def fit_probe(positives: "np.ndarray", negatives: "np.ndarray", background: "np.
     cross-validation (``model.baselines.fit_linear_head``, the evaluation's
     ``meta_profile_probe``). With ``auto`` (``(embedding_dim, relation weights)``,
     ``lookalike.head: auto``) the head is chosen among the seed centroid, the aggregates
-    alone, the probe and the prototypes by cross-validation on the same support (``model.auto_head``, the
-    evaluation's ``auto_head``)."""
+    alone, the probe and the prototypes by cross-validation on the same support
+    (``model.auto_head``, the evaluation's ``auto_head``)."""
     import numpy as np
 
     from model.baselines import fit_linear_head

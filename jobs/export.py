@@ -17,11 +17,11 @@ Reads ``scores/ds=<ds>`` (``jobs/score.py``) and writes, per campaign,
   ``rank`` stays the rank in the whole selection, so ranks in the two files interleave;
 - ``why.png``: the reach/precision curve (held-out recall and estimated precision against
   reach, the segment's reach marked) beside the head's most influential features
-  (``model/explain.py``);
+  (``common/explain.py``);
 - ``_manifest.json``: campaign, ``ds``, model version, counts (selected: the segment
   files' members; control; eligible, excluded, seeds by role), the reach curve, the head
-  (with its ``top_features``), score quantiles of the segment and of all scored users, the held-out
-  seeds' recall at this reach, the lift over a random segment of the same size, and the
+  (with its ``top_features``), score quantiles of the segment and of all scored users, the
+  held-out seeds' recall at this reach, the lift over a random segment of the same size, and the
   precision estimate derived from them (see :func:`precision_estimate`), plus each file's
   SHA-256.
 
@@ -195,7 +195,8 @@ def export_campaign(config: PipelineConfig, ds: dt.date, campaign: str, stats: d
         }
         storage.write_json(manifest, storage.join(directory, "_manifest.json"))
     return {"campaign_id": campaign, "segment": final, "selected": segment.num_rows,
-            "control": control.num_rows, "estimated_precision": stats["estimated_precision"], "lift": stats["lift"]}
+            "control": control.num_rows, "estimated_precision": stats["estimated_precision"],
+            "lift": stats["lift"]}
 
 
 def run(config: PipelineConfig, ds: dt.date, only: Sequence[str] = ()) -> dict:
