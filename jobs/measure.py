@@ -194,8 +194,8 @@ def read_conversions(path: str, key: bytes | None, since: dt.date, until: dt.dat
                            f"{', '.join(table.column_names)}); write user_id, time and "
                            f"optionally value")
     users = pc.cast(table.column("user_id"), pa.string()).to_pylist()
-    days = _days(table.column("time"), path)
-    values = (_values(table.column("value"), path) if "value" in table.column_names
+    days = _days(table.column("time"))
+    values = (_values(table.column("value")) if "value" in table.column_names
               else [0.0] * table.num_rows)
     counts = {"rows": table.num_rows, "no_user": 0, "no_time": 0, "bad_value": 0,
               "before_since": 0, "after_until": 0, "counted": 0}
@@ -218,7 +218,7 @@ def read_conversions(path: str, key: bytes | None, since: dt.date, until: dt.dat
     return per_user, counts
 
 
-def _days(column: pa.ChunkedArray, path: str) -> list[dt.date | None]:
+def _days(column: pa.ChunkedArray) -> list[dt.date | None]:
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         return [None if d is None else (d.date() if isinstance(d, dt.datetime) else d)
                 for d in column.to_pylist()]
@@ -231,7 +231,7 @@ def _days(column: pa.ChunkedArray, path: str) -> list[dt.date | None]:
     return out
 
 
-def _values(column: pa.ChunkedArray, path: str) -> list[float | None]:
+def _values(column: pa.ChunkedArray) -> list[float | None]:
     out = []
     for v in column.to_pylist():
         try:

@@ -182,18 +182,22 @@ def conversion_quality(config, days: int = 30) -> list[str]:
         conversions = folder / f"{campaign}.csv"
         pacsv.write_csv(draw_conversions(truth, task, since, days), str(conversions))
         document = measure.run(config, ds, campaign, str(conversions))
+        groups = document["measurement"]["groups"]
+        # the whole selection (segment and control group) from measure's own counts; the
+        # DMP's segment against the same conversions
+        mp = measure.ratio(measure.rate(
+            groups["treated"]["converters"] + groups["control"]["converters"],
+            groups["treated"]["members"] + groups["control"]["members"]), groups["population"])
         per_user, _ = measure.read_conversions(str(conversions), key, since, None)
-        treated, held = measure.read_members(str(Path(manifest_path).parent))
-        population = document["measurement"]["groups"]["population"]
-        mp, other = (measure.ratio(measure.rate(sum(u in per_user for u in members),
-                                                len(members)), population)
-                     for members in (treated + held, dmp[campaign]["members"]))
+        members = dmp[campaign]["members"]
+        other = measure.ratio(measure.rate(sum(u in per_user for u in members), len(members)),
+                              groups["population"])
         control = document["measurement"]["segment_lift"]
         for value, into in ((mp, ours), (other, theirs)):
             if value["ratio"] is not None:
                 into.append(value["ratio"])
         lines.append(f"    {campaign:<28} Meta-Profile {_ratio(mp)}  DMP {_ratio(other)}  "
-                     f"control group alone (n={len(held)}) {_ratio(control)}")
+                     f"control group alone (n={groups['control']['members']}) {_ratio(control)}")
     if not lines:
         return []
     return [f"  {config.name}: lift over the population on {days} days of later conversions "

@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from model.baselines import centroid_cosine_scores, fit_linear_head, standardiser
+from model.baselines import centroid_cosine_scores, cosine_to, fit_linear_head, standardiser
 
 CANDIDATES = ("centroid", "aggregates", "prototype", "probe")
 SIMPLE = CANDIDATES[:3]  # few or no fitted weights; also the order of exact ties
@@ -142,9 +142,7 @@ def centroid_scores(head: dict, features: np.ndarray) -> np.ndarray:
     centroid head."""
     rows = ((np.asarray(features, np.float64) - np.asarray(head["mean"]))
             / np.asarray(head["std"]))
-    centroid = np.asarray(head["centroid"], np.float64)
-    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(centroid)
-    return 0.5 * (1.0 + (rows @ centroid) / np.maximum(norms, 1e-12))
+    return 0.5 * (1.0 + cosine_to(rows, head["centroid"]))
 
 
 def fit_auto_head(rows: np.ndarray, labels: np.ndarray, reference: np.ndarray,

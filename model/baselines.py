@@ -117,9 +117,15 @@ def centroid_cosine_scores(support: np.ndarray, labels, query: np.ndarray) -> np
     """Cosine similarity of each query to the mean of the positive supports."""
     labels = _labels(labels)
     centroid = np.asarray(support, dtype=np.float64)[labels == 1].mean(axis=0)
-    query = np.asarray(query, dtype=np.float64)
-    norms = np.linalg.norm(query, axis=1) * np.linalg.norm(centroid)
-    return (query @ centroid) / np.maximum(norms, 1e-12)
+    return cosine_to(query, centroid)
+
+
+def cosine_to(rows: np.ndarray, centroid: np.ndarray) -> np.ndarray:
+    """``[n]`` cosine similarity of each row to one vector (0 for a zero row)."""
+    rows = np.asarray(rows, dtype=np.float64)
+    centroid = np.asarray(centroid, dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(centroid)
+    return (rows @ centroid) / np.maximum(norms, 1e-12)
 
 
 def _need_negatives(labels: np.ndarray, method: str) -> None:
